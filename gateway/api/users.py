@@ -1,0 +1,40 @@
+"""`/api/v1/users*`: public listings and the caller's profile edit."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.api.common import caller, ok, page, path_id, read_body, user_private, user_public
+from gateway.app_keys import PG_POOL
+from shared.db import users
+from shared.errors import InvalidTokenError, UserNotFoundError
+from shared.wire import EditUserBody
+
+
+async def list_users(request: web.Request) -> web.Response:
+    limit, offset = page(request)
+    found = await users.list_users(request.app[PG_POOL], limit=limit, offset=offset)
+    return ok("users retrieved", [user_public(user) for user in found])
+
+
+async def get_user(request: web.Request) -> web.Response:
+    user = await users.get_user(request.app[PG_POOL], path_id(request, "id"))
+    if user is None:
+        raise UserNotFoundError()
+    return ok("user retrieved", user_public(user))
+
+
+async def edit_user(request: web.Request) -> web.Response:
+    claims = caller(request)
+    body = await read_body(request, EditUserBody)
+    user = await users.update_profile(
+        request.app[PG_POOL],
+        claims.user_id,
+        name=body.name,
+        username=body.username,
+        email=body.email,
+        avatar_url=body.avatar_url,
+    )
+    if user is None:
+        raise InvalidTokenError()
+    return ok("user updated", user_private(user))

@@ -1,0 +1,34 @@
+"""Every application-level object, under a typed key.
+
+Kept apart from `app.py` so handlers can import the keys without importing
+the application factory that imports them.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+from redis.asyncio import Redis
+
+from gateway.broker import Broker
+from gateway.hub import Hub
+from shared.redis_keys import RedisKeys
+from shared.scripts import Scripts
+from shared.settings import Settings
+
+
+class Readiness:
+    """Whether this node should receive traffic; turned off first when draining."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+
+SETTINGS = web.AppKey("SETTINGS", Settings)
+KEYS = web.AppKey("KEYS", RedisKeys)
+PG_POOL = web.AppKey("PG_POOL", asyncpg.Pool)
+REDIS = web.AppKey("REDIS", Redis)
+SCRIPTS = web.AppKey("SCRIPTS", Scripts)
+BROKER = web.AppKey("BROKER", Broker)
+HUB = web.AppKey("HUB", Hub)
+READINESS = web.AppKey("READINESS", Readiness)

@@ -1,0 +1,211 @@
+"""Cross-node messaging over Redis: the send script, subscriptions, control events.
+
+`send` runs the one Lua script that dedupes, rate-limits, assigns the channel's
+next `seq` and the message id, appends to the recent-history and ingest streams
+and publishes the finished frame, atomically and in one round trip. Once it
+returns, the message is durable in the stream: only then is it acknowledged.
+
+Incoming publishes reach `Deliveries.deliver` as the bytes that were published;
+frames are never decoded or re-encoded on the way to the sockets. Control
+events (a member removed) share the channel's topic and start with `!`, which
+no JSON frame does.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import asyncpg
+import orjson
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from gateway.subscriber import Subscriber
+from shared.db.messages import max_seq
+from shared.errors import CloseCode, RateLimitedError, UnavailableError
+from shared.redis_keys import RedisKeys, partition_of
+from shared.scripts import Scripts
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_CONTROL_PREFIX = b"!"
+# Recent history outlives a quiet weekend, then frees its memory.
+_RECENT_TTL_MS = 7 * 24 * 3600 * 1000
+
+
+class Deliveries(Protocol):
+    """Where the broker hands what arrives for this node (the hub)."""
+
+    def deliver(self, channel_id: int, frame: bytes) -> None: ...
+
+    def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    message_id: int
+    seq: int
+    created_at_ms: int
+    duplicate: bool
+
+
+class Broker:
+    """Implements the hub's `Subscriptions` port and the send path."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: Redis,
+        scripts: Scripts,
+        pool: asyncpg.Pool[asyncpg.Record],
+    ) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._scripts = scripts
+        self._pool = pool
+        self._keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
+        self._publish_command = "PUBLISH"
+        self._topics: dict[bytes, int] = {}
+        self._deliveries: Deliveries | None = None
+        self.subscriber = Subscriber(
+            settings.redis_url.get_secret_value(),
+            self._on_publish,
+            timeout=settings.redis_timeout_seconds,
+            sharded=False,
+        )
+
+    def bind(self, deliveries: Deliveries) -> None:
+        self._deliveries = deliveries
+
+    async def subscribe(self, channel_id: int) -> None:
+        topic = self._keys.channel_topic(channel_id)
+        self._topics[topic.encode()] = channel_id
+        try:
+            await self.subscriber.subscribe(topic)
+        except BaseException:
+            self._topics.pop(topic.encode(), None)
+            raise
+
+    async def unsubscribe(self, channel_id: int) -> None:
+        topic = self._keys.channel_topic(channel_id)
+        self._topics.pop(topic.encode(), None)
+        await self.subscriber.unsubscribe(topic)
+
+    def _on_publish(self, topic: bytes, payload: bytes) -> None:
+        channel_id = self._topics.get(topic)
+        if channel_id is None or self._deliveries is None:
+            return
+        if payload.startswith(_CONTROL_PREFIX):
+            self._on_control(channel_id, payload)
+        else:
+            self._deliveries.deliver(channel_id, payload)
+
+    def _on_control(self, channel_id: int, payload: bytes) -> None:
+        assert self._deliveries is not None  # checked by the caller
+        try:
+            event = orjson.loads(payload[1:])
+            if event["event"] == "member_removed":
+                self._deliveries.remove_user(
+                    channel_id,
+                    int(event["user_id"]),
+                    CloseCode.FORBIDDEN,
+                    "no longer a member of this channel",
+                )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("malformed control event ignored", extra={"channel_id": channel_id})
+
+    async def publish_member_removed(self, channel_id: int, user_id: int) -> None:
+        """Tell every node to close `user_id`'s sockets in the channel."""
+        payload = _CONTROL_PREFIX + orjson.dumps({"event": "member_removed", "user_id": user_id})
+        try:
+            await self._redis.publish(self._keys.channel_topic(channel_id), payload)
+        except (RedisError, OSError) as exc:
+            raise UnavailableError() from exc
+
+    async def send(
+        self,
+        *,
+        channel_id: int,
+        user_id: int,
+        client_id: str | None,
+        body: bytes,
+        tail: bytes,
+    ) -> SendResult:
+        """Make a message durable and publish it; see the module docstring.
+
+        Raises RateLimitedError (with `retry_after`) or UnavailableError. On
+        UnavailableError the message may still have been stored (a timeout after
+        Redis ran the script): a client that re-sends with the same `client_id`
+        gets the original back instead of a copy.
+        """
+        keys = self._keys
+        script_keys = [
+            keys.channel_seq(channel_id),
+            keys.channel_recent(channel_id),
+            keys.ingest_stream_of(channel_id),
+            keys.id_clock(channel_id),
+            keys.dedupe(channel_id, user_id, client_id or "-"),
+            keys.message_rate(channel_id, user_id),
+            keys.channel_topic(channel_id),
+        ]
+        settings = self._settings
+        args: list[str | int | bytes] = [
+            channel_id,
+            user_id,
+            client_id or "",
+            body,
+            tail,
+            settings.ws_message_rate,
+            settings.ws_message_rate_window_seconds * 1000,
+            settings.client_id_dedupe_seconds,
+            settings.recent_history_size,
+            _RECENT_TTL_MS,
+            partition_of(channel_id, settings.redis_partitions),
+            self._publish_command,
+        ]
+        reply = await self._run_send(script_keys, args)
+        if reply[0] == b"noseq":
+            await self._seed_seq(channel_id)
+            reply = await self._run_send(script_keys, args)
+        status = reply[0]
+        if status == b"rate":
+            raise RateLimitedError(
+                "Too many messages, slow down", retry_after=max(int(reply[1]), 1) / 1000
+            )
+        if status not in (b"ok", b"dup"):
+            log.error("unexpected send reply", extra={"status": repr(status)})
+            raise UnavailableError()
+        return SendResult(
+            message_id=int(reply[1]),
+            seq=int(reply[2]),
+            created_at_ms=int(reply[3]),
+            duplicate=status == b"dup",
+        )
+
+    async def _run_send(self, script_keys: list[str], args: list[str | int | bytes]) -> list[bytes]:
+        try:
+            reply: list[bytes] = await self._scripts.send(keys=script_keys, args=args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("send script failed", extra={"error": type(exc).__name__})
+            raise UnavailableError() from exc
+        return reply
+
+    async def _seed_seq(self, channel_id: int) -> None:
+        """Start a channel's counter at its highest stored seq (0 for a new channel).
+
+        Runs once per channel per Redis data set, not per message.
+        """
+        try:
+            highest = await max_seq(self._pool, channel_id)
+        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+            raise UnavailableError() from exc
+        try:
+            await self._redis.set(self._keys.channel_seq(channel_id), highest, nx=True)
+        except (RedisError, OSError) as exc:
+            raise UnavailableError() from exc
+
+    async def aclose(self) -> None:
+        await self.subscriber.aclose()

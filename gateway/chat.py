@@ -1,0 +1,190 @@
+"""The chat socket: `WS /api/v1/chat/{channel_id}?token=<jwt>`.
+
+Step one of the send path: admit the socket (Origin, token, channel,
+membership), then read frames, validate each, and hand valid ones to
+`Broker.send`. A refused socket gets the Go server's error frame with a `code`
+and a 44xx close code a browser can read; a bad frame gets an error frame and
+the socket stays open. Outbound frames go through the connection's queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+from aiohttp import WSMsgType, web
+from pydantic import ValidationError
+
+from gateway.app_keys import BROKER, HUB, PG_POOL, SETTINGS
+from gateway.auth import verify_token
+from gateway.broker import Broker
+from gateway.connection import Connection
+from shared.db.channels import chat_access
+from shared.db.records import User
+from shared.errors import (
+    AppError,
+    ChannelNotFoundError,
+    CloseCode,
+    InvalidBodyError,
+    InvalidJsonError,
+    InvalidParameterError,
+    InvalidTokenError,
+    MessageTooLargeError,
+    MissingTokenError,
+    NotAMemberError,
+    OriginNotAllowedError,
+    UnavailableError,
+)
+from shared.settings import Settings
+from shared.wire import (
+    CHAT_FRAME,
+    ack_frame,
+    author_json,
+    error_frame,
+    frame_body,
+    message_tail,
+    validation_details,
+)
+
+log = logging.getLogger(__name__)
+
+_MAX_CHANNEL_ID = 2**53
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    user_id: int
+    channel_id: int
+    author: bytes  # the `user` object of every frame this socket sends, encoded once
+
+
+async def chat_socket(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    ws = web.WebSocketResponse(
+        max_msg_size=settings.ws_max_frame_bytes,
+        heartbeat=settings.ws_heartbeat_seconds,
+        decode_text=False,
+    )
+    if not ws.can_prepare(request).ok:
+        raise InvalidParameterError("WebSocket upgrade required")
+    await ws.prepare(request)
+    try:
+        session = await _admit(request, settings)
+    except AppError as exc:
+        await _refuse(ws, exc)
+        return ws
+
+    connection = Connection(
+        ws,
+        user_id=session.user_id,
+        channel_id=session.channel_id,
+        queue_size=settings.ws_send_queue_size,
+    )
+    hub = request.app[HUB]
+    try:
+        await hub.join(connection)
+    except AppError as exc:
+        await _refuse(ws, exc)
+        return ws
+    writer = asyncio.create_task(connection.run_writer(), name="ws-writer")
+    try:
+        await _read_frames(ws, connection, session, request.app[BROKER], settings)
+    finally:
+        await hub.leave(connection)
+        connection.close(CloseCode.NORMAL, "")
+        await writer
+    return ws
+
+
+async def _admit(request: web.Request, settings: Settings) -> _Session:
+    origin = request.headers.get("Origin")
+    # Browsers always send Origin; native clients (the Go server's included) may not.
+    if origin is not None and not settings.origin_allowed(origin):
+        raise OriginNotAllowedError()
+    channel_id = _channel_id(request.match_info["channel_id"])
+    token = request.query.get("token", "").strip()
+    if not token:
+        raise MissingTokenError()
+    claims = verify_token(settings, token)
+    try:
+        access = await chat_access(request.app[PG_POOL], channel_id, claims.user_id)
+    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        raise UnavailableError() from exc
+    if access.user is None:
+        raise InvalidTokenError()  # signed for a user that no longer exists
+    if not access.channel_exists:
+        raise ChannelNotFoundError()
+    if access.role is None:
+        raise NotAMemberError()
+    return _Session(user_id=claims.user_id, channel_id=channel_id, author=_author(access.user))
+
+
+def _channel_id(raw: str) -> int:
+    if not raw.isdigit() or not 0 < int(raw) <= _MAX_CHANNEL_ID:
+        raise InvalidParameterError("channel_id must be a positive integer")
+    return int(raw)
+
+
+def _author(user: User) -> bytes:
+    return orjson.dumps(author_json(user.id, user.name, user.username, user.avatar_url))
+
+
+async def _refuse(ws: web.WebSocketResponse, exc: AppError) -> None:
+    await ws.send_frame(error_frame(exc.code, exc.message), WSMsgType.TEXT)
+    await ws.close(code=exc.close_code, message=exc.message.encode())
+
+
+async def _read_frames(
+    ws: web.WebSocketResponse,
+    connection: Connection,
+    session: _Session,
+    broker: Broker,
+    settings: Settings,
+) -> None:
+    async for message in ws:
+        if message.type is WSMsgType.TEXT:
+            payload: bytes = message.data
+        elif message.type is WSMsgType.BINARY:
+            payload = message.data
+        else:
+            break  # CLOSE / ERROR: aiohttp has already answered the peer
+        try:
+            await _send(payload, connection, session, broker, settings)
+        except AppError as exc:
+            connection.enqueue(error_frame(exc.code, exc.message, exc.details))
+
+
+async def _send(
+    payload: bytes,
+    connection: Connection,
+    session: _Session,
+    broker: Broker,
+    settings: Settings,
+) -> None:
+    """Validate one inbound frame, make it durable, and acknowledge it."""
+    if len(payload) > settings.ws_max_body_bytes:
+        raise MessageTooLargeError(f"Message exceeds {settings.ws_max_body_bytes} bytes")
+    try:
+        frame = CHAT_FRAME.validate_json(payload)
+    except ValidationError as exc:
+        if any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise InvalidJsonError() from None
+        raise InvalidBodyError(details=validation_details(exc)) from None
+    body = frame_body(frame)
+    result = await broker.send(
+        channel_id=session.channel_id,
+        user_id=session.user_id,
+        client_id=frame.client_id,
+        body=orjson.dumps(body),
+        tail=message_tail(
+            user_id=session.user_id,
+            channel_id=session.channel_id,
+            body=body,
+            client_id=frame.client_id,
+            author=session.author,
+        ),
+    )
+    connection.enqueue(ack_frame(result.message_id, result.seq, frame.client_id))

@@ -1,0 +1,88 @@
+"""This node's map of channels to local connections, and local fan-out.
+
+The hub owns `channel_id -> set[Connection]`. The first local member of a
+channel makes the hub subscribe (through the `Subscriptions` port, which the
+Redis broker implements); the last one leaving unsubscribes. Delivery is
+`put_nowait` into each connection's bounded queue: the hub never awaits a
+socket, so fan-out cost does not depend on the slowest client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Protocol
+
+from gateway.connection import Connection
+from shared.errors import CloseCode
+
+
+class Subscriptions(Protocol):
+    """Cross-node fan-out, as the hub needs it.
+
+    `subscribe` returns once messages published to the channel after that point
+    will reach `Hub.deliver`; it raises if that cannot be promised.
+    `unsubscribe` stops them; it never raises.
+    """
+
+    async def subscribe(self, channel_id: int) -> None: ...
+
+    async def unsubscribe(self, channel_id: int) -> None: ...
+
+
+class Hub:
+    def __init__(self, subscriptions: Subscriptions) -> None:
+        self._subscriptions = subscriptions
+        self._channels: dict[int, set[Connection]] = {}
+        # Serializes subscribe/unsubscribe per channel, so a join racing the last
+        # leave never ends with members and no subscription.
+        self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def join(self, connection: Connection) -> None:
+        """Register a connection; subscribes the node if it is the channel's first.
+
+        Raises whatever `subscribe` raises, with the hub left unchanged.
+        """
+        channel_id = connection.channel_id
+        async with self._locks[channel_id]:
+            members = self._channels.get(channel_id)
+            if members is None:
+                await self._subscriptions.subscribe(channel_id)
+                members = self._channels[channel_id] = set()
+            members.add(connection)
+
+    async def leave(self, connection: Connection) -> None:
+        channel_id = connection.channel_id
+        async with self._locks[channel_id]:
+            members = self._channels.get(channel_id)
+            if members is None:
+                return
+            members.discard(connection)
+            if not members:
+                del self._channels[channel_id]
+                await self._subscriptions.unsubscribe(channel_id)
+        if channel_id not in self._channels and not self._locks[channel_id].locked():
+            self._locks.pop(channel_id, None)
+
+    def deliver(self, channel_id: int, frame: bytes) -> None:
+        """Queue one pre-encoded frame to every local member of the channel."""
+        for connection in self._channels.get(channel_id, ()):
+            connection.enqueue(frame)
+
+    def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None:
+        """Close the sockets of a user who lost access to a channel."""
+        for connection in list(self._channels.get(channel_id, ())):
+            if connection.user_id == user_id:
+                connection.close(code, reason)
+
+    def close_all(self, code: CloseCode, reason: str) -> None:
+        for members in list(self._channels.values()):
+            for connection in list(members):
+                connection.close(code, reason)
+
+    def channel_ids(self) -> list[int]:
+        return list(self._channels)
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(members) for members in self._channels.values())

@@ -1,0 +1,150 @@
+"""The node's one pub/sub connection to Redis, owned by one reader task.
+
+redis-py's `PubSub` object is not safe to share between a reader and
+concurrent subscribe calls, so this module drives a raw connection itself:
+`run()` is the only code that connects, reads and reconnects; `subscribe()`
+only writes a SUBSCRIBE under a lock and waits for the reader to see its
+confirmation. After the confirmation, every later publish to that topic is
+delivered, which is the promise the hub's `Subscriptions` port makes.
+
+On a lost connection the reader reconnects with capped, jittered backoff and
+resubscribes every topic still wanted: the set of wanted topics, kept here and
+mirroring the hub, is the source of truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+from redis.asyncio.connection import Connection, ConnectionPool
+from redis.exceptions import RedisError
+
+from shared.errors import UnavailableError
+
+log = logging.getLogger(__name__)
+
+_BACKOFF_FIRST_SECONDS = 0.05
+_BACKOFF_CAP_SECONDS = 5.0
+# Subscribing is chunked so one reconnect never builds a multi-megabyte command.
+_RESUBSCRIBE_CHUNK = 1000
+
+MessageHandler = Callable[[bytes, bytes], None]
+
+
+class Subscriber:
+    """Per-topic subscriptions over one connection, with confirmations and reconnects."""
+
+    def __init__(
+        self, redis_url: str, on_message: MessageHandler, *, timeout: float, sharded: bool
+    ) -> None:
+        # No socket timeout: a quiet subscription is normal, not an error. RESP2:
+        # under RESP3 (redis-py 8's default) publishes arrive as push frames that
+        # `read_response` hands to a push handler instead of returning them.
+        self._pool = ConnectionPool.from_url(
+            redis_url, socket_timeout=None, socket_connect_timeout=timeout, protocol=2
+        )
+        self._on_message = on_message
+        self._timeout = timeout
+        self._subscribe_command = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
+        self._unsubscribe_command = "SUNSUBSCRIBE" if sharded else "UNSUBSCRIBE"
+        self._message_kind = b"smessage" if sharded else b"message"
+        self._confirm_kind = b"ssubscribe" if sharded else b"subscribe"
+        self._wanted: set[bytes] = set()
+        self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._connection: Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self.connected = asyncio.Event()
+
+    async def subscribe(self, topic: str) -> None:
+        """Return once publishes to `topic` reach the handler; else UnavailableError."""
+        name = topic.encode()
+        self._wanted.add(name)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(name, []).append(waiter)
+        try:
+            await self._write(self._subscribe_command, name)
+            async with asyncio.timeout(self._timeout):
+                await waiter
+        except (RedisError, OSError, TimeoutError, UnavailableError):
+            self._wanted.discard(name)
+            raise UnavailableError() from None
+        finally:
+            waiters = self._waiters.get(name, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiters.pop(name, None)
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Stop wanting `topic`. Never raises: a lost connection forgets it anyway."""
+        name = topic.encode()
+        self._wanted.discard(name)
+        try:
+            await self._write(self._unsubscribe_command, name)
+        except (RedisError, OSError, UnavailableError):
+            log.debug("unsubscribe not sent; the reconnect will not resubscribe it")
+
+    async def _write(self, *args: str | bytes) -> None:
+        async with self._write_lock:
+            connection = self._connection
+            # Checked right before the write, with no await in between: a
+            # disconnected Connection would otherwise reconnect itself here,
+            # behind the reader's back.
+            if connection is None or not connection.is_connected:
+                raise UnavailableError()
+            await connection.send_command(*args, check_health=False)
+
+    async def run(self) -> None:
+        """Connect, (re)subscribe, read forever; reconnect on failure. Cancel to stop."""
+        backoff = _BACKOFF_FIRST_SECONDS
+        while True:
+            connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            try:
+                await connection.connect()
+                async with self._write_lock:
+                    self._connection = connection
+                    await self._resubscribe(connection)
+                self.connected.set()
+                backoff = _BACKOFF_FIRST_SECONDS
+                await self._read(connection)
+            except (RedisError, OSError) as exc:
+                log.warning("pub/sub connection lost", extra={"error": type(exc).__name__})
+            finally:
+                self.connected.clear()
+                self._connection = None
+                self._fail_waiters()
+                await connection.disconnect(nowait=True)
+            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
+            backoff = min(backoff * 2, _BACKOFF_CAP_SECONDS)
+
+    async def _resubscribe(self, connection: Connection) -> None:
+        wanted = list(self._wanted)
+        for start in range(0, len(wanted), _RESUBSCRIBE_CHUNK):
+            chunk = wanted[start : start + _RESUBSCRIBE_CHUNK]
+            await connection.send_command(self._subscribe_command, *chunk, check_health=False)
+
+    async def _read(self, connection: Connection) -> None:
+        message_kind, confirm_kind = self._message_kind, self._confirm_kind
+        while True:
+            reply = await connection.read_response(disable_decoding=True)
+            if not isinstance(reply, list) or len(reply) < 3:
+                continue
+            kind, topic, payload = reply[0], reply[1], reply[2]
+            if kind == message_kind:
+                self._on_message(topic, payload)
+            elif kind == confirm_kind:
+                for waiter in self._waiters.get(topic, ()):
+                    if not waiter.done():
+                        waiter.set_result(None)
+
+    def _fail_waiters(self) -> None:
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(UnavailableError())
+
+    async def aclose(self) -> None:
+        await self._pool.aclose()

@@ -1,0 +1,479 @@
+"""The persistence worker: ingest streams -> PostgreSQL, at least once, written once.
+
+Data path, last step: the gateway's send script XADDs every message to its
+partition's ingest stream. Each worker is one consumer of the `persistence`
+group over all partitions. A cycle reads a batch, writes it in one
+transaction (`shared.db.messages.insert_messages`, idempotent on the message
+id) and acks the entries only after the commit, so a crash at any point
+re-delivers instead of losing, and a re-delivery inserts nothing twice.
+
+Recovery: at start the worker re-reads its own pending entries and claims
+those a dead peer left idle (XAUTOCLAIM); it repeats the claim periodically.
+Entries that cannot be stored (malformed, or rejected by PostgreSQL
+`worker_max_attempts` times) go to the partition's dead-letter stream and are
+acked, so one bad entry never blocks the rest. Streams are trimmed only below
+the group's oldest pending entry, i.e. only what is persisted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+import redis.exceptions
+from redis.typing import KeyT, StreamIdT
+
+from persistence.dead_letters import Rejected, add_dead_letters
+from shared.db.messages import MessageRow, insert_messages
+from shared.db.pool import create_pool
+from shared.redis_keys import CONSUMER_GROUP, RedisKeys
+from shared.settings import Settings
+
+_log = logging.getLogger(__name__)
+
+# Reclaiming and trimming cost a few round trips per partition: often enough
+# that a dead peer's entries wait seconds, not minutes, but not every batch.
+_HOUSEKEEPING_INTERVAL_S = 5.0
+_BACKOFF_BASE_S = 0.05
+_BACKOFF_CAP_S = 5.0
+# SQLSTATE classes that say "try again later", not "this row is bad":
+# connection (08), transaction rollback such as deadlock (40), insufficient
+# resources (53), operator intervention such as admin shutdown (57), system (58).
+_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_MAX_BIGINT = 2**63 - 1
+_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+
+class _Backoff:
+    """Capped exponential backoff with jitter, so restarted peers do not retry in step."""
+
+    def __init__(self) -> None:
+        self._attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** min(self._attempt, 16))
+        self._attempt += 1
+        # Half fixed, half random: keeps a floor so a flapping server is not hammered.
+        return random.uniform(ceiling / 2, ceiling)
+
+    async def sleep(self, stop: asyncio.Event | None = None) -> None:
+        """Wait the next delay; return early if `stop` is set."""
+        delay = self.next_delay()
+        if stop is None:
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+
+
+def _is_transient(exc: Exception) -> bool | None:
+    """True for an outage (retry the same write), False for a data error, None for a bug."""
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
+        return False  # asyncpg's client-side DataError: an argument it cannot encode
+    if isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError):
+        return True  # closed or broken connection, refused connect, timeout
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One ingest-stream entry as read, before parsing."""
+
+    stream: str
+    entry_id: str
+    fields: dict[bytes, bytes]
+
+
+class MalformedEntryError(ValueError):
+    """An entry that does not follow the stream contract; it can never be written."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _positive_int(fields: dict[bytes, bytes], name: bytes) -> int:
+    raw = fields.get(name)
+    if raw is None:
+        raise MalformedEntryError(f"missing field {name.decode()}")
+    # isdigit() refuses the signs, spaces and underscores that int() would accept.
+    if not raw.isdigit() or not 0 < int(raw) <= _MAX_BIGINT:
+        raise MalformedEntryError(f"field {name.decode()} is not a positive bigint: {raw[:40]!r}")
+    return int(raw)
+
+
+def parse_entry(fields: dict[bytes, bytes]) -> MessageRow:
+    """Turn an entry's fields (see the stream contract in the README) into a row."""
+    body = fields.get(b"body")
+    if body is None:
+        raise MalformedEntryError("missing field body")
+    try:
+        if not isinstance(orjson.loads(body), dict):
+            raise MalformedEntryError("body is not a JSON object")
+        client_id = fields.get(b"client_id", b"").decode()
+    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedEntryError(f"undecodable body or client_id: {exc}") from None
+    return MessageRow(
+        id=_positive_int(fields, b"id"),
+        channel_id=_positive_int(fields, b"channel_id"),
+        seq=_positive_int(fields, b"seq"),
+        user_id=_positive_int(fields, b"user_id"),
+        body=body.decode(),
+        client_id=client_id or None,
+        created_at_ms=_positive_int(fields, b"ts"),
+    )
+
+
+def _entries_of(response: object) -> list[Entry]:
+    """Flatten an XREADGROUP reply (RESP2 list of pairs, or RESP3 map) into entries."""
+    if isinstance(response, dict):
+        # RESP3 wraps each stream's entries in one more list.
+        pairs = [(stream, items[0]) for stream, items in response.items()]
+    elif isinstance(response, list):
+        pairs = [(stream, items) for stream, items in response]
+    else:
+        return []
+    return [
+        Entry(_text(stream), _text(entry_id), fields)
+        for stream, items in pairs
+        for entry_id, fields in items
+    ]
+
+
+class Worker:
+    """One consumer of the persistence group over every ingest stream.
+
+    Pass `redis` and `pool` to use your own clients (they are left open);
+    otherwise the worker creates them from `settings` and closes them.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        redis: aioredis.Redis | None = None,
+        pool: asyncpg.Pool[asyncpg.Record] | None = None,
+    ) -> None:
+        self._settings = settings
+        self._keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
+        self._streams = self._keys.ingest_streams()
+        self._partitions = {stream: p for p, stream in enumerate(self._streams)}
+        self._new_cursors: dict[KeyT, StreamIdT] = dict.fromkeys(self._streams, ">")
+        self.consumer = settings.worker_consumer_name or f"{socket.gethostname()}-{os.getpid()}"
+        self._given_redis = redis
+        self._given_pool = pool
+        # Set by _clients() for the duration of run() / run_until_idle().
+        self._redis: aioredis.Redis
+        self._pool: asyncpg.Pool[asyncpg.Record]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Persist entries until `stop` is set, then finish the in-flight batch and return.
+
+        A read blocks at most `worker_block_ms`, so after `stop` the worker
+        returns within one block time plus the write of the last batch (which
+        is acked before returning). Redis and PostgreSQL outages are waited
+        out with backoff; an unexpected error propagates.
+        """
+        async with self._clients(stop):
+            recovered = False
+            backoff = _Backoff()
+            next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL_S
+            while not stop.is_set():
+                try:
+                    if not recovered:
+                        await self._ensure_groups()
+                        await self._recover()
+                        recovered = True
+                    await self._heartbeat()
+                    if time.monotonic() >= next_housekeeping:
+                        await self._reclaim()
+                        await self._trim()
+                        next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL_S
+                    await self._persist(await self._read_new(self._settings.worker_block_ms))
+                except _REDIS_ERRORS as exc:
+                    _log.warning("redis unavailable, retrying", extra={"error": repr(exc)})
+                    await backoff.sleep(stop)
+                except redis.exceptions.ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    # The stream or group was deleted under us: recreate and recover.
+                    _log.warning("consumer group missing, recreating", extra={"error": str(exc)})
+                    recovered = False
+                else:
+                    backoff = _Backoff()
+
+    async def run_until_idle(self) -> int:
+        """Recover, then read without blocking until nothing is left; return entries persisted.
+
+        For tests and one-shot drains: no clock waits. Trims the streams at the end.
+        """
+        async with self._clients(None):
+            await self._ensure_groups()
+            persisted = await self._recover()
+            while entries := await self._read_new(None):
+                persisted += await self._persist(entries)
+            await self._trim()
+            return persisted
+
+    @contextlib.asynccontextmanager
+    async def _clients(self, stop: asyncio.Event | None) -> AsyncIterator[None]:
+        """Use the injected clients, or create them and close them on exit."""
+        self._redis = self._given_redis or aioredis.Redis.from_url(
+            self._settings.redis_url.get_secret_value(),
+            # A blocking read legitimately waits block_ms before it answers.
+            socket_timeout=self._settings.redis_timeout_seconds
+            + self._settings.worker_block_ms / 1000,
+            socket_connect_timeout=self._settings.redis_timeout_seconds,
+        )
+        try:
+            self._pool = self._given_pool or await self._open_pool(stop)
+            try:
+                yield
+            finally:
+                if self._given_pool is None:
+                    await self._close_pool()
+        finally:
+            if self._given_redis is None:
+                await self._redis.aclose()
+
+    async def _open_pool(self, stop: asyncio.Event | None) -> asyncpg.Pool[asyncpg.Record]:
+        backoff = _Backoff()
+        while True:
+            try:
+                return await create_pool(self._settings)
+            except Exception as exc:
+                if not _is_transient(exc) or (stop is not None and stop.is_set()):
+                    raise
+                _log.warning(
+                    "postgresql unavailable at start, retrying", extra={"error": repr(exc)}
+                )
+                await backoff.sleep(stop)
+
+    async def _close_pool(self) -> None:
+        try:
+            async with asyncio.timeout(self._settings.db_command_timeout_seconds):
+                await self._pool.close()
+        except TimeoutError:
+            # A connection stuck in a query must not hold the process past shutdown.
+            self._pool.terminate()
+
+    async def _ensure_groups(self) -> None:
+        for stream in self._streams:
+            try:
+                # Start id 0, not $: entries added before any worker ran are persisted too.
+                await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+            except redis.exceptions.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def _heartbeat(self) -> None:
+        # Expires unless refreshed: one cycle takes at most a block plus a command.
+        ttl_ms = 3 * self._settings.worker_block_ms + int(
+            self._settings.redis_timeout_seconds * 1000
+        )
+        await self._redis.set(
+            self._keys.worker_health(self.consumer), str(int(time.time() * 1000)), px=ttl_ms
+        )
+
+    async def _read_new(self, block_ms: int | None) -> list[Entry]:
+        response = await self._redis.xreadgroup(
+            CONSUMER_GROUP,
+            self.consumer,
+            self._new_cursors,
+            count=self._settings.worker_batch_size,
+            block=block_ms,
+        )
+        return _entries_of(response)
+
+    async def _recover(self) -> int:
+        """Persist this consumer's own pending entries (a previous life's), then claim idle ones."""
+        persisted = 0
+        cursors: dict[KeyT, StreamIdT] = dict.fromkeys(self._streams, "0")
+        while cursors:
+            response = await self._redis.xreadgroup(
+                CONSUMER_GROUP, self.consumer, cursors, count=self._settings.worker_batch_size
+            )
+            entries = _entries_of(response)
+            persisted += await self._persist(entries)
+            # A stream is done when its history read returns nothing past the cursor.
+            cursors = {entry.stream: entry.entry_id for entry in entries}
+        return persisted + await self._reclaim()
+
+    async def _reclaim(self) -> int:
+        """Take over entries pending longer than `worker_claim_idle_ms` and persist them."""
+        persisted = 0
+        for stream in self._streams:
+            cursor = "0-0"
+            while True:
+                response = await self._redis.xautoclaim(
+                    stream,
+                    CONSUMER_GROUP,
+                    self.consumer,
+                    self._settings.worker_claim_idle_ms,
+                    cursor,
+                    count=self._settings.worker_batch_size,
+                )
+                entries = [Entry(stream, _text(eid), fields) for eid, fields in response[1]]
+                if len(response) > 2 and response[2]:
+                    # Trimmed while pending: only possible if something else trimmed the stream.
+                    _log.error(
+                        "pending entries were deleted before being persisted",
+                        extra={"stream": stream, "entry_ids": [_text(i) for i in response[2]]},
+                    )
+                if entries:
+                    _log.info(
+                        "claimed idle entries", extra={"stream": stream, "count": len(entries)}
+                    )
+                    persisted += await self._persist(entries)
+                cursor = _text(response[0])
+                if cursor == "0-0":
+                    break
+        return persisted
+
+    async def _persist(self, entries: list[Entry]) -> int:
+        """Write, dead-letter what cannot be written, then ack all; return rows written."""
+        if not entries:
+            return 0
+        parsed: list[tuple[Entry, MessageRow]] = []
+        rejected: list[Rejected] = []
+        for entry in entries:
+            try:
+                parsed.append((entry, parse_entry(entry.fields)))
+            except MalformedEntryError as exc:
+                rejected.append(self._reject(entry, f"malformed entry: {exc}"))
+        poison = await self._write_batch(parsed)
+        await self._dead_letter([*rejected, *poison])
+        await self._ack(entries)
+        return len(parsed) - len(poison)
+
+    def _reject(self, entry: Entry, reason: str) -> Rejected:
+        partition = self._partitions[entry.stream]
+        return Rejected(partition, entry.stream, entry.entry_id, entry.fields, reason)
+
+    async def _write_batch(self, parsed: list[tuple[Entry, MessageRow]]) -> list[Rejected]:
+        """Write all rows in one transaction; on a data error, isolate the bad rows.
+
+        Isolation writes each row in its own transaction, so the good rows of
+        the batch are stored and only rows that fail `worker_max_attempts`
+        times come back, to be dead-lettered. A data error is retried at once:
+        only a race (a row committed meanwhile) can clear it, not time.
+        """
+        if not parsed:
+            return []
+        error = await self._insert_until_committed([row for _, row in parsed])
+        if error is None:
+            return []
+        _log.warning(
+            "batch rejected, writing its rows one by one",
+            extra={"batch_size": len(parsed), "error": repr(error)},
+        )
+        poison: list[Rejected] = []
+        max_attempts = self._settings.worker_max_attempts
+        for entry, row in parsed:
+            for _attempt in range(max_attempts):
+                error = await self._insert_until_committed([row])
+                if error is None:
+                    break
+            else:
+                reason = f"{type(error).__name__}: {error} (after {max_attempts} attempts)"
+                poison.append(self._reject(entry, reason))
+        return poison
+
+    async def _insert_until_committed(self, rows: list[MessageRow]) -> Exception | None:
+        """Insert in one transaction, waiting out outages; return the data error, or None.
+
+        The rows stay in memory across retries, and the insert is idempotent,
+        so an outage neither loses nor duplicates them.
+        """
+        backoff = _Backoff()
+        while True:
+            try:
+                async with (
+                    asyncio.timeout(self._settings.db_command_timeout_seconds),
+                    self._pool.acquire() as conn,
+                    conn.transaction(),
+                ):
+                    await insert_messages(conn, rows)
+            except Exception as exc:
+                transient = _is_transient(exc)
+                if transient is None:
+                    raise
+                if not transient:
+                    return exc
+                delay = backoff.next_delay()
+                _log.warning(
+                    "postgresql unavailable, keeping the rows and retrying",
+                    extra={"batch_size": len(rows), "retry_in_s": delay, "error": repr(exc)},
+                )
+                await asyncio.sleep(delay)
+            else:
+                return None
+
+    async def _dead_letter(self, rejected: list[Rejected]) -> None:
+        if rejected:
+            await self._retry_redis(
+                "dead-letter", lambda: add_dead_letters(self._redis, self._keys, rejected)
+            )
+
+    async def _ack(self, entries: list[Entry]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.stream, []).append(entry.entry_id)
+
+        async def ack() -> None:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for stream, ids in by_stream.items():
+                    pipe.xack(stream, CONSUMER_GROUP, *ids)
+                await pipe.execute()
+
+        await self._retry_redis("ack", ack)
+
+    async def _retry_redis(self, what: str, op: Callable[[], Awaitable[None]]) -> None:
+        # The batch is committed: retrying here, not from the top, avoids re-writing it.
+        backoff = _Backoff()
+        while True:
+            try:
+                await op()
+            except _REDIS_ERRORS as exc:
+                _log.warning(
+                    f"redis unavailable during {what}, retrying", extra={"error": repr(exc)}
+                )
+                await backoff.sleep()
+            else:
+                return
+
+    async def _trim(self) -> None:
+        """Trim each stream below the oldest entry the group has not acked."""
+        for stream in self._streams:
+            # One MULTI so the pending summary and last-delivered id are a consistent snapshot.
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xinfo_groups(stream)
+                pipe.xpending(stream, CONSUMER_GROUP)
+                groups, pending = await pipe.execute()
+            if pending["pending"]:
+                min_id = _text(pending["min"])
+            else:
+                delivered = [
+                    g["last-delivered-id"] for g in groups if _text(g["name"]) == CONSUMER_GROUP
+                ]
+                if not delivered:
+                    continue
+                min_id = _text(delivered[0])
+            # MINID keeps ids >= min_id: the oldest pending entry always survives.
+            removed = await self._redis.xtrim(stream, minid=min_id, approximate=False)
+            if removed:
+                _log.debug("stream trimmed", extra={"stream": stream, "removed": removed})

@@ -1,0 +1,144 @@
+"""SQL for channels and memberships: create, list, join, leave, access checks."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import asyncpg
+
+from shared.db.records import Channel, ChatAccess, Member, User
+
+if TYPE_CHECKING:
+    from shared.db.records import Executor
+
+from shared.errors import AlreadyMemberError, ChannelNameTakenError, ChannelNotFoundError
+
+
+async def create_channel(
+    pool: asyncpg.Pool[asyncpg.Record],
+    *,
+    name: str,
+    description: str,
+    image_url: str | None,
+    owner_id: int,
+) -> Channel:
+    """Create a channel whose creator is its owner, atomically.
+
+    Raises ChannelNameTakenError when the name exists in any case.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        try:
+            row = await conn.fetchrow(
+                """INSERT INTO channels (name, description, image_url, created_by)
+                    VALUES ($1, $2, $3, $4)
+                   RETURNING id, name, description, image_url, created_at""",
+                name,
+                description,
+                image_url,
+                owner_id,
+            )
+        except asyncpg.UniqueViolationError:
+            raise ChannelNameTakenError() from None
+        assert row is not None  # INSERT ... RETURNING always yields the row
+        await conn.execute(
+            "INSERT INTO memberships (channel_id, user_id, role) VALUES ($1, $2, 'owner')",
+            row["id"],
+            owner_id,
+        )
+    return Channel.from_record(row)
+
+
+async def get_channel(db: Executor, channel_id: int) -> Channel | None:
+    row = await db.fetchrow(
+        "SELECT id, name, description, image_url, created_at FROM channels WHERE id = $1",
+        channel_id,
+    )
+    return None if row is None else Channel.from_record(row)
+
+
+async def list_channels(db: Executor, *, limit: int, offset: int) -> list[Channel]:
+    rows = await db.fetch(
+        """SELECT id, name, description, image_url, created_at FROM channels
+           ORDER BY id LIMIT $1 OFFSET $2""",
+        limit,
+        offset,
+    )
+    return [Channel.from_record(row) for row in rows]
+
+
+async def add_member(db: Executor, channel_id: int, user_id: int, role: str = "member") -> None:
+    """Raises AlreadyMemberError, or ChannelNotFoundError for an unknown channel."""
+    try:
+        await db.execute(
+            "INSERT INTO memberships (channel_id, user_id, role) VALUES ($1, $2, $3)",
+            channel_id,
+            user_id,
+            role,
+        )
+    except asyncpg.UniqueViolationError:
+        raise AlreadyMemberError() from None
+    except asyncpg.ForeignKeyViolationError:
+        raise ChannelNotFoundError() from None
+
+
+async def remove_member(db: Executor, channel_id: int, user_id: int) -> bool:
+    """Returns whether the user was a member."""
+    status = await db.execute(
+        "DELETE FROM memberships WHERE channel_id = $1 AND user_id = $2", channel_id, user_id
+    )
+    return status.endswith(" 1")
+
+
+async def member_role(db: Executor, channel_id: int, user_id: int) -> str | None:
+    role: str | None = await db.fetchval(
+        "SELECT role FROM memberships WHERE channel_id = $1 AND user_id = $2",
+        channel_id,
+        user_id,
+    )
+    return role
+
+
+async def list_members(db: Executor, channel_id: int, *, limit: int, offset: int) -> list[Member]:
+    rows = await db.fetch(
+        """SELECT u.id, u.name, u.username, u.avatar_url, m.role, m.joined_at
+           FROM memberships m JOIN users u ON u.id = m.user_id
+           WHERE m.channel_id = $1
+           ORDER BY m.joined_at, u.id
+           LIMIT $2 OFFSET $3""",
+        channel_id,
+        limit,
+        offset,
+    )
+    return [
+        Member(
+            user_id=row["id"],
+            name=row["name"],
+            username=row["username"],
+            avatar_url=row["avatar_url"],
+            role=row["role"],
+            joined_at=row["joined_at"],
+        )
+        for row in rows
+    ]
+
+
+async def chat_access(db: Executor, channel_id: int, user_id: int) -> ChatAccess:
+    """Channel existence, the user's role in it and the user's profile, in one query."""
+    row = await db.fetchrow(
+        """SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1) AS channel_exists,
+                  m.role AS member_role,
+                  u.id, u.name, u.username, u.email, u.avatar_url, u.role, u.created_at
+           FROM users u
+           LEFT JOIN memberships m ON m.channel_id = $1 AND m.user_id = u.id
+           WHERE u.id = $2""",
+        channel_id,
+        user_id,
+    )
+    if row is None:
+        exists = await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1)", channel_id
+        )
+        return ChatAccess(channel_exists=bool(exists), role=None, user=None)
+    return ChatAccess(
+        channel_exists=row["channel_exists"], role=row["member_role"], user=User.from_record(row)
+    )

@@ -1,0 +1,173 @@
+"""SQL for messages: the persistence worker's batch insert and the history reads.
+
+Data path: the persistence worker (`persistence/worker.py`) writes batches read
+from the ingest streams with `insert_messages`; the gateway reads history pages
+and resume catch-ups with `list_messages_before` / `list_messages_after`.
+
+Every statement is parameterized. Functions take a connection (or a pool, for
+single-statement reads) and return frozen dataclasses, never `asyncpg.Record`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
+
+import asyncpg
+import orjson
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
+    Executor: TypeAlias = Connection | asyncpg.Pool[asyncpg.Record]
+
+# bigint's upper bound: "no cursor" maps onto it so one index range scan serves both cases.
+_MAX_BIGINT = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRow:
+    """One message as the ingest stream carries it, ready to insert.
+
+    `body` is the message body as JSON text (it is cast to jsonb in SQL), and
+    `created_at_ms` is milliseconds since the Unix epoch, UTC.
+    """
+
+    id: int
+    channel_id: int
+    seq: int
+    user_id: int
+    body: str
+    client_id: str | None
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A persisted message joined with its author's public profile."""
+
+    id: int
+    seq: int
+    channel_id: int
+    user_id: int
+    body: dict[str, object]
+    client_id: str | None
+    created_at: dt.datetime
+    user_name: str
+    user_username: str
+    user_avatar_url: str | None
+
+
+# One statement for the whole batch: arrays in, unnest to rows, so a batch of
+# any size is one round trip. `to_timestamp(0) + ms * 1 ms` is exact, where a
+# float division (`to_timestamp(ms / 1000.0)`) could round the last digit.
+# ON CONFLICT without a target covers both the primary key (a re-delivered
+# entry) and UNIQUE (channel_id, seq), which makes the write idempotent.
+_INSERT_MESSAGES = """
+INSERT INTO messages (id, channel_id, seq, user_id, body, client_id, created_at)
+SELECT r.id, r.channel_id, r.seq, r.user_id, r.body::jsonb, r.client_id,
+       to_timestamp(0) + r.created_at_ms * interval '1 millisecond'
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+            $5::text[], $6::text[], $7::bigint[])
+     AS r(id, channel_id, seq, user_id, body, client_id, created_at_ms)
+ON CONFLICT DO NOTHING
+"""
+
+_SELECT_STORED = """
+SELECT m.id, m.seq, m.channel_id, m.user_id, m.body, m.client_id, m.created_at,
+       u.name AS user_name, u.username AS user_username, u.avatar_url AS user_avatar_url
+FROM messages m
+JOIN users u ON u.id = m.user_id
+"""
+
+_LIST_BEFORE = (
+    _SELECT_STORED + "WHERE m.channel_id = $1 AND m.seq < $2 ORDER BY m.seq DESC LIMIT $3"
+)
+_LIST_AFTER = _SELECT_STORED + "WHERE m.channel_id = $1 AND m.seq > $2 ORDER BY m.seq ASC LIMIT $3"
+_MAX_SEQ = "SELECT COALESCE(max(seq), 0) FROM messages WHERE channel_id = $1"
+
+
+async def insert_messages(conn: Connection, rows: Sequence[MessageRow]) -> int:
+    """Insert a batch in one statement; return how many rows were new.
+
+    Rows whose id (or channel_id and seq) already exist are skipped, so
+    writing the same batch twice is harmless. Raises `asyncpg.PostgresError`
+    on a data error (e.g. an unknown user or channel), which aborts the whole
+    statement: callers isolate the bad row themselves.
+    """
+    if not rows:
+        return 0
+    status = await conn.execute(
+        _INSERT_MESSAGES,
+        [row.id for row in rows],
+        [row.channel_id for row in rows],
+        [row.seq for row in rows],
+        [row.user_id for row in rows],
+        [row.body for row in rows],
+        [row.client_id for row in rows],
+        [row.created_at_ms for row in rows],
+    )
+    # The command tag is "INSERT 0 <count>".
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def list_messages_before(
+    db: Executor, channel_id: int, before_seq: int | None, limit: int
+) -> list[StoredMessage]:
+    """A history page: up to `limit` messages with seq < `before_seq`, newest first.
+
+    `before_seq=None` starts at the newest message.
+    """
+    cursor = _MAX_BIGINT if before_seq is None else before_seq
+    records = await db.fetch(_LIST_BEFORE, channel_id, cursor, limit)
+    return [_stored_message(record) for record in records]
+
+
+async def list_messages_after(
+    db: Executor, channel_id: int, after_seq: int, limit: int
+) -> list[StoredMessage]:
+    """A catch-up page: up to `limit` messages with seq > `after_seq`, oldest first."""
+    records = await db.fetch(_LIST_AFTER, channel_id, after_seq, limit)
+    return [_stored_message(record) for record in records]
+
+
+async def max_seq(db: Executor, channel_id: int) -> int:
+    """The highest persisted seq of a channel; 0 when it has no message yet."""
+    value = await db.fetchval(_MAX_SEQ, channel_id)
+    return int(value)
+
+
+async def count_messages(db: Executor, channel_id: int | None = None) -> int:
+    """How many messages are stored, in one channel or (None) in all."""
+    if channel_id is None:
+        value = await db.fetchval("SELECT count(*) FROM messages")
+    else:
+        value = await db.fetchval("SELECT count(*) FROM messages WHERE channel_id = $1", channel_id)
+    return int(value)
+
+
+def _json_object(value: object) -> dict[str, object]:
+    # The pool may or may not have a jsonb codec registered: accept both shapes.
+    if isinstance(value, str | bytes):
+        value = orjson.loads(value)
+    if not isinstance(value, dict):
+        raise TypeError(f"message body is not a JSON object: {type(value).__name__}")
+    return value
+
+
+def _stored_message(record: asyncpg.Record) -> StoredMessage:
+    return StoredMessage(
+        id=record["id"],
+        seq=record["seq"],
+        channel_id=record["channel_id"],
+        user_id=record["user_id"],
+        body=_json_object(record["body"]),
+        client_id=record["client_id"],
+        created_at=record["created_at"],
+        user_name=record["user_name"],
+        user_username=record["user_username"],
+        user_avatar_url=record["user_avatar_url"],
+    )

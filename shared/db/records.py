@@ -1,0 +1,92 @@
+"""Typed rows returned by the SQL modules, and the connection type they take."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import asyncpg
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+    # A pool or a single connection: both offer fetch/fetchrow/fetchval/execute.
+    Executor: TypeAlias = (
+        asyncpg.Pool[asyncpg.Record]
+        | asyncpg.Connection[asyncpg.Record]
+        | PoolConnectionProxy[asyncpg.Record]
+    )
+
+Record = asyncpg.Record
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: int
+    name: str
+    username: str
+    email: str
+    avatar_url: str | None
+    role: str
+    created_at: dt.datetime
+
+    @classmethod
+    def from_record(cls, row: Record) -> User:
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            username=row["username"],
+            email=row["email"],
+            avatar_url=row["avatar_url"],
+            role=row["role"],
+            created_at=row["created_at"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    user_id: int
+    password_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    id: int
+    name: str
+    description: str
+    image_url: str | None
+    created_at: dt.datetime
+
+    @classmethod
+    def from_record(cls, row: Record) -> Channel:
+        return cls(
+            id=row["id"],
+            name=row["name"],
+            description=row["description"],
+            image_url=row["image_url"],
+            created_at=row["created_at"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    user_id: int
+    name: str
+    username: str
+    avatar_url: str | None
+    role: str
+    joined_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ChatAccess:
+    """What the chat socket needs at connect time, read in one query."""
+
+    channel_exists: bool
+    role: str | None
+    user: User | None
+
+
+def row_dict(row: Record) -> dict[str, Any]:
+    return dict(row.items())

@@ -1,0 +1,152 @@
+"""Typed errors and the one table of wire codes.
+
+Handlers raise these; one middleware (REST) and the chat socket turn them into
+the envelope `{"status": "error", "message", "data": null, "code"}` or the
+socket's error frame. Each code has exactly one HTTP status and one WebSocket
+close code, listed in `ERROR_TABLE` and in the README.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import NamedTuple
+
+
+class ErrorCode(StrEnum):
+    INVALID_JSON = "invalid_json"
+    INVALID_BODY = "invalid_body"
+    INVALID_PARAMETER = "invalid_parameter"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    MISSING_TOKEN = "missing_token"
+    INVALID_TOKEN = "invalid_token"
+    INVALID_CREDENTIALS = "invalid_credentials"
+    WRONG_PASSWORD = "wrong_password"
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    NOT_A_MEMBER = "not_a_member"
+    CHANNEL_NOT_FOUND = "channel_not_found"
+    USER_NOT_FOUND = "user_not_found"
+    ROUTE_NOT_FOUND = "route_not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    USERNAME_TAKEN = "username_taken"
+    EMAIL_TAKEN = "email_taken"
+    CHANNEL_NAME_TAKEN = "channel_name_taken"
+    ALREADY_MEMBER = "already_member"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes. 44xx mirror the HTTP status; browsers can read them."""
+
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_REQUEST = 4400
+    UNAUTHORIZED = 4401
+    FORBIDDEN = 4403
+    NOT_FOUND = 4404
+    TOO_SLOW = 4408
+    RATE_LIMITED = 4429
+
+
+class ErrorSpec(NamedTuple):
+    status: int
+    close_code: CloseCode
+    message: str
+
+
+ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
+    ErrorCode.INVALID_JSON: ErrorSpec(400, CloseCode.BAD_REQUEST, "Malformed JSON"),
+    ErrorCode.INVALID_BODY: ErrorSpec(422, CloseCode.BAD_REQUEST, "Invalid request body"),
+    ErrorCode.INVALID_PARAMETER: ErrorSpec(422, CloseCode.BAD_REQUEST, "Invalid parameter"),
+    ErrorCode.MESSAGE_TOO_LARGE: ErrorSpec(413, CloseCode.MESSAGE_TOO_BIG, "Message too large"),
+    ErrorCode.PAYLOAD_TOO_LARGE: ErrorSpec(413, CloseCode.MESSAGE_TOO_BIG, "Request too large"),
+    ErrorCode.MISSING_TOKEN: ErrorSpec(400, CloseCode.BAD_REQUEST, "Missing or malformed JWT"),
+    ErrorCode.INVALID_TOKEN: ErrorSpec(401, CloseCode.UNAUTHORIZED, "Invalid or expired JWT"),
+    ErrorCode.INVALID_CREDENTIALS: ErrorSpec(
+        401, CloseCode.UNAUTHORIZED, "Invalid identity or password"
+    ),
+    ErrorCode.WRONG_PASSWORD: ErrorSpec(403, CloseCode.FORBIDDEN, "Old password is incorrect"),
+    ErrorCode.ORIGIN_NOT_ALLOWED: ErrorSpec(403, CloseCode.FORBIDDEN, "Origin not allowed"),
+    ErrorCode.NOT_A_MEMBER: ErrorSpec(
+        403, CloseCode.FORBIDDEN, "You are not a member of this channel"
+    ),
+    ErrorCode.CHANNEL_NOT_FOUND: ErrorSpec(404, CloseCode.NOT_FOUND, "Channel not found"),
+    ErrorCode.USER_NOT_FOUND: ErrorSpec(404, CloseCode.NOT_FOUND, "User not found"),
+    ErrorCode.ROUTE_NOT_FOUND: ErrorSpec(404, CloseCode.NOT_FOUND, "Not found"),
+    ErrorCode.METHOD_NOT_ALLOWED: ErrorSpec(405, CloseCode.BAD_REQUEST, "Method not allowed"),
+    ErrorCode.USERNAME_TAKEN: ErrorSpec(409, CloseCode.BAD_REQUEST, "Username already taken"),
+    ErrorCode.EMAIL_TAKEN: ErrorSpec(409, CloseCode.BAD_REQUEST, "Email already registered"),
+    ErrorCode.CHANNEL_NAME_TAKEN: ErrorSpec(
+        409, CloseCode.BAD_REQUEST, "A channel with this name already exists"
+    ),
+    ErrorCode.ALREADY_MEMBER: ErrorSpec(
+        409, CloseCode.BAD_REQUEST, "You are already a member of this channel"
+    ),
+    ErrorCode.RATE_LIMITED: ErrorSpec(429, CloseCode.RATE_LIMITED, "Too many requests"),
+    ErrorCode.UNAVAILABLE: ErrorSpec(
+        503, CloseCode.TRY_AGAIN_LATER, "Service temporarily unavailable"
+    ),
+    ErrorCode.INTERNAL: ErrorSpec(500, CloseCode.INTERNAL_ERROR, "Internal server error"),
+}
+
+
+class AppError(Exception):
+    """An error with a stable wire code. `message` and `details` reach the client."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        details: list[dict[str, object]] | None = None,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or ERROR_TABLE[self.code].message
+        self.details = details
+        self.retry_after = retry_after
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    @property
+    def status(self) -> int:
+        return ERROR_TABLE[self.code].status
+
+    @property
+    def close_code(self) -> CloseCode:
+        return ERROR_TABLE[self.code].close_code
+
+
+def _error(name: str, code: ErrorCode) -> type[AppError]:
+    return type(name, (AppError,), {"code": code, "__doc__": ERROR_TABLE[code].message})
+
+
+InvalidJsonError = _error("InvalidJsonError", ErrorCode.INVALID_JSON)
+InvalidBodyError = _error("InvalidBodyError", ErrorCode.INVALID_BODY)
+InvalidParameterError = _error("InvalidParameterError", ErrorCode.INVALID_PARAMETER)
+MessageTooLargeError = _error("MessageTooLargeError", ErrorCode.MESSAGE_TOO_LARGE)
+PayloadTooLargeError = _error("PayloadTooLargeError", ErrorCode.PAYLOAD_TOO_LARGE)
+MissingTokenError = _error("MissingTokenError", ErrorCode.MISSING_TOKEN)
+InvalidTokenError = _error("InvalidTokenError", ErrorCode.INVALID_TOKEN)
+InvalidCredentialsError = _error("InvalidCredentialsError", ErrorCode.INVALID_CREDENTIALS)
+WrongPasswordError = _error("WrongPasswordError", ErrorCode.WRONG_PASSWORD)
+OriginNotAllowedError = _error("OriginNotAllowedError", ErrorCode.ORIGIN_NOT_ALLOWED)
+NotAMemberError = _error("NotAMemberError", ErrorCode.NOT_A_MEMBER)
+ChannelNotFoundError = _error("ChannelNotFoundError", ErrorCode.CHANNEL_NOT_FOUND)
+UserNotFoundError = _error("UserNotFoundError", ErrorCode.USER_NOT_FOUND)
+RouteNotFoundError = _error("RouteNotFoundError", ErrorCode.ROUTE_NOT_FOUND)
+MethodNotAllowedError = _error("MethodNotAllowedError", ErrorCode.METHOD_NOT_ALLOWED)
+UsernameTakenError = _error("UsernameTakenError", ErrorCode.USERNAME_TAKEN)
+EmailTakenError = _error("EmailTakenError", ErrorCode.EMAIL_TAKEN)
+ChannelNameTakenError = _error("ChannelNameTakenError", ErrorCode.CHANNEL_NAME_TAKEN)
+AlreadyMemberError = _error("AlreadyMemberError", ErrorCode.ALREADY_MEMBER)
+RateLimitedError = _error("RateLimitedError", ErrorCode.RATE_LIMITED)
+UnavailableError = _error("UnavailableError", ErrorCode.UNAVAILABLE)
+InternalError = _error("InternalError", ErrorCode.INTERNAL)

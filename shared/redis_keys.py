@@ -1,0 +1,82 @@
+"""Every Redis name the service uses, built in one place.
+
+All names that one send touches carry the hash tag `{p}` of the channel's
+partition, so the send script is single-slot in a Redis Cluster and the
+partitions spread over the masters. Pub/sub topics carry the same tag, which
+sharded pub/sub (`SPUBLISH`) needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CONSUMER_GROUP = "persistence"
+
+
+def partition_of(channel_id: int, partitions: int) -> int:
+    """The partition a channel belongs to: `channel_id mod P`."""
+    return channel_id % partitions
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """Key builder bound to one deployment's prefix and partition count."""
+
+    prefix: str
+    partitions: int
+
+    def _tag(self, channel_id: int) -> str:
+        return f"{self.prefix}:{{{partition_of(channel_id, self.partitions)}}}"
+
+    def channel_seq(self, channel_id: int) -> str:
+        """Counter holding the channel's last assigned `seq`."""
+        return f"{self._tag(channel_id)}:ch:{channel_id}:seq"
+
+    def channel_recent(self, channel_id: int) -> str:
+        """Capped stream of the channel's last frames, entry id `<seq>-0`."""
+        return f"{self._tag(channel_id)}:ch:{channel_id}:recent"
+
+    def channel_topic(self, channel_id: int) -> str:
+        """Pub/sub topic every gateway holding a member of the channel listens to."""
+        return f"{self._tag(channel_id)}:ch:{channel_id}:live"
+
+    def channel_id_of_topic(self, topic: str) -> int:
+        """Inverse of `channel_topic`; raises ValueError for a foreign topic."""
+        head, _, rest = topic.rpartition(":ch:")
+        if not head.startswith(f"{self.prefix}:{{") or not rest.endswith(":live"):
+            raise ValueError(f"not a channel topic: {topic!r}")
+        return int(rest.removesuffix(":live"))
+
+    def id_clock(self, channel_id: int) -> str:
+        """Per-partition state of the message-id generator (last ms, counter)."""
+        return f"{self._tag(channel_id)}:idclock"
+
+    def dedupe(self, channel_id: int, user_id: int, client_id: str) -> str:
+        """Remembers a `client_id` so a re-sent frame returns the original message."""
+        return f"{self._tag(channel_id)}:dedupe:{channel_id}:{user_id}:{client_id}"
+
+    def message_rate(self, channel_id: int, user_id: int) -> str:
+        """Fixed-window counter of one user's messages in one channel."""
+        return f"{self._tag(channel_id)}:rate:{channel_id}:{user_id}"
+
+    def ingest_stream(self, partition: int) -> str:
+        """The durable hand-off to persistence for one partition."""
+        return f"{self.prefix}:{{{partition}}}:ingest"
+
+    def ingest_stream_of(self, channel_id: int) -> str:
+        return self.ingest_stream(partition_of(channel_id, self.partitions))
+
+    def ingest_streams(self) -> list[str]:
+        return [self.ingest_stream(p) for p in range(self.partitions)]
+
+    def dead_letters(self, partition: int) -> str:
+        """Entries that failed to persist too often, with the reason."""
+        return f"{self.prefix}:{{{partition}}}:deadletter"
+
+    def http_rate(self, client_ip: str, window: int) -> str:
+        """Fixed-window counter of one client IP's HTTP requests."""
+        return f"{self.prefix}:httprate:{client_ip}:{window}"
+
+    def worker_health(self, consumer: str) -> str:
+        """Heartbeat key a worker refreshes with a TTL."""
+        return f"{self.prefix}:worker:{consumer}:alive"

@@ -1,0 +1,30 @@
+"""The Lua scripts, loaded from `redis_scripts/*.lua` and registered once per client.
+
+redis-py's registered scripts call EVALSHA and fall back to loading the script
+on NOSCRIPT, so a Redis restart or failover needs no special handling here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+
+from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
+
+
+def _source(name: str) -> str:
+    return resources.files("shared").joinpath("redis_scripts", f"{name}.lua").read_text("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class Scripts:
+    send: AsyncScript
+    http_rate: AsyncScript
+
+
+def register_scripts(redis: Redis) -> Scripts:
+    return Scripts(
+        send=redis.register_script(_source("send")),
+        http_rate=redis.register_script(_source("http_rate")),
+    )

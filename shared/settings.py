@@ -1,0 +1,220 @@
+"""Service configuration: the one place that reads the environment.
+
+The entry points build one `Settings` with `load_settings()` and pass it down;
+nothing else reads `os.environ`. Field names are the environment variable
+names in lower case (`db_host` <- `DB_HOST`). The Go server's variables keep
+their meaning and defaults; the rest are additions documented in the README.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import sys
+from enum import StrEnum
+from typing import Annotated
+from urllib.parse import quote
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+_MIN_PRODUCTION_SECRET_LENGTH = 32
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the gateway, the worker and the local stack."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid", case_sensitive=False, env_file=None, validate_default=True
+    )
+
+    environment: Environment = Field(
+        Environment.DEVELOPMENT,
+        description="`production` enforces a strong JWT_SECRET and TLS to PostgreSQL by default.",
+    )
+
+    # --- HTTP server (Go: PORT 4000)
+    host: str = Field(
+        "127.0.0.1", description="Interface the gateway binds; 0.0.0.0 in containers."
+    )
+    port: int = Field(4000, ge=1, le=65535, description="Gateway TCP port.")
+
+    # --- PostgreSQL (Go: DB_*; DATABASE_URL wins when set)
+    database_url: SecretStr | None = Field(
+        None, description="postgresql://user:pass@host:port/db; when set, DB_* are ignored."
+    )
+    db_host: str = Field("localhost", description="PostgreSQL host.")
+    db_port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port.")
+    db_user: str = Field("postgres", description="PostgreSQL user.")
+    db_password: SecretStr = Field(SecretStr(""), description="PostgreSQL password.")
+    db_name: str = Field("chat", description="PostgreSQL database name.")
+    db_ssl_mode: str = Field(
+        "require",
+        description="libpq sslmode: disable, allow, prefer, require, verify-ca, verify-full.",
+    )
+    db_pool_min_size: int = Field(1, ge=0, description="Connections kept open per process.")
+    db_pool_max_size: int = Field(10, ge=1, description="Connections at most per process.")
+    db_command_timeout_seconds: float = Field(
+        10.0, gt=0, description="Upper bound for one SQL statement."
+    )
+
+    # --- Redis / Valkey
+    redis_url: SecretStr = Field(
+        SecretStr("redis://127.0.0.1:6379/0"), description="Broker URL (redis:// or rediss://)."
+    )
+    redis_key_prefix: str = Field(
+        "chat",
+        pattern=r"^[A-Za-z0-9_.-]{1,32}$",
+        description="Prefix of every Redis name, so deployments can share one server.",
+    )
+    redis_partitions: int = Field(
+        16,
+        ge=1,
+        le=128,
+        description="P: channels map to partition channel_id mod P. Fixed for a deployment's life.",
+    )
+    redis_timeout_seconds: float = Field(5.0, gt=0, description="Upper bound for one Redis call.")
+
+    # --- Auth (Go: JWT_SECRET; 72 h tokens)
+    jwt_secret: SecretStr = Field(description="HS256 signing key. Required; no default.")
+    jwt_expires_hours: float = Field(72.0, gt=0, description="Token lifetime in hours.")
+
+    # --- CORS and Origin checks (Go: ALLOWED_ORIGINS)
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:3000", "http://localhost:4003"],
+        description="Comma-separated origins for CORS and WebSocket upgrades; `*` allows any.",
+    )
+
+    # --- HTTP rate limit (Go: 10 requests per 30 s per IP)
+    rate_limit_requests: int = Field(
+        10, ge=0, description="Requests per window per client IP; 0 disables the limit."
+    )
+    rate_limit_window_seconds: int = Field(30, ge=1, description="Rate-limit window in seconds.")
+    trusted_proxies: Annotated[list[Network], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated IPs/CIDRs whose X-Forwarded-For is believed.",
+    )
+
+    # --- WebSocket chat
+    ws_max_body_bytes: int = Field(
+        10_240, ge=64, description="Largest chat frame accepted (raw bytes); larger gets an error."
+    )
+    ws_max_frame_bytes: int = Field(
+        65_536,
+        ge=1024,
+        description="Hard frame limit: larger frames close the socket (1009).",
+    )
+    ws_send_queue_size: int = Field(
+        1024, ge=1, description="Outbound frames queued per socket before it counts as too slow."
+    )
+    ws_heartbeat_seconds: float = Field(
+        30.0, gt=0, description="Ping interval; a peer silent for this long is dropped."
+    )
+    ws_message_rate: int = Field(
+        30, ge=0, description="Messages a user may send per channel per window; 0 disables."
+    )
+    ws_message_rate_window_seconds: int = Field(10, ge=1, description="Message-rate window.")
+    recent_history_size: int = Field(
+        1000, ge=0, description="Messages per channel kept in Redis for fast resume."
+    )
+    client_id_dedupe_seconds: int = Field(
+        300, ge=1, description="Window in which a repeated client_id returns the original message."
+    )
+    shutdown_timeout_seconds: float = Field(
+        10.0, gt=0, description="Grace period for draining on SIGTERM."
+    )
+
+    # --- Persistence worker
+    worker_batch_size: int = Field(500, ge=1, le=10_000, description="Entries per write.")
+    worker_block_ms: int = Field(
+        1000, ge=1, description="How long one stream read waits for new entries."
+    )
+    worker_claim_idle_ms: int = Field(
+        30_000, ge=0, description="Pending entries idle this long are taken over from a dead peer."
+    )
+    worker_max_attempts: int = Field(
+        5, ge=1, description="Writes of one entry before it moves to the dead-letter stream."
+    )
+    worker_consumer_name: str | None = Field(
+        None, description="Consumer name in the group; default hostname-pid."
+    )
+
+    # --- Local stack (`chat-group up`)
+    local_data_dir: str = Field(
+        ".data", description="Where `chat-group up` keeps its servers' data."
+    )
+    local_gateways: int = Field(2, ge=1, le=32, description="Gateway processes `up` starts.")
+    local_postgres_port: int = Field(54320, ge=1, le=65535, description="Port of the local PG.")
+    local_redis_port: int = Field(63790, ge=1, le=65535, description="Port of the local Valkey.")
+
+    # --- Logging
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR.")
+    log_json: bool = Field(True, description="One JSON object per log line.")
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _parse_origins(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: object) -> object:
+        items = _split_csv(value)
+        if isinstance(items, list):
+            return [ipaddress.ip_network(str(item), strict=False) for item in items]
+        return items
+
+    @model_validator(mode="after")
+    def _production_guards(self) -> Settings:
+        if self.environment is Environment.PRODUCTION:
+            if len(self.jwt_secret.get_secret_value()) < _MIN_PRODUCTION_SECRET_LENGTH:
+                raise ValueError(
+                    f"JWT_SECRET must be at least {_MIN_PRODUCTION_SECRET_LENGTH} characters"
+                    " in production"
+                )
+            if "*" in self.allowed_origins:
+                raise ValueError("ALLOWED_ORIGINS may not be * in production")
+        elif not self.jwt_secret.get_secret_value():
+            raise ValueError("JWT_SECRET must not be empty")
+        return self
+
+    def postgres_dsn(self) -> str:
+        """The DSN to connect with: DATABASE_URL if set, else built from DB_*."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        password = quote(self.db_password.get_secret_value(), safe="")
+        auth = f"{quote(self.db_user, safe='')}:{password}" if password else quote(self.db_user)
+        return (
+            f"postgresql://{auth}@{self.db_host}:{self.db_port}/{quote(self.db_name)}"
+            f"?sslmode={self.db_ssl_mode}"
+        )
+
+    def origin_allowed(self, origin: str) -> bool:
+        return "*" in self.allowed_origins or origin in self.allowed_origins
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; on a bad value print one line and exit 2.
+
+    The line names the variable (e.g. `JWT_SECRET: Field required`), never a traceback.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        for error in exc.errors():
+            location = "_".join(str(part) for part in error["loc"]).upper() or "settings"
+            message = error["msg"].removeprefix("Value error, ")
+            print(f"configuration error: {location}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
