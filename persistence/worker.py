@@ -117,7 +117,12 @@ def _positive_int(fields: dict[bytes, bytes], name: bytes) -> int:
 
 
 def parse_entry(fields: dict[bytes, bytes]) -> MessageRow:
-    """Turn an entry's fields (see the stream contract in the README) into a row."""
+    """Turn an entry's fields into a row, or raise MalformedEntryError.
+
+    The contract (the gateway's send script writes it): `id`, `channel_id`,
+    `seq`, `user_id` and `ts` (created_at, ms since the epoch, UTC) as decimal
+    integers, `body` as JSON object text, `client_id` with "" meaning none.
+    """
     body = fields.get(b"body")
     if body is None:
         raise MalformedEntryError("missing field body")

@@ -1,0 +1,298 @@
+"""The chat socket over real WebSockets, with two gateways sharing one Redis."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import aiohttp
+import asyncpg
+import jwt
+import orjson
+import pytest
+import redis.asyncio as redis
+from aiohttp.test_utils import TestClient
+
+from shared.redis_keys import RedisKeys
+from shared.settings import Settings
+from tests.gateway.api_client import (
+    Account,
+    connect,
+    create_channel,
+    eventually,
+    expect_refusal,
+    join,
+    receive_json,
+    receive_until,
+    signup,
+)
+from tests.gateway.conftest import MakeGateway
+
+MESSAGE_FIELDS = {
+    "type",
+    "id",
+    "seq",
+    "user_id",
+    "channel_id",
+    "body",
+    "client_id",
+    "created_at",
+    "user",
+}
+
+
+async def _room(client: TestClient[Any, Any], *names: str) -> tuple[int, list[Account]]:
+    """A channel owned by the first account, joined by the others."""
+    accounts = [await signup(client, name) for name in names]
+    channel_id = await create_channel(client, accounts[0], "room")
+    for account in accounts[1:]:
+        await join(client, account, channel_id)
+    return channel_id, accounts
+
+
+async def test_message_reaches_every_member_on_both_gateways(make_gateway: MakeGateway) -> None:
+    gateway_a, gateway_b = await make_gateway(), await make_gateway()
+    channel_id, (alice, bob) = await _room(gateway_a, "alice", "bob")
+    ws_alice = await connect(gateway_a, alice, channel_id)
+    ws_bob = await connect(gateway_b, bob, channel_id)
+
+    await ws_alice.send_str('{"type": "text", "content": "Hello", "client_id": "c-1"}')
+
+    ack = await receive_until(ws_alice, "ack")
+    own_copy = await receive_until(ws_alice, "message")
+    received = await receive_until(ws_bob, "message")
+    assert ack["success"] is True
+    assert ack["message"] == "Message sent successfully"
+    assert (ack["id"], ack["seq"], ack["client_id"]) == (received["id"], 1, "c-1")
+    assert own_copy == received
+    assert set(received) == MESSAGE_FIELDS
+    assert received["user_id"] == alice.user_id
+    assert received["channel_id"] == channel_id
+    assert received["body"] == {"type": "text", "content": "Hello"}
+    assert received["user"] == {
+        "id": alice.user_id,
+        "name": "Alice",
+        "username": "alice",
+        "avatar_url": None,
+    }
+    created = dt.datetime.fromisoformat(received["created_at"])
+    assert abs(dt.datetime.now(dt.UTC) - created) < dt.timedelta(seconds=30)
+
+
+async def test_messages_arrive_in_seq_order_both_ways(make_gateway: MakeGateway) -> None:
+    gateway_a, gateway_b = await make_gateway(), await make_gateway()
+    channel_id, (alice, bob) = await _room(gateway_a, "alice", "bob")
+    ws_alice = await connect(gateway_a, alice, channel_id)
+    ws_bob = await connect(gateway_b, bob, channel_id)
+    for index in range(20):
+        sender = ws_alice if index % 2 == 0 else ws_bob
+        await sender.send_str(orjson.dumps({"type": "text", "content": f"m{index}"}).decode())
+
+    for ws in (ws_alice, ws_bob):
+        frames = [await receive_until(ws, "message") for _ in range(20)]
+        assert [frame["seq"] for frame in frames] == list(range(1, 21))
+        ids = [frame["id"] for frame in frames]
+        assert ids == sorted(ids)
+        assert len(set(ids)) == 20
+
+
+async def test_file_message_keeps_the_go_fields(gateway: TestClient[Any, Any]) -> None:
+    channel_id, (alice,) = await _room(gateway, "alice")
+    ws = await connect(gateway, alice, channel_id)
+    body = {
+        "type": "file",
+        "file_id": "f-1",
+        "filename": "cat.png",
+        "mime_type": "image/png",
+        "url": "https://files.example.com/f-1",
+        "size_in_bytes": 2048,
+    }
+    await ws.send_bytes(orjson.dumps(body))
+    assert (await receive_until(ws, "message"))["body"] == body
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        (b'{"type": "text", "content": ', "invalid_json"),
+        (b'{"type": "text", "content": 5}', "invalid_body"),
+        (b'{"type": "video", "content": "x"}', "invalid_body"),
+        (b'{"type": "text", "content": "   "}', "invalid_body"),
+        (b'{"type": "text", "content": "x", "extra": 1}', "invalid_body"),
+        (b'{"type": "text", "content": "x", "client_id": "has space"}', "invalid_body"),
+        (
+            b'{"type": "file", "file_id": "f", "filename": "a", "mime_type": "text/plain", '
+            b'"url": "javascript:alert(1)", "size_in_bytes": 1}',
+            "invalid_body",
+        ),
+        (b"[]", "invalid_body"),
+        (b'{"type": "text", "content": "' + b"x" * 10_300 + b'"}', "message_too_large"),
+    ],
+)
+async def test_bad_frame_gets_error_and_socket_stays_usable(
+    gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool, payload: bytes, code: str
+) -> None:
+    channel_id, (alice,) = await _room(gateway, "alice")
+    ws = await connect(gateway, alice, channel_id)
+    await ws.send_str(payload.decode())
+
+    error = await receive_json(ws)
+    assert (error["type"], error["success"], error["code"]) == ("error", False, code)
+    await ws.send_str('{"type": "text", "content": "still here"}')
+    ack = await receive_until(ws, "ack")
+    assert ack["seq"] == 1  # the bad frame consumed no sequence number
+
+
+async def test_frame_over_the_hard_limit_closes_with_1009(gateway: TestClient[Any, Any]) -> None:
+    channel_id, (alice,) = await _room(gateway, "alice")
+    ws = await connect(gateway, alice, channel_id)
+    await ws.send_str("x" * 70_000)
+    closing = await ws.receive(timeout=5)
+    assert closing.type is aiohttp.WSMsgType.CLOSE
+    assert ws.close_code == 1009
+
+
+def _token(settings: Settings, **claims: Any) -> str:
+    now = dt.datetime.now(dt.UTC)
+    base = {"user_id": 1, "username": "alice", "exp": now + dt.timedelta(hours=1)}
+    return jwt.encode({**base, **claims}, settings.jwt_secret.get_secret_value(), "HS256")
+
+
+async def test_refusals_send_error_frame_then_44xx_close(
+    gateway: TestClient[Any, Any], make_settings: Any
+) -> None:
+    channel_id, (alice, _bob) = await _room(gateway, "alice", "bob")
+    stranger = await signup(gateway, "mallory")
+    settings = make_settings()
+    expired = _token(settings, user_id=alice.user_id, exp=dt.datetime.now(dt.UTC))
+    forged = jwt.encode({"user_id": alice.user_id, "exp": 9999999999}, "x" * 40, "HS256")
+    cases = [
+        (f"/api/v1/chat/{channel_id}", {}, "missing_token", 4400),
+        (f"/api/v1/chat/{channel_id}?token=garbage", {}, "invalid_token", 4401),
+        (f"/api/v1/chat/{channel_id}?token={expired}", {}, "invalid_token", 4401),
+        (f"/api/v1/chat/{channel_id}?token={forged}", {}, "invalid_token", 4401),
+        (f"/api/v1/chat/999?token={alice.token}", {}, "channel_not_found", 4404),
+        (f"/api/v1/chat/abc?token={alice.token}", {}, "invalid_parameter", 4400),
+        (f"/api/v1/chat/{channel_id}?token={stranger.token}", {}, "not_a_member", 4403),
+        (
+            f"/api/v1/chat/{channel_id}?token={alice.token}",
+            {"Origin": "https://evil.example"},
+            "origin_not_allowed",
+            4403,
+        ),
+    ]
+    for path, headers, code, close_code in cases:
+        ws = await gateway.ws_connect(path, headers=headers)
+        frame, closed_with = await expect_refusal(ws)
+        assert (frame["code"], closed_with) == (code, close_code), path
+        assert frame["success"] is False
+
+
+async def test_allowed_origin_is_admitted(gateway: TestClient[Any, Any]) -> None:
+    channel_id, (alice,) = await _room(gateway, "alice")
+    ws = await connect(gateway, alice, channel_id, headers={"Origin": "http://allowed.test"})
+    await ws.send_str('{"type": "text", "content": "hi"}')
+    assert (await receive_until(ws, "ack"))["seq"] == 1
+
+
+async def test_flood_is_refused_with_rate_limited_frames(make_gateway: MakeGateway) -> None:
+    gateway_a, gateway_b = (
+        await make_gateway(ws_message_rate=3),
+        await make_gateway(ws_message_rate=3),
+    )
+    channel_id, (alice,) = await _room(gateway_a, "alice")
+    ws_a = await connect(gateway_a, alice, channel_id)
+    ws_b = await connect(gateway_b, alice, channel_id)
+    # The limit is per user and channel, shared by every socket on every gateway.
+    for ws in (ws_a, ws_b, ws_a):
+        await ws.send_str('{"type": "text", "content": "ok"}')
+        assert (await receive_until(ws, "ack"))["success"] is True
+    await ws_b.send_str('{"type": "text", "content": "one too many"}')
+    error = await receive_until(ws_b, "error")
+    assert error["code"] == "rate_limited"
+
+
+async def test_resent_client_id_returns_the_original(gateway: TestClient[Any, Any]) -> None:
+    channel_id, (alice, bob) = await _room(gateway, "alice", "bob")
+    ws_alice = await connect(gateway, alice, channel_id)
+    ws_bob = await connect(gateway, bob, channel_id)
+    frame = '{"type": "text", "content": "once", "client_id": "retry-1"}'
+    await ws_alice.send_str(frame)
+    first = await receive_until(ws_alice, "ack")
+    await ws_alice.send_str(frame)
+    second = await receive_until(ws_alice, "ack")
+    await ws_alice.send_str('{"type": "text", "content": "next"}')
+
+    assert (second["id"], second["seq"]) == (first["id"], first["seq"])
+    delivered = [await receive_until(ws_bob, "message") for _ in range(2)]
+    assert [m["body"]["content"] for m in delivered] == ["once", "next"]
+    assert [m["seq"] for m in delivered] == [1, 2]
+
+
+async def test_leaving_closes_the_users_sockets_on_every_gateway(
+    make_gateway: MakeGateway,
+) -> None:
+    gateway_a, gateway_b = await make_gateway(), await make_gateway()
+    channel_id, (alice, bob) = await _room(gateway_a, "alice", "bob")
+    ws_bob = await connect(gateway_b, bob, channel_id)
+    ws_alice = await connect(gateway_b, alice, channel_id)
+    await ws_alice.send_str('{"type": "text", "content": "both admitted"}')
+    await receive_until(ws_alice, "ack")
+    await receive_until(ws_bob, "message")
+    response = await gateway_a.post(
+        "/api/v1/channels/leave", json={"channel_id": channel_id}, headers=bob.auth
+    )
+    assert response.status == 200
+    closing = await ws_bob.receive(timeout=5)
+    assert closing.type is aiohttp.WSMsgType.CLOSE
+    assert ws_bob.close_code == 4403
+    await ws_alice.send_str('{"type": "text", "content": "still open"}')
+    assert (await receive_until(ws_alice, "ack"))["seq"] == 2
+
+
+async def _subscribers(redis_url: str, topic: str) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        counts = await client.pubsub_numsub(topic)
+        return int(counts[0][1])
+    finally:
+        await client.aclose()
+
+
+async def test_one_subscription_per_channel_dropped_with_the_last_member(
+    gateway: TestClient[Any, Any], make_settings: Any, redis_url: str
+) -> None:
+    channel_id, (alice, bob) = await _room(gateway, "alice", "bob")
+    settings = make_settings()
+    topic = RedisKeys(settings.redis_key_prefix, settings.redis_partitions).channel_topic(
+        channel_id
+    )
+    ws_alice = await connect(gateway, alice, channel_id)
+    ws_bob = await connect(gateway, bob, channel_id)
+    assert await _subscribers(redis_url, topic) == 1
+    await ws_alice.close()
+    await ws_bob.send_str('{"type": "text", "content": "x"}')  # bob still receives
+    assert (await receive_until(ws_bob, "message"))["seq"] == 1
+    assert await _subscribers(redis_url, topic) == 1
+    await ws_bob.close()
+
+    async def unsubscribed() -> bool:
+        return await _subscribers(redis_url, topic) == 0
+
+    await eventually(unsubscribed)
+
+
+async def test_seq_resumes_above_stored_messages_after_redis_loses_the_counter(
+    gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool, make_settings: Any, redis_url: str
+) -> None:
+    channel_id, (alice,) = await _room(gateway, "alice")
+    await pg_pool.execute(
+        """INSERT INTO messages (id, channel_id, seq, user_id, body, created_at)
+           SELECT s, $1, s, $2, '{"type": "text", "content": "old"}', now()
+           FROM generate_series(1, 7) AS s""",
+        channel_id,
+        alice.user_id,
+    )
+    ws = await connect(gateway, alice, channel_id)
+    await ws.send_str('{"type": "text", "content": "after restore"}')
+    assert (await receive_until(ws, "ack"))["seq"] == 8

@@ -1,0 +1,388 @@
+"""The persistence worker against real Valkey and PostgreSQL.
+
+Entries are XADDed in the gateway's stream contract format; each test checks
+what ends up in `messages`, in the pending lists and in the dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import pytest
+import redis.asyncio as aioredis
+
+from persistence.worker import Worker
+from shared.db.messages import MessageRow, count_messages, insert_messages
+from shared.redis_keys import CONSUMER_GROUP, RedisKeys
+from shared.settings import Settings
+
+MakeSettings = Callable[..., Settings]
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_message_ids = itertools.count(10_000)
+_UNKNOWN_USER_ID = 987_654_321
+# True while some session's INSERT waits for the lock a test holds on messages.
+_INSERT_WAITING_ON_LOCK = (
+    "SELECT count(*) > 0 FROM pg_locks WHERE relation = 'messages'::regclass AND NOT granted"
+)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class Sender:
+    """Plays the gateway's send script: XADDs entries in the stream contract's format."""
+
+    redis: aioredis.Redis
+    keys: RedisKeys
+    user_id: int
+    channel_ids: list[int]
+    sent: list[int] = field(default_factory=list)
+    _seqs: dict[int, itertools.count[int]] = field(default_factory=dict)
+
+    async def send(self, channel_id: int, *, user_id: int | None = None, **fields: bytes) -> int:
+        """XADD one message; `fields` override or add raw fields. Returns the message id."""
+        message_id = next(_message_ids)
+        seq = next(self._seqs.setdefault(channel_id, itertools.count(1)))
+        entry: dict[bytes, bytes] = {
+            b"id": str(message_id).encode(),
+            b"channel_id": str(channel_id).encode(),
+            b"seq": str(seq).encode(),
+            b"user_id": str(user_id or self.user_id).encode(),
+            b"client_id": f"c-{message_id}".encode() if message_id % 2 else b"",
+            b"body": b'{"type":"text","content":"hi %d"}' % message_id,
+            b"ts": str(1_750_000_000_000 + message_id).encode(),
+        }
+        entry.update({key.encode(): value for key, value in fields.items()})
+        await self.redis.xadd(self.keys.ingest_stream_of(channel_id), entry)
+        if user_id is None and not fields:
+            self.sent.append(message_id)
+        return message_id
+
+    async def send_many(self, count: int) -> None:
+        for i in range(count):
+            await self.send(self.channel_ids[i % len(self.channel_ids)])
+
+
+async def make_sender(
+    pg_pool: asyncpg.Pool, redis: aioredis.Redis, settings: Settings, channels: int = 3
+) -> Sender:
+    """Insert the user and channels the foreign keys need, and return a sender for them."""
+    user_id = await pg_pool.fetchval(
+        "INSERT INTO users (name, username, email, password) VALUES ($1, $2, $3, $4) RETURNING id",
+        "Ann",
+        "ann",
+        "ann@example.com",
+        "x",
+    )
+    channel_ids = [
+        await pg_pool.fetchval("INSERT INTO channels (name) VALUES ($1) RETURNING id", f"c{i}")
+        for i in range(channels)
+    ]
+    keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
+    return Sender(redis, keys, user_id, channel_ids)
+
+
+async def stored_ids(pg_pool: asyncpg.Pool) -> list[int]:
+    return [row["id"] for row in await pg_pool.fetch("SELECT id FROM messages ORDER BY id")]
+
+
+async def pending_count(redis: aioredis.Redis, keys: RedisKeys) -> int:
+    total = 0
+    for stream in keys.ingest_streams():
+        total += (await redis.xpending(stream, CONSUMER_GROUP))["pending"]
+    return total
+
+
+async def poll_until(predicate: Callable[[], Awaitable[bool]], *, deadline: float) -> None:
+    """Wait, bounded, for state another process changes (it sends us no event to await)."""
+    async with asyncio.timeout(deadline):
+        while True:
+            if await predicate():
+                return
+            await asyncio.sleep(0.01)
+
+
+async def create_groups(redis: aioredis.Redis, keys: RedisKeys) -> None:
+    for stream in keys.ingest_streams():
+        await redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+
+
+async def test_entries_are_persisted_once_and_acked(
+    make_settings: MakeSettings, pg_pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    settings = make_settings(redis_partitions=4, worker_batch_size=7)
+    sender = await make_sender(pg_pool, redis, settings)
+    await sender.send_many(40)
+
+    persisted = await Worker(settings, redis=redis, pool=pg_pool).run_until_idle()
+
+    assert persisted == 40
+    assert await stored_ids(pg_pool) == sorted(sender.sent)
+    assert await pending_count(redis, sender.keys) == 0
+    row = await pg_pool.fetchrow("SELECT * FROM messages WHERE id = $1", sender.sent[1])
+    assert row["body"] == {"type": "text", "content": f"hi {sender.sent[1]}"}
+    assert row["client_id"] == (f"c-{row['id']}" if row["id"] % 2 else None)
+    assert int(row["created_at"].timestamp() * 1000) == 1_750_000_000_000 + row["id"]
+
+
+async def test_trim_removes_persisted_entries_only(
+    make_settings: MakeSettings, pg_pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    settings = make_settings(redis_partitions=1)
+    sender = await make_sender(pg_pool, redis, settings, channels=1)
+    stream = sender.keys.ingest_stream(0)
+    await sender.send_many(10)
+    await Worker(settings, redis=redis, pool=pg_pool).run_until_idle()
+    await sender.send_many(5)
+    # A live peer holds the next 5 unacked; claim_idle_ms (30 s) keeps them its own.
+    held = await redis.xreadgroup(CONSUMER_GROUP, "peer", {stream: ">"}, count=5)
+    held_ids = [entry_id for entry_id, _ in held[0][1]]
+    await sender.send_many(3)
+
+    persisted = await Worker(settings, redis=redis, pool=pg_pool).run_until_idle()
+
+    assert persisted == 3
+    remaining = [entry_id for entry_id, _ in await redis.xrange(stream)]
+    # Everything from the oldest unacked entry on survives; all before it was persisted.
+    assert remaining[: len(held_ids)] == held_ids
+    assert len(remaining) == len(held_ids) + 3
+
+
+async def test_redelivered_entry_is_stored_once(
+    make_settings: MakeSettings, pg_pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    settings = make_settings(redis_partitions=2)
+    sender = await make_sender(pg_pool, redis, settings, channels=1)
+    message_id = await sender.send(sender.channel_ids[0])
+    worker = Worker(settings, redis=redis, pool=pg_pool)
+    await worker.run_until_idle()
+    # The same message again, as a retried XADD or a replayed stream would carry it.
+    first = (await redis.xrange(sender.keys.ingest_stream_of(sender.channel_ids[0])))[-1][1]
+    await redis.xadd(sender.keys.ingest_stream_of(sender.channel_ids[0]), first)
+
+    assert await worker.run_until_idle() == 1
+
+    assert await stored_ids(pg_pool) == [message_id]
+    assert await pending_count(redis, sender.keys) == 0
+
+
+async def test_insert_messages_is_idempotent(
+    make_settings: MakeSettings, pg_pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    sender = await make_sender(pg_pool, redis, make_settings(), channels=1)
+    row = MessageRow(1, sender.channel_ids[0], 1, sender.user_id, '{"type":"text"}', None, 1)
+
+    async with pg_pool.acquire() as conn, conn.transaction():
+        assert await insert_messages(conn, [row, row]) == 1
+    async with pg_pool.acquire() as conn, conn.transaction():
+        assert await insert_messages(conn, [row]) == 0
+
+    assert await count_messages(pg_pool) == 1
+
+
+async def test_entries_of_a_dead_consumer_are_taken_over(
+    make_settings: MakeSettings, pg_pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    settings = make_settings(redis_partitions=3)
+    sender = await make_sender(pg_pool, redis, settings)
+    await create_groups(redis, sender.keys)
+    await sender.send_many(20)
+    streams = dict.fromkeys(sender.keys.ingest_streams(), ">")
+    taken = await redis.xreadgroup(CONSUMER_GROUP, "dead", streams, count=100)
+    assert sum(len(entries) for _, entries in taken) == 20
+    await sender.send_many(10)
+
+    successor = Worker(
+        make_settings(redis_key_prefix=settings.redis_key_prefix, worker_claim_idle_ms=0),
+        redis=redis,
+        pool=pg_pool,
+    )
+    assert await successor.run_until_idle() == 30
+
+    assert await stored_ids(pg_pool) == sorted(sender.sent)
+    assert await pending_count(redis, sender.keys) == 0
+
+
+async def test_poison_entry_is_dead_lettered_and_the_batch_persisted(
+    make_settings: MakeSettings, pg_pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    settings = make_settings(redis_partitions=1, worker_max_attempts=3)
+    sender = await make_sender(pg_pool, redis, settings, channels=1)
+    channel_id = sender.channel_ids[0]
+    await sender.send_many(3)
+    poison_id = await sender.send(channel_id, user_id=_UNKNOWN_USER_ID)
+    await sender.send_many(3)
+    entries = await redis.xrange(sender.keys.ingest_stream(0))
+    [poison_stream_id] = [i for i, f in entries if f[b"id"] == str(poison_id).encode()]
+
+    assert await Worker(settings, redis=redis, pool=pg_pool).run_until_idle() == 6
+
+    assert await stored_ids(pg_pool) == sorted(sender.sent)
+    dead = await redis.xrange(sender.keys.dead_letters(0))
+    assert len(dead) == 1
+    fields = dead[0][1]
+    assert fields[b"id"] == str(poison_id).encode()
+    assert b"ForeignKeyViolationError" in fields[b"reason"]
+    assert b"after 3 attempts" in fields[b"reason"]
+    assert fields[b"stream_id"] == poison_stream_id
+    assert await pending_count(redis, sender.keys) == 0
+
+
+async def test_malformed_entry_is_dead_lettered_at_once(
+    make_settings: MakeSettings, pg_pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    settings = make_settings(redis_partitions=1)
+    sender = await make_sender(pg_pool, redis, settings, channels=1)
+    await sender.send_many(2)
+    await sender.send(sender.channel_ids[0], body=b"not json")
+    await sender.send(sender.channel_ids[0], seq=b"-1")
+    await sender.send_many(2)
+
+    assert await Worker(settings, redis=redis, pool=pg_pool).run_until_idle() == 4
+
+    assert await stored_ids(pg_pool) == sorted(sender.sent)
+    reasons = [f[b"reason"] for _, f in await redis.xrange(sender.keys.dead_letters(0))]
+    assert len(reasons) == 2
+    assert all(reason.startswith(b"malformed entry") for reason in reasons)
+
+
+async def test_postgres_connection_lost_mid_write_loses_nothing(
+    make_settings: MakeSettings,
+    pg_pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    database_dsn: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(redis_partitions=2, worker_batch_size=10)
+    sender = await make_sender(pg_pool, redis, settings)
+    await sender.send_many(25)
+    app_name = f"worker-{settings.redis_key_prefix}"
+    worker_pool = await asyncpg.create_pool(
+        database_dsn, min_size=1, max_size=1, server_settings={"application_name": app_name}
+    )
+    try:
+        async with pg_pool.acquire() as blocker:
+            # Hold the table so the worker's first insert is certainly in flight when killed.
+            transaction = blocker.transaction()
+            await transaction.start()
+            await blocker.execute("LOCK TABLE messages IN EXCLUSIVE MODE")
+            run = asyncio.create_task(
+                Worker(settings, redis=redis, pool=worker_pool).run_until_idle()
+            )
+            await poll_until(lambda: blocker.fetchval(_INSERT_WAITING_ON_LOCK), deadline=10)
+            await blocker.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = $1",
+                app_name,
+            )
+            await transaction.rollback()
+        async with asyncio.timeout(20):
+            persisted = await run
+    finally:
+        await worker_pool.close()
+
+    assert persisted == 25
+    assert await stored_ids(pg_pool) == sorted(sender.sent)
+    assert await pending_count(redis, sender.keys) == 0
+    assert any("postgresql unavailable" in r.getMessage() for r in caplog.records)
+
+
+async def test_killed_process_is_replaced_without_loss(
+    make_settings: MakeSettings,
+    pg_pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    database_dsn: str,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(redis_partitions=4)
+    sender = await make_sender(pg_pool, redis, settings)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(_PROJECT_ROOT),
+        "DATABASE_URL": database_dsn,
+        "REDIS_URL": redis_url,
+        "JWT_SECRET": "test-secret",
+        "REDIS_KEY_PREFIX": settings.redis_key_prefix,
+        "REDIS_PARTITIONS": str(settings.redis_partitions),
+        "WORKER_BLOCK_MS": "50",
+        "WORKER_BATCH_SIZE": "20",
+    }
+
+    async def start(name: str, **extra: str) -> asyncio.subprocess.Process:
+        log = (tmp_path / f"{name}.log").open("wb")
+        try:
+            return await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "persistence",
+                env={**env, **extra},
+                cwd=_PROJECT_ROOT,
+                stdout=log,
+                stderr=log,
+            )
+        finally:
+            log.close()
+
+    async def wait_for_count(expected: int) -> None:
+        async def reached() -> bool:
+            return await count_messages(pg_pool) >= expected
+
+        await poll_until(reached, deadline=30)
+
+    first = await start("first")
+    try:
+        await sender.send_many(50)
+        await wait_for_count(50)
+        killed = asyncio.Event()
+
+        async def add_around_the_kill() -> None:
+            await sender.send_many(150)
+            await killed.wait()
+            await sender.send_many(150)
+
+        async with pg_pool.acquire() as blocker, blocker.transaction():
+            # Inserts wait on this lock (reads do not), so the kill lands mid-batch:
+            # entries read, insert in flight, nothing committed or acked.
+            await blocker.execute("LOCK TABLE messages IN EXCLUSIVE MODE")
+            adding = asyncio.create_task(add_around_the_kill())
+            await poll_until(lambda: blocker.fetchval(_INSERT_WAITING_ON_LOCK), deadline=10)
+            first.kill()
+            async with asyncio.timeout(10):
+                await first.wait()
+            killed.set()
+            async with asyncio.timeout(10):
+                await adding
+        assert await pending_count(redis, sender.keys) > 0  # the dead worker's batch
+    finally:
+        if first.returncode is None:
+            first.kill()
+            await first.wait()
+
+    second = await start("second", WORKER_CLAIM_IDLE_MS="0")
+    try:
+        await wait_for_count(350)
+        second.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            assert await second.wait() == 0, (tmp_path / "second.log").read_text()
+    finally:
+        if second.returncode is None:
+            second.kill()
+            await second.wait()
+
+    assert await stored_ids(pg_pool) == sorted(sender.sent)
+    assert await pending_count(redis, sender.keys) == 0
