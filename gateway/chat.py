@@ -154,7 +154,7 @@ async def _read_frames(
         try:
             await _send(payload, connection, session, broker, settings)
         except AppError as exc:
-            connection.enqueue(error_frame(exc.code, exc.message, exc.details))
+            connection.enqueue(error_frame(exc.code, exc.message, exc.details, exc.retry_after))
 
 
 async def _send(

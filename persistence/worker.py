@@ -25,15 +25,14 @@ import random
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
 import asyncpg
-import orjson
 import redis.asyncio as aioredis
 import redis.exceptions
 from redis.typing import KeyT, StreamIdT
 
 from persistence.dead_letters import Rejected, add_dead_letters
+from persistence.entries import Entry, MalformedEntryError, entries_of, parse_entry, text
 from shared.db.messages import MessageRow, insert_messages
 from shared.db.pool import create_pool
 from shared.redis_keys import CONSUMER_GROUP, RedisKeys
@@ -50,7 +49,6 @@ _BACKOFF_CAP_S = 5.0
 # connection (08), transaction rollback such as deadlock (40), insufficient
 # resources (53), operator intervention such as admin shutdown (57), system (58).
 _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-_MAX_BIGINT = 2**63 - 1
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
@@ -87,76 +85,6 @@ def _is_transient(exc: Exception) -> bool | None:
     if isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError):
         return True  # closed or broken connection, refused connect, timeout
     return None
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One ingest-stream entry as read, before parsing."""
-
-    stream: str
-    entry_id: str
-    fields: dict[bytes, bytes]
-
-
-class MalformedEntryError(ValueError):
-    """An entry that does not follow the stream contract; it can never be written."""
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _positive_int(fields: dict[bytes, bytes], name: bytes) -> int:
-    raw = fields.get(name)
-    if raw is None:
-        raise MalformedEntryError(f"missing field {name.decode()}")
-    # isdigit() refuses the signs, spaces and underscores that int() would accept.
-    if not raw.isdigit() or not 0 < int(raw) <= _MAX_BIGINT:
-        raise MalformedEntryError(f"field {name.decode()} is not a positive bigint: {raw[:40]!r}")
-    return int(raw)
-
-
-def parse_entry(fields: dict[bytes, bytes]) -> MessageRow:
-    """Turn an entry's fields into a row, or raise MalformedEntryError.
-
-    The contract (the gateway's send script writes it): `id`, `channel_id`,
-    `seq`, `user_id` and `ts` (created_at, ms since the epoch, UTC) as decimal
-    integers, `body` as JSON object text, `client_id` with "" meaning none.
-    """
-    body = fields.get(b"body")
-    if body is None:
-        raise MalformedEntryError("missing field body")
-    try:
-        if not isinstance(orjson.loads(body), dict):
-            raise MalformedEntryError("body is not a JSON object")
-        client_id = fields.get(b"client_id", b"").decode()
-    except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MalformedEntryError(f"undecodable body or client_id: {exc}") from None
-    return MessageRow(
-        id=_positive_int(fields, b"id"),
-        channel_id=_positive_int(fields, b"channel_id"),
-        seq=_positive_int(fields, b"seq"),
-        user_id=_positive_int(fields, b"user_id"),
-        body=body.decode(),
-        client_id=client_id or None,
-        created_at_ms=_positive_int(fields, b"ts"),
-    )
-
-
-def _entries_of(response: object) -> list[Entry]:
-    """Flatten an XREADGROUP reply (RESP2 list of pairs, or RESP3 map) into entries."""
-    if isinstance(response, dict):
-        # RESP3 wraps each stream's entries in one more list.
-        pairs = [(stream, items[0]) for stream, items in response.items()]
-    elif isinstance(response, list):
-        pairs = [(stream, items) for stream, items in response]
-    else:
-        return []
-    return [
-        Entry(_text(stream), _text(entry_id), fields)
-        for stream, items in pairs
-        for entry_id, fields in items
-    ]
 
 
 class Worker:
@@ -302,7 +230,7 @@ class Worker:
             count=self._settings.worker_batch_size,
             block=block_ms,
         )
-        return _entries_of(response)
+        return entries_of(response)
 
     async def _recover(self) -> int:
         """Persist this consumer's own pending entries (a previous life's), then claim idle ones."""
@@ -312,7 +240,7 @@ class Worker:
             response = await self._redis.xreadgroup(
                 CONSUMER_GROUP, self.consumer, cursors, count=self._settings.worker_batch_size
             )
-            entries = _entries_of(response)
+            entries = entries_of(response)
             persisted += await self._persist(entries)
             # A stream is done when its history read returns nothing past the cursor.
             cursors = {entry.stream: entry.entry_id for entry in entries}
@@ -332,19 +260,19 @@ class Worker:
                     cursor,
                     count=self._settings.worker_batch_size,
                 )
-                entries = [Entry(stream, _text(eid), fields) for eid, fields in response[1]]
+                entries = [Entry(stream, text(eid), fields) for eid, fields in response[1]]
                 if len(response) > 2 and response[2]:
                     # Trimmed while pending: only possible if something else trimmed the stream.
                     _log.error(
                         "pending entries were deleted before being persisted",
-                        extra={"stream": stream, "entry_ids": [_text(i) for i in response[2]]},
+                        extra={"stream": stream, "entry_ids": [text(i) for i in response[2]]},
                     )
                 if entries:
                     _log.info(
                         "claimed idle entries", extra={"stream": stream, "count": len(entries)}
                     )
                     persisted += await self._persist(entries)
-                cursor = _text(response[0])
+                cursor = text(response[0])
                 if cursor == "0-0":
                     break
         return persisted
@@ -470,14 +398,14 @@ class Worker:
                 pipe.xpending(stream, CONSUMER_GROUP)
                 groups, pending = await pipe.execute()
             if pending["pending"]:
-                min_id = _text(pending["min"])
+                min_id = text(pending["min"])
             else:
                 delivered = [
-                    g["last-delivered-id"] for g in groups if _text(g["name"]) == CONSUMER_GROUP
+                    g["last-delivered-id"] for g in groups if text(g["name"]) == CONSUMER_GROUP
                 ]
                 if not delivered:
                     continue
-                min_id = _text(delivered[0])
+                min_id = text(delivered[0])
             # MINID keeps ids >= min_id: the oldest pending entry always survives.
             removed = await self._redis.xtrim(stream, minid=min_id, approximate=False)
             if removed:

@@ -1,7 +1,7 @@
 """Service configuration: the one place that reads the environment.
 
 The entry points build one `Settings` with `load_settings()` and pass it down;
-nothing else reads `os.environ`. Field names are the environment variable
+nothing else reads the process environment. Field names are the environment variable
 names in lower case (`db_host` <- `DB_HOST`). The Go server's variables keep
 their meaning and defaults; the rest are additions documented in the README.
 """

@@ -117,11 +117,23 @@ def frame_body(frame: TextFrame | FileFrame) -> dict[str, Any]:
     return frame.model_dump(exclude={"client_id"})
 
 
+_FRAME_TAGS = frozenset({"text", "file"})
+
+
 def validation_details(exc: ValidationError) -> list[dict[str, object]]:
-    """The offending fields, safe to show: location, message and error type only."""
+    """The offending fields, safe to show: location, message and error type only.
+
+    For chat frames pydantic prefixes locations with the matched `type` tag
+    (`text.content`); clients know the field as `content`, so the tag is dropped.
+    """
     return [
         {
-            "field": ".".join(str(part) for part in err["loc"]) or "body",
+            "field": ".".join(
+                str(part)
+                for index, part in enumerate(err["loc"])
+                if not (index == 0 and len(err["loc"]) > 1 and part in _FRAME_TAGS)
+            )
+            or "body",
             "message": err["msg"],
             "type": err["type"],
         }
@@ -155,11 +167,18 @@ def error_envelope(
     return orjson.dumps(body)
 
 
-def error_frame(code: str, message: str, details: list[dict[str, object]] | None = None) -> bytes:
+def error_frame(
+    code: str,
+    message: str,
+    details: list[dict[str, object]] | None = None,
+    retry_after: float | None = None,
+) -> bytes:
     """The socket's error frame: the Go server's shape plus `type` and `code`."""
     body: dict[str, object] = {"success": False, "message": message, "type": "error", "code": code}
     if details:
         body["errors"] = details
+    if retry_after is not None:
+        body["retry_after_ms"] = round(retry_after * 1000)
     return orjson.dumps(body)
 
 

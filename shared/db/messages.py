@@ -21,8 +21,9 @@ import orjson
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
 
+    from shared.db.records import Executor
+
     Connection: TypeAlias = asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]
-    Executor: TypeAlias = Connection | asyncpg.Pool[asyncpg.Record]
 
 # bigint's upper bound: "no cursor" maps onto it so one index range scan serves both cases.
 _MAX_BIGINT = 2**63 - 1

@@ -138,6 +138,7 @@ async def test_bad_frame_gets_error_and_socket_stays_usable(
 
     error = await receive_json(ws)
     assert (error["type"], error["success"], error["code"]) == ("error", False, code)
+    assert all(not detail["field"].startswith("text.") for detail in error.get("errors", []))
     await ws.send_str('{"type": "text", "content": "still here"}')
     ack = await receive_until(ws, "ack")
     assert ack["seq"] == 1  # the bad frame consumed no sequence number
@@ -210,6 +211,7 @@ async def test_flood_is_refused_with_rate_limited_frames(make_gateway: MakeGatew
     await ws_b.send_str('{"type": "text", "content": "one too many"}')
     error = await receive_until(ws_b, "error")
     assert error["code"] == "rate_limited"
+    assert 0 < error["retry_after_ms"] <= 10_000
 
 
 async def test_resent_client_id_returns_the_original(gateway: TestClient[Any, Any]) -> None:

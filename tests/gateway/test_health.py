@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.app_keys import READINESS
+from shared.local_servers import free_port
 from tests.gateway.api_client import error_of
 
 
@@ -43,3 +44,12 @@ async def test_responses_carry_a_request_id(gateway: TestClient[Any, Any]) -> No
     generated = await gateway.get("/api/v1/users")
     assert echoed.headers["X-Request-ID"] == "req-123"
     assert len(generated.headers["X-Request-ID"]) == 32
+
+
+async def test_readyz_is_503_when_redis_is_unreachable(make_gateway: Any) -> None:
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    gateway = await make_gateway(redis_url=dead_redis, redis_timeout_seconds=0.5)
+    response = await gateway.get("/readyz")
+    assert await error_of(response) == (503, "unavailable")
+    assert "redis" in (await response.json())["message"]
+    assert (await gateway.get("/healthz")).status == 200

@@ -1,0 +1,71 @@
+"""The frame parser and the timestamp format, checked over arbitrary input."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from shared.wire import CHAT_FRAME, TextFrame, iso_from_datetime, iso_from_ms, validation_details
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=10,
+)
+FRAME_LIKE = st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "file", "video", 1, None])},
+    optional={
+        "content": JSON_VALUES,
+        "client_id": JSON_VALUES,
+        "file_id": JSON_VALUES,
+        "filename": JSON_VALUES,
+        "mime_type": JSON_VALUES,
+        "url": JSON_VALUES,
+        "size_in_bytes": JSON_VALUES,
+    },
+)
+
+
+def _refusal(parse: Callable[[], object]) -> list[dict[str, object]] | None:
+    """None when accepted; the field list when refused. Any other exception escapes."""
+    try:
+        parse()
+    except ValidationError as exc:
+        return validation_details(exc)
+    return None
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_are_accepted_or_refused_with_details(payload: bytes) -> None:
+    details = _refusal(lambda: CHAT_FRAME.validate_json(payload))
+    assert details is None or all(isinstance(detail["field"], str) for detail in details)
+
+
+@given(FRAME_LIKE)
+def test_frame_like_objects_never_raise_anything_else(candidate: dict[str, object]) -> None:
+    details = _refusal(lambda: CHAT_FRAME.validate_python(candidate))
+    if details is None:
+        assert CHAT_FRAME.validate_python(candidate).type == candidate["type"]
+    else:
+        assert details
+
+
+def test_text_frame_keeps_content_exactly() -> None:
+    frame = CHAT_FRAME.validate_json(b'{"type": "text", "content": " hi\\n", "client_id": "c-1"}')
+    assert frame == TextFrame(type="text", content=" hi\n", client_id="c-1")
+
+
+@given(st.integers(min_value=0, max_value=2**41 + 1_704_067_200_000))
+def test_iso_from_ms_round_trips(ms: int) -> None:
+    text = iso_from_ms(ms)
+    assert len(text) == 24
+    assert text.endswith("Z")
+    parsed = dt.datetime.fromisoformat(text)
+    assert round(parsed.timestamp() * 1000) == ms
+    assert iso_from_datetime(parsed) == text
