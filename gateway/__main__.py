@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
         help="share the port with sibling processes (SO_REUSEPORT)",
     )
     args = parser.parse_args(argv)
-    settings = load_settings()
+    settings = load_settings(require_jwt_secret=True)
     configure_logging(settings, "gateway")
     web.run_app(
         create_app(settings),

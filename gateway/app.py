@@ -45,6 +45,7 @@ _MAX_REQUEST_BYTES = 64 * 1024
 
 
 def create_app(settings: Settings) -> web.Application:
+    settings.signing_key()  # fail at start, not at the first log-in, when JWT_SECRET is missing
     app = web.Application(
         middlewares=[request_id_middleware, error_middleware, rate_limit_middleware],
         client_max_size=_MAX_REQUEST_BYTES,

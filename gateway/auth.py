@@ -75,7 +75,7 @@ def issue_token(settings: Settings, user_id: int, username: str) -> str:
         "iat": now,
         "exp": now + dt.timedelta(hours=settings.jwt_expires_hours),
     }
-    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm=_ALGORITHM)
+    return jwt.encode(claims, settings.signing_key(), algorithm=_ALGORITHM)
 
 
 def verify_token(settings: Settings, token: str) -> TokenClaims:
@@ -83,7 +83,7 @@ def verify_token(settings: Settings, token: str) -> TokenClaims:
     try:
         claims = jwt.decode(
             token,
-            settings.jwt_secret.get_secret_value(),
+            settings.signing_key(),
             algorithms=[_ALGORITHM],
             options={"require": ["exp", "user_id"]},
         )

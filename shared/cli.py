@@ -14,6 +14,7 @@ import asyncio
 import http.client
 import os
 import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -156,10 +157,11 @@ def _up(_args: argparse.Namespace) -> int:
     stack = _Stack()
     try:
         settings = _start_backends(settings, secret, data_dir, stack)
-        _start_services(settings, secret, stack)
+        env_file = data_dir / "local.env"
+        _start_services(settings, secret, stack, env_file)
         _wait_healthy(settings, stack)
-        _print_banner(settings, data_dir, stack)
-        _supervise(stack)
+        _print_banner(settings, data_dir, stack, env_file)
+        _supervise(stack, env_file)
     except KeyboardInterrupt:
         print("\nchat-group: stopping", file=sys.stderr)
         return 0
@@ -179,8 +181,8 @@ def _settings_for_up() -> tuple[Settings, str]:
     # The entry point may look at the environment to decide what to start;
     # everything else still goes through Settings.
     if "JWT_SECRET" in os.environ:
-        settings = load_settings()
-        return settings, settings.jwt_secret.get_secret_value()
+        settings = load_settings(require_jwt_secret=True)
+        return settings, settings.signing_key()
     # LOCAL_DATA_DIR is itself a setting, so settings load once with a fresh
     # candidate secret, which is kept only if no secret was stored before.
     candidate = secrets.token_urlsafe(48)
@@ -216,7 +218,7 @@ def _start_backends(settings: Settings, secret: str, data_dir: Path, stack: _Sta
         valkey = start_valkey(data_dir / "valkey", settings.local_redis_port)
         stack.servers.append(valkey)
         overrides["redis_url"] = f"redis://127.0.0.1:{valkey.port}/0"
-    settings = load_settings(**overrides)
+    settings = load_settings(require_jwt_secret=True, **overrides)
     applied = asyncio.run(_prepare_database(settings.postgres_dsn(), admin_dsn))
     _print_applied(applied)
     return settings
@@ -228,14 +230,23 @@ async def _prepare_database(dsn: str, admin_dsn: str | None) -> list[str]:
     return await apply_migrations(dsn)
 
 
-def _start_services(settings: Settings, secret: str, stack: _Stack) -> None:
+def _write_env_file(path: Path, connection: dict[str, str]) -> None:
+    """What a process needs to join this local stack by hand (mode 0600: it holds the secret)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.writelines(f"{name}={shlex.quote(value)}\n" for name, value in connection.items())
+
+
+def _start_services(settings: Settings, secret: str, stack: _Stack, env_file: Path) -> None:
     ensure_port_free("gateway", settings.port)
+    connection = {
+        "DATABASE_URL": settings.postgres_dsn(),
+        "REDIS_URL": settings.redis_url.get_secret_value(),
+        "JWT_SECRET": secret,
+    }
+    _write_env_file(env_file, connection)
     env = os.environ.copy()
-    env.update(
-        DATABASE_URL=settings.postgres_dsn(),
-        REDIS_URL=settings.redis_url.get_secret_value(),
-        JWT_SECRET=secret,
-    )
+    env.update(connection)
     stack.services.append(_Child("persistence", _spawn_service(["persistence"], env)))
     for number in range(1, settings.local_gateways + 1):
         process = _spawn_service(["gateway", "--reuse-port"], env)
@@ -281,7 +292,7 @@ def _answers_ok(host: str, port: int, path: str) -> bool:
         conn.close()
 
 
-def _print_banner(settings: Settings, data_dir: Path, stack: _Stack) -> None:
+def _print_banner(settings: Settings, data_dir: Path, stack: _Stack, env_file: Path) -> None:
     host = _probe_host(settings)
     pids = ", ".join(f"{child.name} {child.process.pid}" for child in stack.everything())
     server_logs = "; ".join(f"{server.name}: {server.log_path}" for server in stack.servers)
@@ -292,6 +303,7 @@ def _print_banner(settings: Settings, data_dir: Path, stack: _Stack) -> None:
         f"  WebSocket  ws://{host}:{settings.port}/api/v1/chat/<channel_id>?token=<jwt>",
         f"  PIDs       {pids}",
         f"  data       {data_dir} (kept between runs)",
+        f"  env        {env_file} (DATABASE_URL, REDIS_URL, JWT_SECRET for running pieces by hand)",
         "  logs       gateways and worker: this terminal"
         + (f"; {server_logs}" if server_logs else ""),
         "Ctrl-C to stop.",
@@ -300,9 +312,15 @@ def _print_banner(settings: Settings, data_dir: Path, stack: _Stack) -> None:
     print("\n".join(lines), flush=True)
 
 
-def _supervise(stack: _Stack) -> NoReturn:
-    """Block until a child exits (raise _ChildExitedError) or a signal raises KeyboardInterrupt."""
+def _supervise(stack: _Stack, env_file: Path) -> NoReturn:
+    """Block until a server exits (raise _ChildExitedError) or a signal raises KeyboardInterrupt.
+
+    A gateway or the worker exiting is reported and the rest keeps running: it
+    is what a replica dying looks like in production, and the way to try
+    recovery by hand (stop the worker, send, start it again).
+    """
     children = {child.process.pid: child for child in stack.everything()}
+    services = {child.process.pid for child in stack.services}
     while True:
         # Waits on the kernel, not a clock; our signal handlers interrupt it.
         pid, status = os.wait()
@@ -312,7 +330,15 @@ def _supervise(stack: _Stack) -> NoReturn:
         code = os.waitstatus_to_exitcode(status)
         # os.wait reaped it, so tell Popen, which would otherwise never learn the code.
         child.process.returncode = code
-        raise _ChildExitedError(_exit_report(child, code))
+        if pid not in services:
+            raise _ChildExitedError(_exit_report(child, code))
+        command = "persistence" if child.name == "persistence" else "gateway --port <other port>"
+        print(
+            f"chat-group: {_exit_report(child, code)}; the rest keeps running. To start one by"
+            f" hand: set -a; . {env_file}; set +a; chat-group {command}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _exit_report(child: _Child, code: int) -> str:

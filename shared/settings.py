@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     redis_timeout_seconds: float = Field(5.0, gt=0, description="Upper bound for one Redis call.")
 
     # --- Auth (Go: JWT_SECRET; 72 h tokens)
-    jwt_secret: SecretStr = Field(description="HS256 signing key. Required; no default.")
+    jwt_secret: SecretStr | None = Field(
+        None, description="HS256 signing key. Required by gateways (the worker never needs it)."
+    )
     jwt_expires_hours: float = Field(72.0, gt=0, description="Token lifetime in hours.")
 
     # --- CORS and Origin checks (Go: ALLOWED_ORIGINS)
@@ -178,17 +180,24 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_guards(self) -> Settings:
+        secret = "" if self.jwt_secret is None else self.jwt_secret.get_secret_value()
         if self.environment is Environment.PRODUCTION:
-            if len(self.jwt_secret.get_secret_value()) < _MIN_PRODUCTION_SECRET_LENGTH:
+            if self.jwt_secret is not None and len(secret) < _MIN_PRODUCTION_SECRET_LENGTH:
                 raise ValueError(
                     f"JWT_SECRET must be at least {_MIN_PRODUCTION_SECRET_LENGTH} characters"
                     " in production"
                 )
             if "*" in self.allowed_origins:
                 raise ValueError("ALLOWED_ORIGINS may not be * in production")
-        elif not self.jwt_secret.get_secret_value():
+        elif self.jwt_secret is not None and not secret:
             raise ValueError("JWT_SECRET must not be empty")
         return self
+
+    def signing_key(self) -> str:
+        """The JWT key; entry points that sign or verify tokens require it at start."""
+        if self.jwt_secret is None:
+            raise ValueError("JWT_SECRET is not set")
+        return self.jwt_secret.get_secret_value()
 
     def postgres_dsn(self) -> str:
         """The DSN to connect with: DATABASE_URL if set, else built from DB_*."""
@@ -205,16 +214,20 @@ class Settings(BaseSettings):
         return "*" in self.allowed_origins or origin in self.allowed_origins
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(*, require_jwt_secret: bool = False, **overrides: object) -> Settings:
     """Build settings from the environment; on a bad value print one line and exit 2.
 
-    The line names the variable (e.g. `JWT_SECRET: Field required`), never a traceback.
+    The line names the variable (e.g. `JWT_SECRET: required`), never a traceback.
     """
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         for error in exc.errors():
             location = "_".join(str(part) for part in error["loc"]).upper() or "settings"
             message = error["msg"].removeprefix("Value error, ")
             print(f"configuration error: {location}: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+    if require_jwt_secret and settings.jwt_secret is None:
+        print("configuration error: JWT_SECRET: required", file=sys.stderr)
+        raise SystemExit(2)
+    return settings

@@ -86,11 +86,33 @@ async def test_migrate_command_applies_then_reports_up_to_date(empty_database_ds
 
 async def test_missing_jwt_secret_exits_2_with_one_line_naming_it() -> None:
     code, out, err = await _run_python(
-        ["-c", "from shared.settings import load_settings; load_settings()"], {}
+        ["-c", "from shared.settings import load_settings; load_settings(require_jwt_secret=True)"],
+        {},
     )
 
     assert (code, out) == (2, "")
-    assert err.splitlines() == ["configuration error: JWT_SECRET: Field required"]
+    assert err.splitlines() == ["configuration error: JWT_SECRET: required"]
+
+
+async def test_invalid_setting_exits_2_with_one_line_naming_it() -> None:
+    code, out, err = await _run_python(
+        ["-c", "from shared.settings import load_settings; load_settings()"],
+        {"PORT": "not-a-port"},
+    )
+
+    assert (code, out) == (2, "")
+    assert len(err.splitlines()) == 1
+    assert err.startswith("configuration error: PORT: ")
+
+
+async def test_production_refuses_a_weak_jwt_secret() -> None:
+    code, _, err = await _run_python(
+        ["-c", "from shared.settings import load_settings; load_settings()"],
+        {"ENVIRONMENT": "production", "JWT_SECRET": "short"},
+    )
+
+    assert code == 2
+    assert "JWT_SECRET must be at least 32 characters" in err
 
 
 async def test_pool_round_trips_jsonb_as_python_objects(
