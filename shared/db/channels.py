@@ -109,17 +109,7 @@ async def list_members(db: Executor, channel_id: int, *, limit: int, offset: int
         limit,
         offset,
     )
-    return [
-        Member(
-            user_id=row["id"],
-            name=row["name"],
-            username=row["username"],
-            avatar_url=row["avatar_url"],
-            role=row["role"],
-            joined_at=row["joined_at"],
-        )
-        for row in rows
-    ]
+    return [Member.from_record(row) for row in rows]
 
 
 async def chat_access(db: Executor, channel_id: int, user_id: int) -> ChatAccess:

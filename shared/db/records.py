@@ -78,6 +78,17 @@ class Member:
     role: str
     joined_at: dt.datetime
 
+    @classmethod
+    def from_record(cls, row: Record) -> Member:
+        return cls(
+            user_id=row["id"],
+            name=row["name"],
+            username=row["username"],
+            avatar_url=row["avatar_url"],
+            role=row["role"],
+            joined_at=row["joined_at"],
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ChatAccess:
