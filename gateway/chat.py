@@ -1,10 +1,11 @@
 """The chat socket: `WS /api/v1/chat/{channel_id}?token=<jwt>`.
 
 Step one of the send path: admit the socket (Origin, token, channel,
-membership), then read frames, validate each, and hand valid ones to
-`Broker.send`. A refused socket gets the Go server's error frame with a `code`
-and a 44xx close code a browser can read; a bad frame gets an error frame and
-the socket stays open. Outbound frames go through the connection's queue.
+membership) and subscribe it before completing the upgrade, then read frames,
+validate each, and hand valid ones to `Broker.send`. A refused socket gets the
+Go server's error frame with a `code` and a 44xx close code a browser can
+read; a bad frame gets an error frame and the socket stays open. Outbound
+frames go through the connection's queue.
 """
 
 from __future__ import annotations
@@ -70,32 +71,33 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     )
     if not ws.can_prepare(request).ok:
         raise InvalidParameterError("WebSocket upgrade required")
-    await ws.prepare(request)
-    try:
-        session = await _admit(request, settings)
-    except AppError as exc:
-        await _refuse(ws, exc)
-        return ws
-
-    connection = Connection(
-        ws,
-        user_id=session.user_id,
-        channel_id=session.channel_id,
-        queue_size=settings.ws_send_queue_size,
-    )
+    # Admission and the subscription complete before the 101 answer, so once a
+    # client sees its socket open, everything published to the channel reaches it.
+    # Refusals still upgrade first: a browser can read a close code, not a 403.
     hub = request.app[HUB]
     try:
+        session = await _admit(request, settings)
+        connection = Connection(
+            ws,
+            user_id=session.user_id,
+            channel_id=session.channel_id,
+            queue_size=settings.ws_send_queue_size,
+        )
         await hub.join(connection)
     except AppError as exc:
+        await ws.prepare(request)
         await _refuse(ws, exc)
         return ws
-    writer = asyncio.create_task(connection.run_writer(), name="ws-writer")
     try:
-        await _read_frames(ws, connection, session, request.app[BROKER], settings)
+        await ws.prepare(request)
+        writer = asyncio.create_task(connection.run_writer(), name="ws-writer")
+        try:
+            await _read_frames(ws, connection, session, request.app[BROKER], settings)
+        finally:
+            connection.close(CloseCode.NORMAL, "")
+            await writer
     finally:
         await hub.leave(connection)
-        connection.close(CloseCode.NORMAL, "")
-        await writer
     return ws
 
 

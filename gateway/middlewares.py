@@ -39,7 +39,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Probes and the liveness page must never be throttled.
-_UNLIMITED_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+_UNLIMITED_PATHS = frozenset({"/", "/healthz", "/readyz"})
 _HTTP_ERRORS: dict[int, type[AppError]] = {
     404: RouteNotFoundError,
     405: MethodNotAllowedError,

@@ -98,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
         command=_migrate
     )
     gateway = commands.add_parser("gateway", help="run one gateway (HTTP + WebSocket)")
+    gateway.add_argument("--host", help="interface to bind; default HOST from settings")
     gateway.add_argument("--port", type=int, help="TCP port; default PORT from settings")
     gateway.add_argument(
         "--reuse-port", action="store_true", help="bind with SO_REUSEPORT to share the port"
@@ -132,6 +133,8 @@ def _print_applied(applied: list[str]) -> None:
 
 def _gateway(args: argparse.Namespace) -> NoReturn:
     extra = [] if args.port is None else ["--port", str(args.port)]
+    if args.host is not None:
+        extra += ["--host", args.host]
     if args.reuse_port:
         extra.append("--reuse-port")
     _exec_module("gateway", extra)

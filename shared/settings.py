@@ -42,7 +42,7 @@ class Settings(BaseSettings):
 
     environment: Environment = Field(
         Environment.DEVELOPMENT,
-        description="`production` enforces a strong JWT_SECRET and TLS to PostgreSQL by default.",
+        description="`production` requires a JWT_SECRET of 32+ characters and no `*` origin.",
     )
 
     # --- HTTP server (Go: PORT 4000)

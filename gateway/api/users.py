@@ -11,17 +11,28 @@ from shared.errors import InvalidTokenError, UserNotFoundError
 from shared.wire import EditUserBody
 
 
+async def _viewer_is_admin(request: web.Request) -> bool:
+    """Listings are public; a caller who sends a token must send a valid one, and
+    admins among them also see e-mail addresses and roles."""
+    if "Authorization" not in request.headers:
+        return False
+    viewer = await users.get_user(request.app[PG_POOL], caller(request).user_id)
+    return viewer is not None and viewer.role == "admin"
+
+
 async def list_users(request: web.Request) -> web.Response:
     limit, offset = page(request)
+    show = user_private if await _viewer_is_admin(request) else user_public
     found = await users.list_users(request.app[PG_POOL], limit=limit, offset=offset)
-    return ok("users retrieved", [user_public(user) for user in found])
+    return ok("users retrieved", [show(user) for user in found])
 
 
 async def get_user(request: web.Request) -> web.Response:
+    show = user_private if await _viewer_is_admin(request) else user_public
     user = await users.get_user(request.app[PG_POOL], path_id(request, "id"))
     if user is None:
         raise UserNotFoundError()
-    return ok("user retrieved", user_public(user))
+    return ok("user retrieved", show(user))
 
 
 async def edit_user(request: web.Request) -> web.Response:

@@ -51,6 +51,9 @@ async def _room(client: TestClient[Any, Any], *names: str) -> tuple[int, list[Ac
 
 
 async def test_message_reaches_every_member_on_both_gateways(make_gateway: MakeGateway) -> None:
+    """Regression: admission used to finish after the 101 answer, so a message sent
+    as soon as another member's socket opened could be published before that
+    socket was subscribed, and never reach it."""
     gateway_a, gateway_b = await make_gateway(), await make_gateway()
     channel_id, (alice, bob) = await _room(gateway_a, "alice", "bob")
     ws_alice = await connect(gateway_a, alice, channel_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from aiohttp.test_utils import TestClient
 
 from tests.gateway.api_client import error_of, signup
@@ -81,3 +82,25 @@ async def test_edit_requires_a_token(gateway: TestClient[Any, Any]) -> None:
 async def test_unknown_route_and_method_use_the_envelope(gateway: TestClient[Any, Any]) -> None:
     assert await error_of(await gateway.get("/api/v1/nope")) == (404, "route_not_found")
     assert await error_of(await gateway.delete("/api/v1/users")) == (405, "method_not_allowed")
+
+
+async def test_admins_see_emails_and_roles_in_listings(
+    gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool
+) -> None:
+    admin = await signup(gateway, "root")
+    member = await signup(gateway, "alice")
+    await pg_pool.execute("UPDATE users SET role = 'admin' WHERE id = $1", admin.user_id)
+    as_admin = await gateway.get("/api/v1/users", headers=admin.auth)
+    as_member = await gateway.get("/api/v1/users", headers=member.auth)
+    one_as_admin = await gateway.get(f"/api/v1/users/{member.user_id}", headers=admin.auth)
+    assert [u["email"] for u in (await as_admin.json())["data"]] == [
+        "root@example.com",
+        "alice@example.com",
+    ]
+    assert (await one_as_admin.json())["data"]["role"] == "user"
+    assert all(set(u) == PUBLIC_FIELDS for u in (await as_member.json())["data"])
+
+
+async def test_listing_with_a_bad_token_is_401(gateway: TestClient[Any, Any]) -> None:
+    response = await gateway.get("/api/v1/users", headers={"Authorization": "Bearer forged"})
+    assert await error_of(response) == (401, "invalid_token")
