@@ -16,6 +16,7 @@ import signal
 
 from persistence.worker import Worker
 from shared.log import configure_logging
+from shared.runtime import new_event_loop
 from shared.settings import Settings, load_settings
 
 _log = logging.getLogger("persistence")
@@ -58,13 +59,8 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings, "persistence")
     try:
-        import uvloop
-    except ImportError:
-        runner = asyncio.run
-    else:
-        runner = uvloop.run
-    try:
-        runner(serve(settings))
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(serve(settings))
     except Exception:
         _log.exception("persistence worker failed")
         raise SystemExit(1) from None
