@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable
 
 from redis.asyncio.connection import Connection, ConnectionPool
 from redis.exceptions import RedisError
 
+from shared.backoff import Backoff
 from shared.errors import UnavailableError
 
 log = logging.getLogger(__name__)
 
-_BACKOFF_FIRST_SECONDS = 0.05
-_BACKOFF_CAP_SECONDS = 5.0
 # Subscribing is chunked so one reconnect never builds a multi-megabyte command.
 _RESUBSCRIBE_CHUNK = 1000
 
@@ -99,7 +97,7 @@ class Subscriber:
 
     async def run(self) -> None:
         """Connect, (re)subscribe, read forever; reconnect on failure. Cancel to stop."""
-        backoff = _BACKOFF_FIRST_SECONDS
+        backoff = Backoff()
         while True:
             connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
             try:
@@ -108,7 +106,7 @@ class Subscriber:
                     self._connection = connection
                     await self._resubscribe(connection)
                 self.connected.set()
-                backoff = _BACKOFF_FIRST_SECONDS
+                backoff = Backoff()
                 await self._read(connection)
             except (RedisError, OSError) as exc:
                 log.warning("pub/sub connection lost", extra={"error": type(exc).__name__})
@@ -117,8 +115,7 @@ class Subscriber:
                 self._connection = None
                 self._fail_waiters()
                 await connection.disconnect(nowait=True)
-            await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
-            backoff = min(backoff * 2, _BACKOFF_CAP_SECONDS)
+            await backoff.sleep()
 
     async def _resubscribe(self, connection: Connection) -> None:
         wanted = list(self._wanted)

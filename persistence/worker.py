@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,6 +32,7 @@ from redis.typing import KeyT, StreamIdT
 
 from persistence.dead_letters import Rejected, add_dead_letters
 from persistence.entries import Entry, MalformedEntryError, entries_of, parse_entry, text
+from shared.backoff import Backoff
 from shared.db.messages import MessageRow, insert_messages
 from shared.db.pool import create_pool
 from shared.redis_keys import CONSUMER_GROUP, RedisKeys
@@ -43,36 +43,11 @@ _log = logging.getLogger(__name__)
 # Reclaiming and trimming cost a few round trips per partition: often enough
 # that a dead peer's entries wait seconds, not minutes, but not every batch.
 _HOUSEKEEPING_INTERVAL_S = 5.0
-_BACKOFF_BASE_S = 0.05
-_BACKOFF_CAP_S = 5.0
 # SQLSTATE classes that say "try again later", not "this row is bad":
 # connection (08), transaction rollback such as deadlock (40), insufficient
 # resources (53), operator intervention such as admin shutdown (57), system (58).
 _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
 _REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
-
-
-class _Backoff:
-    """Capped exponential backoff with jitter, so restarted peers do not retry in step."""
-
-    def __init__(self) -> None:
-        self._attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2 ** min(self._attempt, 16))
-        self._attempt += 1
-        # Half fixed, half random: keeps a floor so a flapping server is not hammered.
-        return random.uniform(ceiling / 2, ceiling)
-
-    async def sleep(self, stop: asyncio.Event | None = None) -> None:
-        """Wait the next delay; return early if `stop` is set."""
-        delay = self.next_delay()
-        if stop is None:
-            await asyncio.sleep(delay)
-            return
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await stop.wait()
 
 
 def _is_transient(exc: Exception) -> bool | None:
@@ -123,7 +98,7 @@ class Worker:
         """
         async with self._clients(stop):
             recovered = False
-            backoff = _Backoff()
+            backoff = Backoff()
             next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL_S
             while not stop.is_set():
                 try:
@@ -147,7 +122,7 @@ class Worker:
                     _log.warning("consumer group missing, recreating", extra={"error": str(exc)})
                     recovered = False
                 else:
-                    backoff = _Backoff()
+                    backoff = Backoff()
 
     async def run_until_idle(self) -> int:
         """Recover, then read without blocking until nothing is left; return entries persisted.
@@ -184,7 +159,7 @@ class Worker:
                 await self._redis.aclose()
 
     async def _open_pool(self, stop: asyncio.Event | None) -> asyncpg.Pool[asyncpg.Record]:
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             try:
                 return await create_pool(self._settings)
@@ -332,7 +307,7 @@ class Worker:
         The rows stay in memory across retries, and the insert is idempotent,
         so an outage neither loses nor duplicates them.
         """
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             try:
                 async with (
@@ -377,7 +352,7 @@ class Worker:
 
     async def _retry_redis(self, what: str, op: Callable[[], Awaitable[None]]) -> None:
         # The batch is committed: retrying here, not from the top, avoids re-writing it.
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             try:
                 await op()
