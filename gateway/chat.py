@@ -19,6 +19,7 @@ import orjson
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
+from gateway.api.common import path_id
 from gateway.app_keys import BROKER, HUB, PG_POOL, SETTINGS
 from gateway.auth import verify_token
 from gateway.broker import Broker
@@ -51,8 +52,6 @@ from shared.wire import (
 )
 
 log = logging.getLogger(__name__)
-
-_MAX_CHANNEL_ID = 2**53
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +105,7 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
     # Browsers always send Origin; native clients (the Go server's included) may not.
     if origin is not None and not settings.origin_allowed(origin):
         raise OriginNotAllowedError()
-    channel_id = _channel_id(request.match_info["channel_id"])
+    channel_id = path_id(request, "channel_id")
     token = request.query.get("token", "").strip()
     if not token:
         raise MissingTokenError()
@@ -122,12 +121,6 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
     if access.role is None:
         raise NotAMemberError()
     return _Session(user_id=claims.user_id, channel_id=channel_id, author=_author(access.user))
-
-
-def _channel_id(raw: str) -> int:
-    if not raw.isdigit() or not 0 < int(raw) <= _MAX_CHANNEL_ID:
-        raise InvalidParameterError("channel_id must be a positive integer")
-    return int(raw)
 
 
 def _author(user: User) -> bytes:

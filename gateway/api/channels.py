@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 from aiohttp import web
 
 from gateway.api.common import (
@@ -16,7 +17,12 @@ from gateway.api.common import (
 )
 from gateway.app_keys import BROKER, PG_POOL
 from shared.db import channels, messages
-from shared.errors import ChannelNotFoundError, InvalidParameterError, NotAMemberError
+from shared.errors import (
+    AppError,
+    ChannelNotFoundError,
+    InvalidParameterError,
+    NotAMemberError,
+)
 from shared.wire import (
     ChannelRefBody,
     NewChannelBody,
@@ -27,6 +33,13 @@ from shared.wire import (
 
 _CHANNEL_MEMBERS_SHOWN = 100
 _MAX_SEQ = 2**53
+
+
+async def _why_not_a_member(pool: asyncpg.Pool[asyncpg.Record], channel_id: int) -> AppError:
+    """The error for a caller found not to be a member: the channel may not exist at all."""
+    if await channels.get_channel(pool, channel_id) is None:
+        return ChannelNotFoundError()
+    return NotAMemberError()
 
 
 async def list_channels(request: web.Request) -> web.Response:
@@ -71,9 +84,7 @@ async def leave_channel(request: web.Request) -> web.Response:
     body = await read_body(request, ChannelRefBody)
     pool = request.app[PG_POOL]
     if not await channels.remove_member(pool, body.channel_id, claims.user_id):
-        if await channels.get_channel(pool, body.channel_id) is None:
-            raise ChannelNotFoundError()
-        raise NotAMemberError()
+        raise await _why_not_a_member(pool, body.channel_id)
     # Sockets the user still holds in the channel, on any node, are closed now.
     await request.app[BROKER].publish_member_removed(body.channel_id, claims.user_id)
     return ok("left channel", {"channel_id": body.channel_id})
@@ -105,9 +116,7 @@ async def list_messages(request: web.Request) -> web.Response:
     if before is not None and after_seq is not None:
         raise InvalidParameterError("use either before or after_seq, not both")
     if await channels.member_role(pool, channel_id, claims.user_id) is None:
-        if await channels.get_channel(pool, channel_id) is None:
-            raise ChannelNotFoundError()
-        raise NotAMemberError()
+        raise await _why_not_a_member(pool, channel_id)
     if after_seq is not None:
         found = await messages.list_messages_after(pool, channel_id, after_seq, limit)
     else:
