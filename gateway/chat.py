@@ -168,12 +168,12 @@ async def _send(
         if any(error["type"] == "json_invalid" for error in exc.errors()):
             raise InvalidJsonError() from None
         raise InvalidBodyError(details=validation_details(exc)) from None
-    body = frame_body(frame)
+    body = orjson.dumps(frame_body(frame))
     result = await broker.send(
         channel_id=session.channel_id,
         user_id=session.user_id,
         client_id=frame.client_id,
-        body=orjson.dumps(body),
+        body=body,
         tail=message_tail(
             user_id=session.user_id,
             channel_id=session.channel_id,

@@ -201,17 +201,25 @@ def author_json(user_id: int, name: str, username: str, avatar_url: str | None) 
 
 
 def message_tail(
-    *, user_id: int, channel_id: int, body: dict[str, Any], client_id: str | None, author: bytes
+    *, user_id: int, channel_id: int, body: bytes, client_id: str | None, author: bytes
 ) -> bytes:
     """The part of a message frame known before the send script assigns id, seq and time.
 
-    The script prepends `{"type":"message","id":..,"seq":..,"created_at":"..",`; the
-    author object is pre-encoded once per connection.
+    The script prepends `{"type":"message","id":..,"seq":..,"created_at":"..",`.
+    `body` is the JSON the ingest stream stores and `author` is encoded once per
+    connection, so both are spliced in as they are, not encoded again.
     """
-    head = orjson.dumps(
-        {"user_id": user_id, "channel_id": channel_id, "body": body, "client_id": client_id}
+    return b"".join(
+        (
+            b'"user_id":%d,"channel_id":%d,"body":' % (user_id, channel_id),
+            body,
+            b',"client_id":',
+            orjson.dumps(client_id),
+            b',"user":',
+            author,
+            b"}",
+        )
     )
-    return head[1:-1] + b',"user":' + author + b"}"
 
 
 def message_json(
