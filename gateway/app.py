@@ -2,8 +2,10 @@
 
 `create_app(settings)` does no I/O. Resources open in cleanup contexts, in
 dependency order (PostgreSQL -> Redis -> broker and hub), and close in reverse.
-On shutdown the node first reports not ready, then closes every chat socket
-with 1012 (service restart) so clients reconnect to another replica.
+`drain` is the first step of a shutdown (SIGTERM): the node reports not
+ready and refuses new sockets, waits `drain_delay_seconds` for the load
+balancer to notice, then closes every chat socket with 1012 (service restart)
+so clients reconnect to another replica and resume from their last seq.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import aiohttp_cors
 from aiohttp import web
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from gateway.api import auth, channels, health, users
 from gateway.app_keys import (
+    BACKLOG,
     BROKER,
     HUB,
     KEYS,
@@ -27,9 +31,11 @@ from gateway.app_keys import (
     READINESS,
     REDIS,
     SCRIPTS,
+    SEND_REDIS,
     SETTINGS,
     Readiness,
 )
+from gateway.backlog import Backlog
 from gateway.broker import Broker
 from gateway.chat import chat_socket
 from gateway.hub import Hub
@@ -54,7 +60,7 @@ def create_app(settings: Settings) -> web.Application:
     app[KEYS] = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
     app[READINESS] = Readiness()
     app.cleanup_ctx.extend([_postgres, _redis, _broker])
-    app.on_shutdown.append(_drain)
+    app.on_shutdown.append(drain)
     _add_routes(app, settings)
     return app
 
@@ -110,26 +116,37 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    url = settings.redis_url.get_secret_value()
+    timeout = settings.redis_timeout_seconds
+    # A pooled connection goes stale when Redis restarts; one retry on a fresh
+    # connection hides that from reads, counters and publishes.
     redis = Redis.from_url(
-        settings.redis_url.get_secret_value(),
-        socket_timeout=settings.redis_timeout_seconds,
-        socket_connect_timeout=settings.redis_timeout_seconds,
-        # Never retried by the client: a re-sent send script would store the
-        # message twice. Callers decide (clients re-send with their client_id).
-        retry=Retry(NoBackoff(), 0),
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 2),
+        retry_on_error=[RedisConnectionError],
+    )
+    # The send script is never retried by the client: a script that ran but
+    # whose reply was lost would store the message twice. The broker decides.
+    sends = Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
     )
     app[REDIS] = redis
+    app[SEND_REDIS] = sends
     app[SCRIPTS] = register_scripts(redis)
     yield
+    await sends.aclose()
     await redis.aclose()
 
 
 async def _broker(app: web.Application) -> AsyncIterator[None]:
-    broker = Broker(app[SETTINGS], app[REDIS], app[SCRIPTS], app[PG_POOL])
+    broker = Broker(app[SETTINGS], app[REDIS], app[SEND_REDIS], app[SCRIPTS], app[PG_POOL])
     hub = Hub(broker)
     broker.bind(hub)
     app[BROKER] = broker
     app[HUB] = hub
+    app[BACKLOG] = Backlog(app[REDIS], app[PG_POOL], app[KEYS])
     listener = asyncio.create_task(broker.subscriber.run(), name="pubsub-listener")
     try:
         async with asyncio.timeout(app[SETTINGS].redis_timeout_seconds):
@@ -143,6 +160,19 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     await broker.aclose()
 
 
-async def _drain(app: web.Application) -> None:
-    app[READINESS].draining = True
-    app[HUB].close_all(CloseCode.SERVICE_RESTART, "server restarting, reconnect to resume")
+async def drain(app: web.Application) -> None:
+    """Hand this node's clients to the other replicas; idempotent.
+
+    Returns once every chat socket has closed, or after `shutdown_timeout_seconds`.
+    """
+    readiness = app[READINESS]
+    if readiness.draining:
+        return
+    readiness.draining = True
+    settings = app[SETTINGS]
+    await asyncio.sleep(settings.drain_delay_seconds)
+    hub = app[HUB]
+    hub.close_all(CloseCode.SERVICE_RESTART, "server restarting, reconnect to resume")
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(settings.shutdown_timeout_seconds):
+            await hub.wait_empty()

@@ -10,6 +10,7 @@ import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
 
+from gateway.backlog import Backlog
 from gateway.broker import Broker
 from gateway.hub import Hub
 from shared.redis_keys import RedisKeys
@@ -28,7 +29,9 @@ SETTINGS = web.AppKey("SETTINGS", Settings)
 KEYS = web.AppKey("KEYS", RedisKeys)
 PG_POOL = web.AppKey("PG_POOL", asyncpg.Pool)
 REDIS = web.AppKey("REDIS", Redis)
+SEND_REDIS = web.AppKey("SEND_REDIS", Redis)
 SCRIPTS = web.AppKey("SCRIPTS", Scripts)
 BROKER = web.AppKey("BROKER", Broker)
 HUB = web.AppKey("HUB", Hub)
+BACKLOG = web.AppKey("BACKLOG", Backlog)
 READINESS = web.AppKey("READINESS", Readiness)

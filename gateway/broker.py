@@ -20,6 +20,7 @@ from typing import Protocol
 import asyncpg
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from gateway.subscriber import Subscriber
@@ -43,6 +44,8 @@ class Deliveries(Protocol):
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None: ...
 
+    def resync(self) -> None: ...
+
 
 @dataclass(frozen=True, slots=True)
 class SendResult:
@@ -59,11 +62,13 @@ class Broker:
         self,
         settings: Settings,
         redis: Redis,
+        send_redis: Redis,
         scripts: Scripts,
         pool: asyncpg.Pool[asyncpg.Record],
     ) -> None:
         self._settings = settings
         self._redis = redis
+        self._send_redis = send_redis
         self._scripts = scripts
         self._pool = pool
         self._keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
@@ -73,6 +78,7 @@ class Broker:
         self.subscriber = Subscriber(
             settings.redis_url.get_secret_value(),
             self._on_publish,
+            self._on_resync,
             timeout=settings.redis_timeout_seconds,
             sharded=False,
         )
@@ -102,6 +108,10 @@ class Broker:
             self._on_control(channel_id, payload)
         else:
             self._deliveries.deliver(channel_id, payload)
+
+    def _on_resync(self) -> None:
+        if self._deliveries is not None:
+            self._deliveries.resync()
 
     def _on_control(self, channel_id: int, payload: bytes) -> None:
         assert self._deliveries is not None  # checked by the caller
@@ -166,10 +176,13 @@ class Broker:
             partition_of(channel_id, settings.redis_partitions),
             self._publish_command,
         ]
-        reply = await self._run_send(script_keys, args)
+        # With a client_id the script dedupes, so a retry after a lost connection
+        # (a pooled connection gone stale when Redis restarted) is safe.
+        retries = 1 if client_id else 0
+        reply = await self._run_send(script_keys, args, retries)
         if reply[0] == b"noseq":
             await self._seed_seq(channel_id)
-            reply = await self._run_send(script_keys, args)
+            reply = await self._run_send(script_keys, args, retries)
         status = reply[0]
         if status == b"rate":
             raise RateLimitedError(
@@ -185,13 +198,24 @@ class Broker:
             duplicate=status == b"dup",
         )
 
-    async def _run_send(self, script_keys: list[str], args: list[str | int | bytes]) -> list[bytes]:
-        try:
-            reply: list[bytes] = await self._scripts.send(keys=script_keys, args=args)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("send script failed", extra={"error": type(exc).__name__})
-            raise UnavailableError() from exc
-        return reply
+    async def _run_send(
+        self, script_keys: list[str], args: list[str | int | bytes], retries: int
+    ) -> list[bytes]:
+        while True:
+            try:
+                reply: list[bytes] = await self._scripts.send(
+                    keys=script_keys, args=args, client=self._send_redis
+                )
+            except RedisConnectionError as exc:
+                if retries > 0:
+                    retries -= 1
+                    continue
+                log.warning("send script failed", extra={"error": type(exc).__name__})
+                raise UnavailableError() from exc
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("send script failed", extra={"error": type(exc).__name__})
+                raise UnavailableError() from exc
+            return reply
 
     async def _seed_seq(self, channel_id: int) -> None:
         """Start a channel's counter at its highest stored seq (0 for a new channel).

@@ -1,16 +1,16 @@
-"""The chat socket: `WS /api/v1/chat/{channel_id}?token=<jwt>`.
+"""The chat socket: `WS /api/v1/chat/{channel_id}?token=<jwt>[&since=<seq>]`.
 
 Step one of the send path: admit the socket (Origin, token, channel,
-membership) and subscribe it before completing the upgrade, then read frames,
-validate each, and hand valid ones to `Broker.send`. A refused socket gets the
-Go server's error frame with a `code` and a 44xx close code a browser can
-read; a bad frame gets an error frame and the socket stays open. Outbound
-frames go through the connection's queue.
+membership), subscribe it and read the channel's head before completing the
+upgrade, then read frames, validate each, and hand valid ones to
+`Broker.send`. A refused socket gets the Go server's error frame with a
+`code` and a 44xx close code a browser can read; a bad frame gets an error
+frame and the socket stays open. Outbound frames go through the connection,
+which first replays everything after `since` (nothing without it).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -19,8 +19,8 @@ import orjson
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
-from gateway.api.common import path_id
-from gateway.app_keys import BROKER, HUB, PG_POOL, SETTINGS
+from gateway.api.common import path_id, query_int
+from gateway.app_keys import BACKLOG, BROKER, HUB, PG_POOL, READINESS, SETTINGS
 from gateway.auth import verify_token
 from gateway.broker import Broker
 from gateway.connection import Connection
@@ -29,7 +29,7 @@ from shared.db.records import User
 from shared.errors import (
     AppError,
     ChannelNotFoundError,
-    CloseCode,
+    DrainingError,
     InvalidBodyError,
     InvalidJsonError,
     InvalidParameterError,
@@ -38,6 +38,7 @@ from shared.errors import (
     MissingTokenError,
     NotAMemberError,
     OriginNotAllowedError,
+    SinceAheadError,
     UnavailableError,
 )
 from shared.settings import Settings
@@ -53,12 +54,16 @@ from shared.wire import (
 
 log = logging.getLogger(__name__)
 
+# Sequence numbers stay within what JavaScript clients read exactly.
+_MAX_SEQ = 2**53
+
 
 @dataclass(frozen=True, slots=True)
 class _Session:
     user_id: int
     channel_id: int
     author: bytes  # the `user` object of every frame this socket sends, encoded once
+    since: int | None
 
 
 async def chat_socket(request: web.Request) -> web.StreamResponse:
@@ -74,6 +79,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     # client sees its socket open, everything published to the channel reaches it.
     # Refusals still upgrade first: a browser can read a close code, not a 403.
     hub = request.app[HUB]
+    backlog = request.app[BACKLOG]
     try:
         session = await _admit(request, settings)
         connection = Connection(
@@ -81,6 +87,8 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
             user_id=session.user_id,
             channel_id=session.channel_id,
             queue_size=settings.ws_send_queue_size,
+            replay=backlog,
+            resume_wait_seconds=settings.ws_resume_wait_seconds,
         )
         await hub.join(connection)
     except AppError as exc:
@@ -88,24 +96,39 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         await _refuse(ws, exc)
         return ws
     try:
+        # Read after the subscription: every later message reaches the connection live.
+        head = await backlog.head(session.channel_id)
+    except AppError as exc:
+        await hub.leave(connection)
         await ws.prepare(request)
-        writer = asyncio.create_task(connection.run_writer(), name="ws-writer")
+        await _refuse(ws, exc)
+        return ws
+    try:
+        await ws.prepare(request)
+        since = head if session.since is None else session.since
+        if since > head:
+            ahead = SinceAheadError(details=[{"since": since, "last_seq": head}])
+            connection.enqueue(error_frame(ahead.code, ahead.message, ahead.details))
+            since = head
+        connection.start(since, head=head)
         try:
             await _read_frames(ws, connection, session, request.app[BROKER], settings)
         finally:
-            connection.close(CloseCode.NORMAL, "")
-            await writer
+            await connection.stop()
     finally:
         await hub.leave(connection)
     return ws
 
 
 async def _admit(request: web.Request, settings: Settings) -> _Session:
+    if request.app[READINESS].draining:
+        raise DrainingError()
     origin = request.headers.get("Origin")
     # Browsers always send Origin; native clients (the Go server's included) may not.
     if origin is not None and not settings.origin_allowed(origin):
         raise OriginNotAllowedError()
     channel_id = path_id(request, "channel_id")
+    since = query_int(request, "since", default=None, low=0, high=_MAX_SEQ)
     token = request.query.get("token", "").strip()
     if not token:
         raise MissingTokenError()
@@ -120,7 +143,9 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
         raise ChannelNotFoundError()
     if access.role is None:
         raise NotAMemberError()
-    return _Session(user_id=claims.user_id, channel_id=channel_id, author=_author(access.user))
+    return _Session(
+        user_id=claims.user_id, channel_id=channel_id, author=_author(access.user), since=since
+    )
 
 
 def _author(user: User) -> bytes:

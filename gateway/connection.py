@@ -1,38 +1,117 @@
-"""One chat socket's outbound side: a bounded queue and the task that drains it.
+"""One chat socket's outbound side: ordered, gap-free delivery through a bounded queue.
 
-Fan-out never awaits a socket: `enqueue` is synchronous and only this
-connection's writer awaits the network. A client whose queue fills up is too
-slow; it is closed with `CloseCode.TOO_SLOW` and resumes on reconnect, so one
-slow reader never holds up anyone else.
+Fan-out never awaits a socket: `offer` and `enqueue` are synchronous, and only
+this connection's writer task awaits the network. A client whose queue fills
+up is too slow; it is closed with `CloseCode.TOO_SLOW` and resumes on
+reconnect, so one slow reader never holds up anyone else.
+
+The connection remembers the last `seq` it queued. A live frame that is not
+the next one is dropped when already sent, and starts a catch-up when it
+skips ahead (publishes missed while the pub/sub link was down). While
+catching up, live frames are held (bounded, like the queue), the missing ones
+are replayed from the backlog, and the held ones follow without duplicates.
+A socket starts in that state: it catches up from its `since` (or from the
+channel's head) before it goes live, so a resume has no gap and no
+duplicate even while messages keep arriving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Protocol
 
 from aiohttp import WSMsgType, web
 
-from shared.errors import CloseCode
+from shared.backoff import Backoff
+from shared.errors import AppError, CloseCode, HistoryGapError
+from shared.wire import error_frame
 
 log = logging.getLogger(__name__)
 
-# Bound on the closing handshake with a client that may no longer read.
+# Bound on the closing handshake with a client that may no longer read; then
+# the TCP connection is aborted.
 _CLOSE_TIMEOUT_SECONDS = 5.0
+
+
+class Replay(Protocol):
+    """Where missed messages come from (the broker's backlog)."""
+
+    async def head(self, channel_id: int) -> int: ...
+
+    async def page_after(self, channel_id: int, after_seq: int) -> Sequence[tuple[int, bytes]]: ...
 
 
 class Connection:
     """The outbound half of one WebSocket. Frames are pre-encoded bytes."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, *, user_id: int, channel_id: int, queue_size: int
+        self,
+        ws: web.WebSocketResponse,
+        *,
+        user_id: int,
+        channel_id: int,
+        queue_size: int,
+        replay: Replay,
+        resume_wait_seconds: float,
     ) -> None:
         self.ws = ws
         self.user_id = user_id
         self.channel_id = channel_id
+        self.last_seq = 0  # the last message seq queued to this socket
         self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_size)
+        self._queue_size = queue_size
+        self._replay = replay
+        self._resume_wait_seconds = resume_wait_seconds
+        # Live frames held while catching up; None once live. A new socket
+        # holds from the start: it is subscribed before it has caught up.
+        self._held: deque[tuple[int, bytes]] | None = deque()
         self._writer: asyncio.Task[None] | None = None
-        self._close_request: tuple[CloseCode, str] | None = None
+        self._catch_up: asyncio.Task[None] | None = None
+        self._close_request: tuple[CloseCode, str, bytes | None] | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self._close_request is not None
+
+    def start(self, after_seq: int, *, head: int) -> None:
+        """Start writing: replay after `after_seq` up to at least `head`, then go live."""
+        self._writer = asyncio.create_task(self._run_writer(), name="ws-writer")
+        self._start_catch_up(after_seq, goal=head)
+
+    async def stop(self) -> None:
+        """Close (normally, unless a close was already requested) and wait for the tasks."""
+        self.close(CloseCode.NORMAL, "")
+        tasks = [task for task in (self._catch_up, self._writer) if task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def offer(self, seq: int, frame: bytes) -> None:
+        """A live message frame, in the channel's publish order."""
+        if self._close_request is not None:
+            return
+        held = self._held
+        if held is not None:
+            if len(held) >= self._queue_size:
+                self._too_slow()
+            else:
+                held.append((seq, frame))
+            return
+        if seq <= self.last_seq:
+            return  # already replayed
+        if seq == self.last_seq + 1:
+            self.last_seq = seq
+            self.enqueue(frame)
+            return
+        self._held = deque([(seq, frame)])
+        self._start_catch_up(self.last_seq, goal=seq - 1)
+
+    def resync(self) -> None:
+        """The pub/sub link was re-established: replay what was published meanwhile."""
+        if self._close_request is None and self._held is None:
+            self._held = deque()
+            self._start_catch_up(self.last_seq, goal=None)
 
     def enqueue(self, frame: bytes) -> None:
         """Queue a frame without waiting. A full queue closes the socket as too slow."""
@@ -41,23 +120,94 @@ class Connection:
         try:
             self._queue.put_nowait(frame)
         except asyncio.QueueFull:
-            log.info(
-                "closing slow client",
-                extra={"user_id": self.user_id, "channel_id": self.channel_id},
-            )
-            self.close(CloseCode.TOO_SLOW, "too slow: outbound queue full, reconnect to resume")
+            self._too_slow()
 
-    def close(self, code: CloseCode, reason: str) -> None:
-        """Ask the writer to stop and close the socket with `code`; idempotent."""
+    def close(self, code: CloseCode, reason: str, *, last_frame: bytes | None = None) -> None:
+        """Stop the catch-up and the writer, and close the socket with `code`; idempotent.
+
+        Frames still queued are dropped (a slow client resumes from its last
+        seq); `last_frame`, such as an error frame, is sent before the close.
+        """
         if self._close_request is not None:
             return
-        self._close_request = (code, reason)
-        if self._writer is not None:
-            self._writer.cancel()
+        self._close_request = (code, reason, last_frame)
+        current = asyncio.current_task()
+        for task in (self._catch_up, self._writer):
+            if task is not None and task is not current:
+                task.cancel()
 
-    async def run_writer(self) -> None:
+    def _too_slow(self) -> None:
+        log.info(
+            "closing slow client", extra={"user_id": self.user_id, "channel_id": self.channel_id}
+        )
+        self.close(CloseCode.TOO_SLOW, "too slow: outbound queue full, reconnect to resume")
+
+    def _start_catch_up(self, after_seq: int, *, goal: int | None) -> None:
+        self._catch_up = asyncio.create_task(
+            self._run_catch_up(after_seq, goal), name="ws-catch-up"
+        )
+
+    async def _run_catch_up(self, after_seq: int, goal: int | None) -> None:
+        try:
+            await self._replay_then_go_live(after_seq, goal)
+        except AppError as exc:
+            frame = error_frame(exc.code, exc.message)
+            self.close(exc.close_code, exc.message, last_frame=frame)
+        except Exception:
+            log.exception("catch-up failed", extra={"channel_id": self.channel_id})
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    async def _replay_then_go_live(self, last: int, goal: int | None) -> None:
+        if goal is None:
+            goal = await self._replay.head(self.channel_id)
+        while True:
+            last = await self._replay_until(last, goal)
+            held = self._held
+            assert held is not None  # only this task turns holding off
+            while held and held[0][0] <= last:
+                held.popleft()
+            if not held:
+                # No await between the check and the switch: nothing can slip in.
+                self._held = None
+                self.last_seq = last
+                return
+            seq, frame = held[0]
+            if seq == last + 1:
+                held.popleft()
+                await self._queue.put(frame)
+                last = seq
+            else:
+                goal = seq - 1  # published before the held ones, not replayed yet
+
+    async def _replay_until(self, last: int, goal: int) -> int:
+        """Queue the backlog's frames after `last` up to `goal`; return the new last seq.
+
+        Waits, bounded, for messages that are not available yet (neither in
+        Redis nor written by a worker); past the bound the client is told
+        which range is missing and the replay skips it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._resume_wait_seconds
+        backoff = Backoff()
+        while last < goal:
+            page = await self._replay.page_after(self.channel_id, last)
+            if page:
+                for seq, frame in page:
+                    await self._queue.put(frame)  # the writer's pace is the replay's pace
+                    last = seq
+                deadline = loop.time() + self._resume_wait_seconds
+                backoff = Backoff()
+            elif loop.time() >= deadline:
+                gap = HistoryGapError(details=[{"from_seq": last + 1, "to_seq": goal}])
+                log.warning("resume gap", extra={"channel_id": self.channel_id, "to_seq": goal})
+                await self._queue.put(error_frame(gap.code, gap.message, gap.details))
+                last = goal
+            else:
+                await backoff.sleep()
+        return last
+
+    async def _run_writer(self) -> None:
         """Drain the queue into the socket until cancelled or asked to close."""
-        self._writer = asyncio.current_task()
         try:
             while self._close_request is None:
                 frame = await self._queue.get()
@@ -67,12 +217,13 @@ class Connection:
                 raise
         except ConnectionError:
             return  # the peer went away; the reader sees the same and cleans up
-        code, reason = self._close_request
-        await self._close_socket(code, reason)
+        await self._close_socket(*self._close_request)
 
-    async def _close_socket(self, code: CloseCode, reason: str) -> None:
+    async def _close_socket(self, code: CloseCode, reason: str, last_frame: bytes | None) -> None:
         try:
             async with asyncio.timeout(_CLOSE_TIMEOUT_SECONDS):
+                if last_frame is not None:
+                    await self.ws.send_frame(last_frame, WSMsgType.TEXT)
                 await self.ws.close(code=code, message=reason.encode())
         except (TimeoutError, ConnectionError):
             log.info("close handshake abandoned", extra={"user_id": self.user_id})

@@ -2,19 +2,24 @@
 
 The hub owns `channel_id -> set[Connection]`. The first local member of a
 channel makes the hub subscribe (through the `Subscriptions` port, which the
-Redis broker implements); the last one leaving unsubscribes. Delivery is
-`put_nowait` into each connection's bounded queue: the hub never awaits a
-socket, so fan-out cost does not depend on the slowest client.
+Redis broker implements); the last one leaving unsubscribes. Delivery reads
+the frame's `seq` once and offers the same bytes to each connection, which
+queues them without waiting: the hub never awaits a socket, so fan-out cost
+does not depend on the slowest client.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import defaultdict
 from typing import Protocol
 
 from gateway.connection import Connection
 from shared.errors import CloseCode
+from shared.wire import frame_seq
+
+log = logging.getLogger(__name__)
 
 
 class Subscriptions(Protocol):
@@ -37,6 +42,8 @@ class Hub:
         # Serializes subscribe/unsubscribe per channel, so a join racing the last
         # leave never ends with members and no subscription.
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._empty = asyncio.Event()
+        self._empty.set()
 
     async def join(self, connection: Connection) -> None:
         """Register a connection; subscribes the node if it is the channel's first.
@@ -50,6 +57,7 @@ class Hub:
                 await self._subscriptions.subscribe(channel_id)
                 members = self._channels[channel_id] = set()
             members.add(connection)
+            self._empty.clear()
 
     async def leave(self, connection: Connection) -> None:
         channel_id = connection.channel_id
@@ -60,14 +68,30 @@ class Hub:
             members.discard(connection)
             if not members:
                 del self._channels[channel_id]
+                if not self._channels:
+                    self._empty.set()
                 await self._subscriptions.unsubscribe(channel_id)
         if channel_id not in self._channels and not self._locks[channel_id].locked():
             self._locks.pop(channel_id, None)
 
     def deliver(self, channel_id: int, frame: bytes) -> None:
-        """Queue one pre-encoded frame to every local member of the channel."""
-        for connection in self._channels.get(channel_id, ()):
-            connection.enqueue(frame)
+        """Offer one pre-encoded message frame to every local member of the channel."""
+        members = self._channels.get(channel_id)
+        if not members:
+            return
+        try:
+            seq = frame_seq(frame)
+        except ValueError:
+            log.warning("published frame without a seq dropped", extra={"channel_id": channel_id})
+            return
+        for connection in members:
+            connection.offer(seq, frame)
+
+    def resync(self) -> None:
+        """Publishes may have been missed (the pub/sub link was down): catch everyone up."""
+        for members in self._channels.values():
+            for connection in members:
+                connection.resync()
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None:
         """Close the sockets of a user who lost access to a channel."""
@@ -79,6 +103,10 @@ class Hub:
         for members in list(self._channels.values()):
             for connection in list(members):
                 connection.close(code, reason)
+
+    async def wait_empty(self) -> None:
+        """Return once no connection is left (after `close_all`, when draining)."""
+        await self._empty.wait()
 
     def channel_ids(self) -> list[int]:
         return list(self._channels)

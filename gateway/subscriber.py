@@ -9,7 +9,14 @@ delivered, which is the promise the hub's `Subscriptions` port makes.
 
 On a lost connection the reader reconnects with capped, jittered backoff and
 resubscribes every topic still wanted: the set of wanted topics, kept here and
-mirroring the hub, is the source of truth.
+mirroring the hub, is the source of truth. A PING sent after the resubscribe
+is answered after every confirmation, so its reply is the moment from which
+no publish is missed; `on_resync` then lets the hub replay what was published
+while the link was down.
+
+A quiet subscription sends nothing, so a link that died without a reset (a
+paused or partitioned Redis) would look healthy forever: the connection is
+pinged every `timeout` seconds and dropped when nothing arrives for twice that.
 """
 
 from __future__ import annotations
@@ -31,12 +38,21 @@ _RESUBSCRIBE_CHUNK = 1000
 
 MessageHandler = Callable[[bytes, bytes], None]
 
+_RESYNC_TOKEN = b"resync"
+_KEEPALIVE_TOKEN = b"keepalive"
+
 
 class Subscriber:
     """Per-topic subscriptions over one connection, with confirmations and reconnects."""
 
     def __init__(
-        self, redis_url: str, on_message: MessageHandler, *, timeout: float, sharded: bool
+        self,
+        redis_url: str,
+        on_message: MessageHandler,
+        on_resync: Callable[[], None],
+        *,
+        timeout: float,
+        sharded: bool,
     ) -> None:
         # No socket timeout: a quiet subscription is normal, not an error. RESP2:
         # under RESP3 (redis-py 8's default) publishes arrive as push frames that
@@ -45,6 +61,7 @@ class Subscriber:
             redis_url, socket_timeout=None, socket_connect_timeout=timeout, protocol=2
         )
         self._on_message = on_message
+        self._on_resync = on_resync
         self._timeout = timeout
         self._subscribe_command = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
         self._unsubscribe_command = "SUNSUBSCRIBE" if sharded else "UNSUBSCRIBE"
@@ -54,6 +71,7 @@ class Subscriber:
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
         self._connection: Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._backoff = Backoff()
         self.connected = asyncio.Event()
 
     async def subscribe(self, topic: str) -> None:
@@ -97,25 +115,27 @@ class Subscriber:
 
     async def run(self) -> None:
         """Connect, (re)subscribe, read forever; reconnect on failure. Cancel to stop."""
-        backoff = Backoff()
         while True:
             connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            pinger: asyncio.Task[None] | None = None
             try:
                 await connection.connect()
                 async with self._write_lock:
                     self._connection = connection
                     await self._resubscribe(connection)
-                self.connected.set()
-                backoff = Backoff()
+                    await connection.send_command("PING", _RESYNC_TOKEN, check_health=False)
+                pinger = asyncio.create_task(self._keep_alive(), name="pubsub-keepalive")
                 await self._read(connection)
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("pub/sub connection lost", extra={"error": type(exc).__name__})
             finally:
+                if pinger is not None:
+                    pinger.cancel()
                 self.connected.clear()
                 self._connection = None
                 self._fail_waiters()
                 await connection.disconnect(nowait=True)
-            await backoff.sleep()
+            await self._backoff.sleep()
 
     async def _resubscribe(self, connection: Connection) -> None:
         wanted = list(self._wanted)
@@ -123,19 +143,33 @@ class Subscriber:
             chunk = wanted[start : start + _RESUBSCRIBE_CHUNK]
             await connection.send_command(self._subscribe_command, *chunk, check_health=False)
 
+    async def _keep_alive(self) -> None:
+        while True:
+            await asyncio.sleep(self._timeout)
+            try:
+                await self._write("PING", _KEEPALIVE_TOKEN)
+            except (RedisError, OSError, UnavailableError):
+                return  # the reader sees the same failure and reconnects
+
     async def _read(self, connection: Connection) -> None:
         message_kind, confirm_kind = self._message_kind, self._confirm_kind
+        silence_limit = 2 * self._timeout
         while True:
-            reply = await connection.read_response(disable_decoding=True)
-            if not isinstance(reply, list) or len(reply) < 3:
-                continue
-            kind, topic, payload = reply[0], reply[1], reply[2]
-            if kind == message_kind:
-                self._on_message(topic, payload)
-            elif kind == confirm_kind:
-                for waiter in self._waiters.get(topic, ()):
-                    if not waiter.done():
-                        waiter.set_result(None)
+            reply = await connection.read_response(disable_decoding=True, timeout=silence_limit)
+            if reply is None:
+                raise TimeoutError("pub/sub connection silent")
+            if isinstance(reply, list) and len(reply) >= 3:
+                kind, topic, payload = reply[0], reply[1], reply[2]
+                if kind == message_kind:
+                    self._on_message(topic, payload)
+                elif kind == confirm_kind:
+                    for waiter in self._waiters.get(topic, ()):
+                        if not waiter.done():
+                            waiter.set_result(None)
+            elif _pong_token(reply) == _RESYNC_TOKEN:
+                self._backoff = Backoff()
+                self.connected.set()
+                self._on_resync()
 
     def _fail_waiters(self) -> None:
         for waiters in self._waiters.values():
@@ -145,3 +179,11 @@ class Subscriber:
 
     async def aclose(self) -> None:
         await self._pool.aclose()
+
+
+def _pong_token(reply: object) -> bytes | None:
+    """The argument of a PING's reply: `[pong, token]` when subscribed, `token` when not."""
+    if isinstance(reply, list) and len(reply) == 2 and reply[0] == b"pong":
+        token = reply[1]
+        return token if isinstance(token, bytes) else None
+    return reply if isinstance(reply, bytes) else None

@@ -34,6 +34,9 @@ class ErrorCode(StrEnum):
     ALREADY_MEMBER = "already_member"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
+    DRAINING = "draining"
+    SINCE_AHEAD = "since_ahead"
+    HISTORY_GAP = "history_gap"
     INTERNAL = "internal"
 
 
@@ -92,6 +95,15 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.UNAVAILABLE: ErrorSpec(
         503, CloseCode.TRY_AGAIN_LATER, "Service temporarily unavailable"
     ),
+    ErrorCode.DRAINING: ErrorSpec(
+        503, CloseCode.SERVICE_RESTART, "Server restarting, reconnect to resume"
+    ),
+    ErrorCode.SINCE_AHEAD: ErrorSpec(
+        409, CloseCode.BAD_REQUEST, "since is ahead of the channel's last message"
+    ),
+    ErrorCode.HISTORY_GAP: ErrorSpec(
+        410, CloseCode.BAD_REQUEST, "Some messages could not be replayed; fetch them from history"
+    ),
     ErrorCode.INTERNAL: ErrorSpec(500, CloseCode.INTERNAL_ERROR, "Internal server error"),
 }
 
@@ -149,4 +161,7 @@ ChannelNameTakenError = _error("ChannelNameTakenError", ErrorCode.CHANNEL_NAME_T
 AlreadyMemberError = _error("AlreadyMemberError", ErrorCode.ALREADY_MEMBER)
 RateLimitedError = _error("RateLimitedError", ErrorCode.RATE_LIMITED)
 UnavailableError = _error("UnavailableError", ErrorCode.UNAVAILABLE)
+DrainingError = _error("DrainingError", ErrorCode.DRAINING)
+SinceAheadError = _error("SinceAheadError", ErrorCode.SINCE_AHEAD)
+HistoryGapError = _error("HistoryGapError", ErrorCode.HISTORY_GAP)
 InternalError = _error("InternalError", ErrorCode.INTERNAL)

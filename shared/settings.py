@@ -134,8 +134,19 @@ class Settings(BaseSettings):
     client_id_dedupe_seconds: int = Field(
         300, ge=1, description="Window in which a repeated client_id returns the original message."
     )
+    ws_resume_wait_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long a resume waits for messages neither in Redis nor yet in PostgreSQL.",
+    )
+    drain_delay_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="On SIGTERM, seconds a gateway keeps its sockets with /readyz at 503"
+        " before closing them with 1012.",
+    )
     shutdown_timeout_seconds: float = Field(
-        10.0, gt=0, description="Grace period for draining on SIGTERM."
+        10.0, gt=0, description="After the drain, how long in-flight work may take before exit."
     )
 
     # --- Persistence worker

@@ -8,7 +8,7 @@ sender did not mean. Outbound JSON is built here once, with orjson.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -20,6 +20,9 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
 )
+
+if TYPE_CHECKING:
+    from shared.db.messages import StoredMessage
 
 _EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
 _USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
@@ -195,6 +198,22 @@ def ack_frame(message_id: int, seq: int, client_id: str | None) -> bytes:
     )
 
 
+_SEQ_MARK = b',"seq":'
+
+
+def frame_seq(frame: bytes) -> int:
+    """The `seq` of a message frame the send script built, without decoding the frame.
+
+    The script writes `seq` right after `id`, before any user content, so the
+    first match is the field. Raises ValueError on anything else.
+    """
+    start = frame.find(_SEQ_MARK, 0, 64)
+    if start < 0:
+        raise ValueError("not a message frame")
+    start += len(_SEQ_MARK)
+    return int(frame[start : frame.index(b",", start)])
+
+
 def author_json(user_id: int, name: str, username: str, avatar_url: str | None) -> dict[str, Any]:
     """The author as embedded in every message frame: public fields only."""
     return {"id": user_id, "name": name, "username": username, "avatar_url": avatar_url}
@@ -245,3 +264,19 @@ def message_json(
         "client_id": client_id,
         "user": author,
     }
+
+
+def stored_message_json(message: StoredMessage) -> dict[str, Any]:
+    """A persisted message in the live frame's shape, author as their profile is now."""
+    return message_json(
+        message_id=message.id,
+        seq=message.seq,
+        channel_id=message.channel_id,
+        user_id=message.user_id,
+        body=message.body,
+        client_id=message.client_id,
+        created_at=iso_from_datetime(message.created_at),
+        author=author_json(
+            message.user_id, message.user_name, message.user_username, message.user_avatar_url
+        ),
+    )

@@ -26,9 +26,7 @@ from shared.errors import (
 from shared.wire import (
     ChannelRefBody,
     NewChannelBody,
-    author_json,
-    iso_from_datetime,
-    message_json,
+    stored_message_json,
 )
 
 _CHANNEL_MEMBERS_SHOWN = 100
@@ -123,19 +121,7 @@ async def list_messages(request: web.Request) -> web.Response:
         found = await messages.list_messages_before(pool, channel_id, before, limit)
     next_cursor = found[-1].seq if len(found) == limit else None
     data = {
-        "messages": [
-            message_json(
-                message_id=m.id,
-                seq=m.seq,
-                channel_id=m.channel_id,
-                user_id=m.user_id,
-                body=m.body,
-                client_id=m.client_id,
-                created_at=iso_from_datetime(m.created_at),
-                author=author_json(m.user_id, m.user_name, m.user_username, m.user_avatar_url),
-            )
-            for m in found
-        ],
+        "messages": [stored_message_json(m) for m in found],
         "next_cursor": next_cursor,
     }
     return ok("messages retrieved", data)

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
 
 RECEIVE_TIMEOUT = 5.0
@@ -54,6 +55,47 @@ async def join(client: TestClient[Any, Any], account: Account, channel_id: int) 
         "/api/v1/channels/join", json={"channel_id": channel_id}, headers=account.auth
     )
     assert response.status == 200, await response.text()
+
+
+async def room(client: TestClient[Any, Any], *names: str) -> tuple[int, list[Account]]:
+    """A channel owned by the first account, joined by the others."""
+    accounts = [await signup(client, name) for name in names]
+    channel_id = await create_channel(client, accounts[0], "room")
+    for account in accounts[1:]:
+        await join(client, account, channel_id)
+    return channel_id, accounts
+
+
+@dataclass
+class Sent:
+    acked_seqs: list[int]
+    messages: list[dict[str, Any]]  # message frames the sender's socket got meanwhile
+
+
+async def send_texts(ws: aiohttp.ClientWebSocketResponse, count: int, tag: str) -> Sent:
+    """Send `count` text messages (client ids `<tag>-<n>`) and wait for every ack."""
+    for index in range(count):
+        await ws.send_bytes(
+            orjson.dumps(
+                {"type": "text", "content": f"{tag} {index}", "client_id": f"{tag}-{index}"}
+            )
+        )
+    sent = Sent([], [])
+    async with asyncio.timeout(RECEIVE_TIMEOUT):
+        while len(sent.acked_seqs) < count:
+            frame = await receive_json(ws)
+            if frame["type"] == "ack":
+                sent.acked_seqs.append(frame["seq"])
+            elif frame["type"] == "message":
+                sent.messages.append(frame)
+            else:
+                raise AssertionError(f"unexpected frame {frame}")
+    return sent
+
+
+async def receive_messages(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[str, Any]]:
+    """The next `count` message frames, skipping acks."""
+    return [await receive_until(ws, "message") for _ in range(count)]
 
 
 async def connect(
@@ -106,3 +148,13 @@ async def eventually(
     async with asyncio.timeout(within):
         while not await probe():  # noqa: ASYNC110 - no event exists for this state
             await asyncio.sleep(0.01)
+
+
+async def subscriber_count(redis_url: str, topic: str) -> int:
+    """How many connections (gateways) Redis has subscribed to `topic`."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        counts = await client.pubsub_numsub(topic)
+        return int(counts[0][1])
+    finally:
+        await client.aclose()

@@ -10,21 +10,19 @@ import asyncpg
 import jwt
 import orjson
 import pytest
-import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
 
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 from tests.gateway.api_client import (
-    Account,
     connect,
-    create_channel,
     eventually,
     expect_refusal,
-    join,
     receive_json,
     receive_until,
+    room,
     signup,
+    subscriber_count,
 )
 from tests.gateway.conftest import MakeGateway
 
@@ -41,21 +39,12 @@ MESSAGE_FIELDS = {
 }
 
 
-async def _room(client: TestClient[Any, Any], *names: str) -> tuple[int, list[Account]]:
-    """A channel owned by the first account, joined by the others."""
-    accounts = [await signup(client, name) for name in names]
-    channel_id = await create_channel(client, accounts[0], "room")
-    for account in accounts[1:]:
-        await join(client, account, channel_id)
-    return channel_id, accounts
-
-
 async def test_message_reaches_every_member_on_both_gateways(make_gateway: MakeGateway) -> None:
     """Regression: admission used to finish after the 101 answer, so a message sent
     as soon as another member's socket opened could be published before that
     socket was subscribed, and never reach it."""
     gateway_a, gateway_b = await make_gateway(), await make_gateway()
-    channel_id, (alice, bob) = await _room(gateway_a, "alice", "bob")
+    channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
     ws_alice = await connect(gateway_a, alice, channel_id)
     ws_bob = await connect(gateway_b, bob, channel_id)
 
@@ -84,7 +73,7 @@ async def test_message_reaches_every_member_on_both_gateways(make_gateway: MakeG
 
 async def test_messages_arrive_in_seq_order_both_ways(make_gateway: MakeGateway) -> None:
     gateway_a, gateway_b = await make_gateway(), await make_gateway()
-    channel_id, (alice, bob) = await _room(gateway_a, "alice", "bob")
+    channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
     ws_alice = await connect(gateway_a, alice, channel_id)
     ws_bob = await connect(gateway_b, bob, channel_id)
     for index in range(20):
@@ -100,7 +89,7 @@ async def test_messages_arrive_in_seq_order_both_ways(make_gateway: MakeGateway)
 
 
 async def test_file_message_keeps_the_go_fields(gateway: TestClient[Any, Any]) -> None:
-    channel_id, (alice,) = await _room(gateway, "alice")
+    channel_id, (alice,) = await room(gateway, "alice")
     ws = await connect(gateway, alice, channel_id)
     body = {
         "type": "file",
@@ -135,7 +124,7 @@ async def test_file_message_keeps_the_go_fields(gateway: TestClient[Any, Any]) -
 async def test_bad_frame_gets_error_and_socket_stays_usable(
     gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool, payload: bytes, code: str
 ) -> None:
-    channel_id, (alice,) = await _room(gateway, "alice")
+    channel_id, (alice,) = await room(gateway, "alice")
     ws = await connect(gateway, alice, channel_id)
     await ws.send_str(payload.decode())
 
@@ -148,7 +137,7 @@ async def test_bad_frame_gets_error_and_socket_stays_usable(
 
 
 async def test_frame_over_the_hard_limit_closes_with_1009(gateway: TestClient[Any, Any]) -> None:
-    channel_id, (alice,) = await _room(gateway, "alice")
+    channel_id, (alice,) = await room(gateway, "alice")
     ws = await connect(gateway, alice, channel_id)
     await ws.send_str("x" * 70_000)
     closing = await ws.receive(timeout=5)
@@ -165,7 +154,7 @@ def _token(settings: Settings, **claims: Any) -> str:
 async def test_refusals_send_error_frame_then_44xx_close(
     gateway: TestClient[Any, Any], make_settings: Any
 ) -> None:
-    channel_id, (alice, _bob) = await _room(gateway, "alice", "bob")
+    channel_id, (alice, _bob) = await room(gateway, "alice", "bob")
     stranger = await signup(gateway, "mallory")
     settings = make_settings()
     expired = _token(settings, user_id=alice.user_id, exp=dt.datetime.now(dt.UTC))
@@ -193,7 +182,7 @@ async def test_refusals_send_error_frame_then_44xx_close(
 
 
 async def test_allowed_origin_is_admitted(gateway: TestClient[Any, Any]) -> None:
-    channel_id, (alice,) = await _room(gateway, "alice")
+    channel_id, (alice,) = await room(gateway, "alice")
     ws = await connect(gateway, alice, channel_id, headers={"Origin": "http://allowed.test"})
     await ws.send_str('{"type": "text", "content": "hi"}')
     assert (await receive_until(ws, "ack"))["seq"] == 1
@@ -204,7 +193,7 @@ async def test_flood_is_refused_with_rate_limited_frames(make_gateway: MakeGatew
         await make_gateway(ws_message_rate=3),
         await make_gateway(ws_message_rate=3),
     )
-    channel_id, (alice,) = await _room(gateway_a, "alice")
+    channel_id, (alice,) = await room(gateway_a, "alice")
     ws_a = await connect(gateway_a, alice, channel_id)
     ws_b = await connect(gateway_b, alice, channel_id)
     # The limit is per user and channel, shared by every socket on every gateway.
@@ -218,7 +207,7 @@ async def test_flood_is_refused_with_rate_limited_frames(make_gateway: MakeGatew
 
 
 async def test_resent_client_id_returns_the_original(gateway: TestClient[Any, Any]) -> None:
-    channel_id, (alice, bob) = await _room(gateway, "alice", "bob")
+    channel_id, (alice, bob) = await room(gateway, "alice", "bob")
     ws_alice = await connect(gateway, alice, channel_id)
     ws_bob = await connect(gateway, bob, channel_id)
     frame = '{"type": "text", "content": "once", "client_id": "retry-1"}'
@@ -238,7 +227,7 @@ async def test_leaving_closes_the_users_sockets_on_every_gateway(
     make_gateway: MakeGateway,
 ) -> None:
     gateway_a, gateway_b = await make_gateway(), await make_gateway()
-    channel_id, (alice, bob) = await _room(gateway_a, "alice", "bob")
+    channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
     ws_bob = await connect(gateway_b, bob, channel_id)
     ws_alice = await connect(gateway_b, alice, channel_id)
     await ws_alice.send_str('{"type": "text", "content": "both admitted"}')
@@ -255,34 +244,25 @@ async def test_leaving_closes_the_users_sockets_on_every_gateway(
     assert (await receive_until(ws_alice, "ack"))["seq"] == 2
 
 
-async def _subscribers(redis_url: str, topic: str) -> int:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        counts = await client.pubsub_numsub(topic)
-        return int(counts[0][1])
-    finally:
-        await client.aclose()
-
-
 async def test_one_subscription_per_channel_dropped_with_the_last_member(
     gateway: TestClient[Any, Any], make_settings: Any, redis_url: str
 ) -> None:
-    channel_id, (alice, bob) = await _room(gateway, "alice", "bob")
+    channel_id, (alice, bob) = await room(gateway, "alice", "bob")
     settings = make_settings()
     topic = RedisKeys(settings.redis_key_prefix, settings.redis_partitions).channel_topic(
         channel_id
     )
     ws_alice = await connect(gateway, alice, channel_id)
     ws_bob = await connect(gateway, bob, channel_id)
-    assert await _subscribers(redis_url, topic) == 1
+    assert await subscriber_count(redis_url, topic) == 1
     await ws_alice.close()
     await ws_bob.send_str('{"type": "text", "content": "x"}')  # bob still receives
     assert (await receive_until(ws_bob, "message"))["seq"] == 1
-    assert await _subscribers(redis_url, topic) == 1
+    assert await subscriber_count(redis_url, topic) == 1
     await ws_bob.close()
 
     async def unsubscribed() -> bool:
-        return await _subscribers(redis_url, topic) == 0
+        return await subscriber_count(redis_url, topic) == 0
 
     await eventually(unsubscribed)
 
@@ -290,7 +270,7 @@ async def test_one_subscription_per_channel_dropped_with_the_last_member(
 async def test_seq_resumes_above_stored_messages_after_redis_loses_the_counter(
     gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool, make_settings: Any, redis_url: str
 ) -> None:
-    channel_id, (alice,) = await _room(gateway, "alice")
+    channel_id, (alice,) = await room(gateway, "alice")
     await pg_pool.execute(
         """INSERT INTO messages (id, channel_id, seq, user_id, body, created_at)
            SELECT s, $1, s, $2, '{"type": "text", "content": "old"}', now()
