@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from shared.db.messages import list_messages_after, max_seq
+from shared.db.pool import POSTGRES_OUTAGE_ERRORS
 from shared.errors import UnavailableError
 from shared.redis_keys import RedisKeys
 from shared.wire import stored_message_json
@@ -34,7 +35,7 @@ PAGE_SIZE = 256
 
 Frames = Sequence[tuple[int, bytes]]
 
-_DEPENDENCY_ERRORS = (RedisError, OSError, TimeoutError, asyncpg.PostgresError)
+_DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (RedisError, *POSTGRES_OUTAGE_ERRORS)
 
 
 class Backlog:

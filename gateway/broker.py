@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from gateway.subscriber import Subscriber
 from shared.db.messages import max_seq
+from shared.db.pool import POSTGRES_OUTAGE_ERRORS
 from shared.errors import CloseCode, RateLimitedError, UnavailableError
 from shared.redis_keys import RedisKeys, partition_of
 from shared.scripts import Scripts
@@ -224,7 +225,7 @@ class Broker:
         """
         try:
             highest = await max_seq(self._pool, channel_id)
-        except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        except POSTGRES_OUTAGE_ERRORS as exc:
             raise UnavailableError() from exc
         try:
             await self._redis.set(self._keys.channel_seq(channel_id), highest, nx=True)

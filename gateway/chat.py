@@ -12,9 +12,9 @@ which first replays everything after `since` (nothing without it).
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import dataclass
 
-import asyncpg
 import orjson
 from aiohttp import WSMsgType, web
 from pydantic import ValidationError
@@ -25,6 +25,7 @@ from gateway.auth import verify_token
 from gateway.broker import Broker
 from gateway.connection import Connection
 from shared.db.channels import chat_access
+from shared.db.pool import POSTGRES_OUTAGE_ERRORS
 from shared.db.records import User
 from shared.errors import (
     AppError,
@@ -84,6 +85,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         session = await _admit(request, settings)
         connection = Connection(
             ws,
+            request.transport,
             user_id=session.user_id,
             channel_id=session.channel_id,
             queue_size=settings.ws_send_queue_size,
@@ -105,6 +107,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         return ws
     try:
         await ws.prepare(request)
+        _bound_send_buffer(request, settings.ws_socket_send_buffer_bytes)
         since = head if session.since is None else session.since
         if since > head:
             ahead = SinceAheadError(details=[{"since": since, "last_seq": head}])
@@ -118,6 +121,14 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     finally:
         await hub.leave(connection)
     return ws
+
+
+def _bound_send_buffer(request: web.Request, size: int) -> None:
+    # Kernel autotuning lets a socket buffer megabytes for a client that stopped
+    # reading, which hides it from the bounded queue and holds that memory.
+    sock = request.transport.get_extra_info("socket") if request.transport else None
+    if size and sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
 
 
 async def _admit(request: web.Request, settings: Settings) -> _Session:
@@ -135,7 +146,7 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
     claims = verify_token(settings, token)
     try:
         access = await chat_access(request.app[PG_POOL], channel_id, claims.user_id)
-    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+    except POSTGRES_OUTAGE_ERRORS as exc:
         raise UnavailableError() from exc
     if access.user is None:
         raise InvalidTokenError()  # signed for a user that no longer exists

@@ -31,8 +31,9 @@ from shared.wire import error_frame
 
 log = logging.getLogger(__name__)
 
-# Bound on the closing handshake with a client that may no longer read; then
-# the TCP connection is aborted.
+# Bound on the closing handshake with a client that may no longer read. Past
+# it the TCP connection is aborted: a peer that never reads would otherwise
+# keep the socket, its buffers and its handler until the heartbeat notices.
 _CLOSE_TIMEOUT_SECONDS = 5.0
 
 
@@ -50,6 +51,7 @@ class Connection:
     def __init__(
         self,
         ws: web.WebSocketResponse,
+        transport: asyncio.Transport | None,
         *,
         user_id: int,
         channel_id: int,
@@ -58,6 +60,7 @@ class Connection:
         resume_wait_seconds: float,
     ) -> None:
         self.ws = ws
+        self._transport = transport
         self.user_id = user_id
         self.channel_id = channel_id
         self.last_seq = 0  # the last message seq queued to this socket
@@ -227,3 +230,5 @@ class Connection:
                 await self.ws.close(code=code, message=reason.encode())
         except (TimeoutError, ConnectionError):
             log.info("close handshake abandoned", extra={"user_id": self.user_id})
+            if self._transport is not None:
+                self._transport.abort()

@@ -42,8 +42,6 @@ class Hub:
         # Serializes subscribe/unsubscribe per channel, so a join racing the last
         # leave never ends with members and no subscription.
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._empty = asyncio.Event()
-        self._empty.set()
 
     async def join(self, connection: Connection) -> None:
         """Register a connection; subscribes the node if it is the channel's first.
@@ -57,7 +55,6 @@ class Hub:
                 await self._subscriptions.subscribe(channel_id)
                 members = self._channels[channel_id] = set()
             members.add(connection)
-            self._empty.clear()
 
     async def leave(self, connection: Connection) -> None:
         channel_id = connection.channel_id
@@ -68,8 +65,6 @@ class Hub:
             members.discard(connection)
             if not members:
                 del self._channels[channel_id]
-                if not self._channels:
-                    self._empty.set()
                 await self._subscriptions.unsubscribe(channel_id)
         if channel_id not in self._channels and not self._locks[channel_id].locked():
             self._locks.pop(channel_id, None)
@@ -103,10 +98,6 @@ class Hub:
         for members in list(self._channels.values()):
             for connection in list(members):
                 connection.close(code, reason)
-
-    async def wait_empty(self) -> None:
-        """Return once no connection is left (after `close_all`, when draining)."""
-        await self._empty.wait()
 
     def channel_ids(self) -> list[int]:
         return list(self._channels)

@@ -34,7 +34,7 @@ from persistence.dead_letters import Rejected, add_dead_letters
 from persistence.entries import Entry, MalformedEntryError, entries_of, parse_entry, text
 from shared.backoff import Backoff
 from shared.db.messages import MessageRow, insert_messages
-from shared.db.pool import create_pool
+from shared.db.pool import POSTGRES_OUTAGE_ERRORS, create_pool
 from shared.redis_keys import CONSUMER_GROUP, RedisKeys
 from shared.settings import Settings
 
@@ -57,7 +57,7 @@ def _is_transient(exc: Exception) -> bool | None:
         return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
     if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
         return False  # asyncpg's client-side DataError: an argument it cannot encode
-    if isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError):
+    if isinstance(exc, POSTGRES_OUTAGE_ERRORS):
         return True  # closed or broken connection, refused connect, timeout
     return None
 

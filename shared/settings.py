@@ -121,6 +121,12 @@ class Settings(BaseSettings):
     ws_send_queue_size: int = Field(
         1024, ge=1, description="Outbound frames queued per socket before it counts as too slow."
     )
+    ws_socket_send_buffer_bytes: int = Field(
+        262_144,
+        ge=0,
+        description="Kernel send buffer per chat socket (SO_SNDBUF), which bounds what a"
+        " stalled client holds beyond its queue; 0 leaves it to the kernel.",
+    )
     ws_heartbeat_seconds: float = Field(
         30.0, gt=0, description="Ping interval; a peer silent for this long is dropped."
     )
@@ -146,7 +152,10 @@ class Settings(BaseSettings):
         " before closing them with 1012.",
     )
     shutdown_timeout_seconds: float = Field(
-        10.0, gt=0, description="After the drain, how long in-flight work may take before exit."
+        10.0,
+        gt=0,
+        description="After the drain delay, how long sockets and in-flight work may take"
+        " before exit.",
     )
 
     # --- Persistence worker

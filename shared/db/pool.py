@@ -13,6 +13,19 @@ import orjson
 
 from shared.settings import Settings
 
+# What a PostgreSQL outage raises, as opposed to a bad query: a refused or
+# broken connection, a server shutting down or starting (SQLSTATE class 57),
+# a timeout, and asyncpg's InternalClientError for a pooled connection that
+# an interrupted query left mid-operation.
+POSTGRES_OUTAGE_ERRORS: tuple[type[Exception], ...] = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+
 # A readiness probe that takes longer than this reports "not ready" rather
 # than holding the probe open until the orchestrator's own timeout.
 _PING_TIMEOUT_SECONDS = 2.0

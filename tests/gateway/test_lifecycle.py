@@ -74,7 +74,11 @@ async def test_drain_reports_unready_refuses_new_sockets_then_closes_with_1012(
             assert message.type is WSMsgType.TEXT
     assert ws_alice.close_code == 1012
     await draining
-    assert gateway.app[HUB].connection_count == 0
+
+    async def all_closed() -> bool:
+        return gateway.app[HUB].connection_count == 0
+
+    await eventually(all_closed)
 
 
 @pytest.fixture
