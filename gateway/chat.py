@@ -218,4 +218,6 @@ async def _send(
             author=session.author,
         ),
     )
-    connection.enqueue(ack_frame(result.message_id, result.seq, frame.client_id))
+    connection.enqueue(
+        ack_frame(result.message_id, result.seq, frame.client_id, duplicate=result.duplicate)
+    )

@@ -151,6 +151,8 @@ def start_valkey(data_dir: Path, port: int, *, appendonly: bool = True) -> Serve
         *("--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)),
         *("--appendonly", "yes" if appendonly else "no", "--appendfsync", "everysec"),
         *("--save", ""),
+        # Sequence counters and streams must never be evicted (the default, made explicit).
+        *("--maxmemory-policy", "noeviction"),
     ]
     process = _spawn(args, log_path, cwd=data_dir, run_as=_RunAs())
     server = ServerProcess("valkey", process, port, log_path)

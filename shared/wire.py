@@ -185,17 +185,21 @@ def error_frame(
     return orjson.dumps(body)
 
 
-def ack_frame(message_id: int, seq: int, client_id: str | None) -> bytes:
-    return orjson.dumps(
-        {
-            "success": True,
-            "message": "Message sent successfully",
-            "type": "ack",
-            "id": message_id,
-            "seq": seq,
-            "client_id": client_id,
-        }
-    )
+def ack_frame(
+    message_id: int, seq: int, client_id: str | None, *, duplicate: bool = False
+) -> bytes:
+    """The sender's acknowledgement; a re-sent `client_id` gets the original's, marked."""
+    ack: dict[str, object] = {
+        "success": True,
+        "message": "Message sent successfully",
+        "type": "ack",
+        "id": message_id,
+        "seq": seq,
+        "client_id": client_id,
+    }
+    if duplicate:
+        ack["duplicate"] = True
+    return orjson.dumps(ack)
 
 
 _SEQ_MARK = b',"seq":'

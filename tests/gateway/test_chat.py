@@ -218,6 +218,8 @@ async def test_resent_client_id_returns_the_original(gateway: TestClient[Any, An
     await ws_alice.send_str('{"type": "text", "content": "next"}')
 
     assert (second["id"], second["seq"]) == (first["id"], first["seq"])
+    assert "duplicate" not in first
+    assert second["duplicate"] is True
     delivered = [await receive_until(ws_bob, "message") for _ in range(2)]
     assert [m["body"]["content"] for m in delivered] == ["once", "next"]
     assert [m["seq"] for m in delivered] == [1, 2]
