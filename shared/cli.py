@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.client
 import os
 import secrets
 import shlex
@@ -30,6 +29,7 @@ from shared.db.migrate import MigrationError, apply_migrations
 from shared.local_servers import (
     ServerProcess,
     ServerStartError,
+    answers_ok,
     ensure_database,
     ensure_port_free,
     start_postgres,
@@ -273,7 +273,9 @@ def _wait_healthy(settings: Settings, stack: _Stack) -> None:
     deadline = time.monotonic() + _HEALTHY_DEADLINE_SECONDS
     while True:
         stack.raise_if_any_exited()
-        if _answers_ok(_probe_host(settings), settings.port, "/healthz"):
+        if answers_ok(
+            _probe_host(settings), settings.port, "/healthz", _HEALTH_PROBE_TIMEOUT_SECONDS
+        ):
             return
         if time.monotonic() > deadline:
             raise _ChildExitedError(
@@ -282,17 +284,6 @@ def _wait_healthy(settings: Settings, stack: _Stack) -> None:
             )
         # A bounded start-up wait: there is no event to wait on for "port answers".
         time.sleep(_HEALTH_PROBE_INTERVAL_SECONDS)
-
-
-def _answers_ok(host: str, port: int, path: str) -> bool:
-    conn = http.client.HTTPConnection(host, port, timeout=_HEALTH_PROBE_TIMEOUT_SECONDS)
-    try:
-        conn.request("GET", path)
-        return conn.getresponse().status == 200
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        conn.close()
 
 
 def _print_banner(settings: Settings, data_dir: Path, stack: _Stack, env_file: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import http.client
 import importlib.util
 import os
 import pwd
@@ -89,6 +90,18 @@ class ServerProcess:
         except FileNotFoundError:
             return "(no log written)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def answers_ok(host: str, port: int, path: str, timeout: float = 1.0) -> bool:
+    """Whether an HTTP GET of `path` answers 200 (a service's health probe)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
 
 
 def free_port() -> int:

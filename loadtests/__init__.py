@@ -1,0 +1,1 @@
+"""Load tests: the fan-out benchmark (`python -m loadtests.fanout`), its baselines and locust."""
