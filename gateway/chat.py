@@ -73,6 +73,9 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         max_msg_size=settings.ws_max_frame_bytes,
         heartbeat=settings.ws_heartbeat_seconds,
         decode_text=False,
+        # Compressing costs CPU per frame per recipient, and the frames are
+        # written pre-encoded by the connection (see connection.py).
+        compress=False,
     )
     if not ws.can_prepare(request).ok:
         raise InvalidParameterError("WebSocket upgrade required")
@@ -106,14 +109,14 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         await _refuse(ws, exc)
         return ws
     try:
-        await ws.prepare(request)
+        stream = await ws.prepare(request)
         _bound_send_buffer(request, settings.ws_socket_send_buffer_bytes)
         since = head if session.since is None else session.since
         if since > head:
             ahead = SinceAheadError(details=[{"since": since, "last_seq": head}])
             connection.enqueue(error_frame(ahead.code, ahead.message, ahead.details))
             since = head
-        connection.start(since, head=head)
+        connection.start(stream, since, head=head)
         try:
             await _read_frames(ws, connection, session, request.app[BROKER], settings)
         finally:

@@ -1,9 +1,12 @@
 """One chat socket's outbound side: ordered, gap-free delivery through a bounded queue.
 
-Fan-out never awaits a socket: `offer` and `enqueue` are synchronous, and only
-this connection's writer task awaits the network. A client whose queue fills
-up is too slow; it is closed with `CloseCode.TOO_SLOW` and resumes on
-reconnect, so one slow reader never holds up anyone else.
+Fan-out never awaits a socket: `offer` and `enqueue` are synchronous. When the
+socket keeps up (nothing waiting in the transport), a frame is written at once,
+with no task switch; otherwise it waits in a bounded queue that this
+connection's writer task drains, many frames per write, at the pace the
+transport allows. A client whose queue fills up is too slow; it is closed with
+`CloseCode.TOO_SLOW` and resumes on reconnect, so one slow reader never holds
+up anyone else.
 
 The connection remembers the last `seq` it queued. A live frame that is not
 the next one is dropped when already sent, and starts a catch-up when it
@@ -24,6 +27,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
 from shared.backoff import Backoff
 from shared.errors import AppError, CloseCode, HistoryGapError
@@ -64,8 +68,11 @@ class Connection:
         self.user_id = user_id
         self.channel_id = channel_id
         self.last_seq = 0  # the last message seq queued to this socket
-        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_size)
+        self._pending: deque[bytes] = deque()
         self._queue_size = queue_size
+        self._wakeup = asyncio.Event()  # the writer has frames to write
+        self._drained = asyncio.Event()  # the queue emptied: a replay may queue more
+        self._stream: AbstractStreamWriter | None = None
         self._replay = replay
         self._resume_wait_seconds = resume_wait_seconds
         # Live frames held while catching up; None once live. A new socket
@@ -79,8 +86,12 @@ class Connection:
     def closing(self) -> bool:
         return self._close_request is not None
 
-    def start(self, after_seq: int, *, head: int) -> None:
-        """Start writing: replay after `after_seq` up to at least `head`, then go live."""
+    def start(self, stream: AbstractStreamWriter, after_seq: int, *, head: int) -> None:
+        """Start writing: replay after `after_seq` up to at least `head`, then go live.
+
+        `stream` is what `prepare` returned; its `drain` is the transport's backpressure.
+        """
+        self._stream = stream
         self._writer = asyncio.create_task(self._run_writer(), name="ws-writer")
         self._start_catch_up(after_seq, goal=head)
 
@@ -117,13 +128,21 @@ class Connection:
             self._start_catch_up(self.last_seq, goal=None)
 
     def enqueue(self, frame: bytes) -> None:
-        """Queue a frame without waiting. A full queue closes the socket as too slow."""
+        """Send or queue a frame without waiting. A full queue closes the socket as too slow."""
         if self._close_request is not None:
             return
-        try:
-            self._queue.put_nowait(frame)
-        except asyncio.QueueFull:
+        pending = self._pending
+        if not pending and self._stream is not None:
+            transport = self._transport
+            if transport is not None and transport.get_write_buffer_size() == 0:
+                if not transport.is_closing():
+                    transport.write(text_frame(frame))
+                return
+        if len(pending) >= self._queue_size:
             self._too_slow()
+            return
+        pending.append(frame)
+        self._wakeup.set()
 
     def close(self, code: CloseCode, reason: str, *, last_frame: bytes | None = None) -> None:
         """Stop the catch-up and the writer, and close the socket with `code`; idempotent.
@@ -177,7 +196,7 @@ class Connection:
             seq, frame = held[0]
             if seq == last + 1:
                 held.popleft()
-                await self._queue.put(frame)
+                await self._put(frame)
                 last = seq
             else:
                 goal = seq - 1  # published before the held ones, not replayed yet
@@ -196,25 +215,42 @@ class Connection:
             page = await self._replay.page_after(self.channel_id, last)
             if page:
                 for seq, frame in page:
-                    await self._queue.put(frame)  # the writer's pace is the replay's pace
+                    await self._put(frame)  # the writer's pace is the replay's pace
                     last = seq
                 deadline = loop.time() + self._resume_wait_seconds
                 backoff = Backoff()
             elif loop.time() >= deadline:
                 gap = HistoryGapError(details=[{"from_seq": last + 1, "to_seq": goal}])
                 log.warning("resume gap", extra={"channel_id": self.channel_id, "to_seq": goal})
-                await self._queue.put(error_frame(gap.code, gap.message, gap.details))
+                await self._put(error_frame(gap.code, gap.message, gap.details))
                 last = goal
             else:
                 await backoff.sleep()
         return last
 
+    async def _put(self, frame: bytes) -> None:
+        """Queue a frame once the queue has room (replays wait for the writer)."""
+        while len(self._pending) >= self._queue_size:
+            self._drained.clear()
+            await self._drained.wait()
+        self.enqueue(frame)
+
     async def _run_writer(self) -> None:
-        """Drain the queue into the socket until cancelled or asked to close."""
+        """Write queued frames, all that are waiting in one write, until asked to close."""
+        assert self._stream is not None  # set by start(), which starts this task
         try:
             while self._close_request is None:
-                frame = await self._queue.get()
-                await self.ws.send_frame(frame, WSMsgType.TEXT)
+                if not self._pending:
+                    self._drained.set()
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                await self._stream.drain()  # waits while the transport is over its limit
+                frames, self._pending = self._pending, deque()
+                transport = self._transport
+                if transport is None or transport.is_closing():
+                    return
+                transport.write(b"".join(map(text_frame, frames)))
         except asyncio.CancelledError:
             if self._close_request is None:
                 raise
@@ -232,3 +268,13 @@ class Connection:
             log.info("close handshake abandoned", extra={"user_id": self.user_id})
             if self._transport is not None:
                 self._transport.abort()
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, uncompressed, final WebSocket text frame (RFC 6455, 5.2)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + size.to_bytes(8, "big") + payload
