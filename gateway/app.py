@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from typing import cast
 
 import aiohttp_cors
 from aiohttp import web
@@ -27,6 +28,7 @@ from gateway.app_keys import (
     BROKER,
     HUB,
     KEYS,
+    METRICS,
     PG_POOL,
     READINESS,
     REDIS,
@@ -39,9 +41,11 @@ from gateway.backlog import Backlog
 from gateway.broker import Broker
 from gateway.chat import chat_socket
 from gateway.hub import Hub
+from gateway.metrics import GatewayMetrics
 from gateway.middlewares import error_middleware, rate_limit_middleware, request_id_middleware
 from shared.db.pool import create_pool
 from shared.errors import CloseCode
+from shared.redis_client import close_redis, connect_redis
 from shared.redis_keys import RedisKeys
 from shared.scripts import register_scripts
 from shared.settings import Settings
@@ -59,6 +63,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[KEYS] = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
     app[READINESS] = Readiness()
+    app[METRICS] = GatewayMetrics()
     app.cleanup_ctx.extend([_postgres, _redis, _broker])
     app.on_shutdown.append(drain)
     _add_routes(app, settings)
@@ -69,6 +74,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/", health.hello)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/api/v1/chat/{channel_id}", chat_socket)
     rest = [
         app.router.add_post("/api/v1/auth/signup", auth.signup),
@@ -116,33 +122,41 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    url = settings.redis_url.get_secret_value()
     timeout = settings.redis_timeout_seconds
     # A pooled connection goes stale when Redis restarts; one retry on a fresh
-    # connection hides that from reads, counters and publishes.
-    redis = Redis.from_url(
-        url,
+    # connection hides that from reads, counters and publishes. (In a cluster
+    # a retry also re-reads the slot map.)
+    redis = await connect_redis(
+        settings,
         socket_timeout=timeout,
-        socket_connect_timeout=timeout,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 2),
         retry_on_error=[RedisConnectionError],
     )
     # The send script is never retried by the client: a script that ran but
     # whose reply was lost would store the message twice. The broker decides.
-    sends = Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-    )
-    app[REDIS] = redis
-    app[SEND_REDIS] = sends
+    # (A cluster's MOVED or ASK is still followed: the script did not run.)
+    sends = await connect_redis(settings, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
+    # With REDIS_CLUSTER these are RedisCluster clients. The gateway calls only
+    # single-key commands and scripts, which both clients serve alike, so the
+    # app keys keep the single-server type.
+    app[REDIS] = cast(Redis, redis)
+    app[SEND_REDIS] = cast(Redis, sends)
     app[SCRIPTS] = register_scripts(redis)
     yield
-    await sends.aclose()
-    await redis.aclose()
+    await close_redis(sends)
+    await close_redis(redis)
 
 
 async def _broker(app: web.Application) -> AsyncIterator[None]:
     broker = Broker(app[SETTINGS], app[REDIS], app[SEND_REDIS], app[SCRIPTS], app[PG_POOL])
-    hub = Hub(broker)
+    metrics = app[METRICS]
+    hub = Hub(broker, metrics)
+    metrics.registry.gauge(
+        "chat_connections", "Chat sockets open on this gateway.", lambda: hub.connection_count
+    )
+    metrics.registry.gauge(
+        "chat_subscriptions", "Channels this gateway is subscribed to.", lambda: hub.channel_count
+    )
     broker.bind(hub)
     app[BROKER] = broker
     app[HUB] = hub

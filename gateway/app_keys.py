@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from gateway.backlog import Backlog
 from gateway.broker import Broker
 from gateway.hub import Hub
+from gateway.metrics import GatewayMetrics
 from shared.redis_keys import RedisKeys
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -34,4 +35,5 @@ SCRIPTS = web.AppKey("SCRIPTS", Scripts)
 BROKER = web.AppKey("BROKER", Broker)
 HUB = web.AppKey("HUB", Hub)
 BACKLOG = web.AppKey("BACKLOG", Backlog)
+METRICS = web.AppKey("METRICS", GatewayMetrics)
 READINESS = web.AppKey("READINESS", Readiness)

@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from gateway.cluster_subscriber import ClusterSubscriber
 from gateway.subscriber import Subscriber
 from shared.db.messages import max_seq
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
@@ -73,16 +74,27 @@ class Broker:
         self._scripts = scripts
         self._pool = pool
         self._keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
-        self._publish_command = "PUBLISH"
+        # A cluster routes SPUBLISH to the master owning the topic's slot (the
+        # slot of the send's hash tag); PUBLISH would be broadcast to every node.
+        self._publish_command = "SPUBLISH" if settings.redis_cluster else "PUBLISH"
         self._topics: dict[bytes, int] = {}
         self._deliveries: Deliveries | None = None
-        self.subscriber = Subscriber(
-            settings.redis_url.get_secret_value(),
-            self._on_publish,
-            self._on_resync,
-            timeout=settings.redis_timeout_seconds,
-            sharded=False,
-        )
+        self.subscriber: Subscriber | ClusterSubscriber
+        if settings.redis_cluster:
+            self.subscriber = ClusterSubscriber(
+                settings.redis_url.get_secret_value(),
+                self._on_publish,
+                self._on_resync,
+                timeout=settings.redis_timeout_seconds,
+            )
+        else:
+            self.subscriber = Subscriber(
+                settings.redis_url.get_secret_value(),
+                self._on_publish,
+                self._on_resync,
+                timeout=settings.redis_timeout_seconds,
+                sharded=False,
+            )
 
     def bind(self, deliveries: Deliveries) -> None:
         self._deliveries = deliveries
@@ -131,8 +143,12 @@ class Broker:
     async def publish_member_removed(self, channel_id: int, user_id: int) -> None:
         """Tell every node to close `user_id`'s sockets in the channel."""
         payload = _CONTROL_PREFIX + orjson.dumps({"event": "member_removed", "user_id": user_id})
+        topic = self._keys.channel_topic(channel_id)
         try:
-            await self._redis.publish(self._keys.channel_topic(channel_id), payload)
+            if self._settings.redis_cluster:
+                await self._redis.spublish(topic, payload)
+            else:
+                await self._redis.publish(topic, payload)
         except (RedisError, OSError) as exc:
             raise UnavailableError() from exc
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -20,7 +21,7 @@ from aiohttp import WSMsgType, web
 from pydantic import ValidationError
 
 from gateway.api.common import path_id, query_int
-from gateway.app_keys import BACKLOG, BROKER, HUB, PG_POOL, READINESS, SETTINGS
+from gateway.app_keys import BACKLOG, BROKER, HUB, METRICS, PG_POOL, READINESS, SETTINGS
 from gateway.auth import verify_token
 from gateway.broker import Broker
 from gateway.connection import Connection
@@ -93,6 +94,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
             channel_id=session.channel_id,
             queue_size=settings.ws_send_queue_size,
             replay=backlog,
+            metrics=request.app[METRICS],
             resume_wait_seconds=settings.ws_resume_wait_seconds,
         )
         await hub.join(connection)
@@ -118,7 +120,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
             since = head
         connection.start(stream, since, head=head)
         try:
-            await _read_frames(ws, connection, session, request.app[BROKER], settings)
+            await _read_frames(ws, connection, session, request.app)
         finally:
             await connection.stop()
     finally:
@@ -163,7 +165,10 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
 
 
 def _author(user: User) -> bytes:
-    return orjson.dumps(author_json(user.id, user.name, user.username, user.avatar_url))
+    encoded = orjson.dumps(author_json(user.id, user.name, user.username, user.avatar_url))
+    # Kept for the socket's life: orjson's result holds a 4 KB allocation behind
+    # even a short value, so keep an exact-size copy instead.
+    return bytes(bytearray(encoded))
 
 
 async def _refuse(ws: web.WebSocketResponse, exc: AppError) -> None:
@@ -175,9 +180,9 @@ async def _read_frames(
     ws: web.WebSocketResponse,
     connection: Connection,
     session: _Session,
-    broker: Broker,
-    settings: Settings,
+    app: web.Application,
 ) -> None:
+    broker, settings, metrics = app[BROKER], app[SETTINGS], app[METRICS]
     async for message in ws:
         if message.type is WSMsgType.TEXT:
             payload: bytes = message.data
@@ -185,10 +190,18 @@ async def _read_frames(
             payload = message.data
         else:
             break  # CLOSE / ERROR: aiohttp has already answered the peer
+        started = time.perf_counter()
         try:
-            await _send(payload, connection, session, broker, settings)
+            duplicate = await _send(payload, connection, session, broker, settings)
         except AppError as exc:
+            metrics.send_rejections.inc(exc.code)
             connection.enqueue(error_frame(exc.code, exc.message, exc.details, exc.retry_after))
+        else:
+            metrics.send_seconds.observe(time.perf_counter() - started)
+            if duplicate:
+                metrics.duplicate_sends.inc()
+            else:
+                metrics.messages_in.inc()
 
 
 async def _send(
@@ -197,8 +210,8 @@ async def _send(
     session: _Session,
     broker: Broker,
     settings: Settings,
-) -> None:
-    """Validate one inbound frame, make it durable, and acknowledge it."""
+) -> bool:
+    """Validate one inbound frame, make it durable, and acknowledge it; True for a duplicate."""
     if len(payload) > settings.ws_max_body_bytes:
         raise MessageTooLargeError(f"Message exceeds {settings.ws_max_body_bytes} bytes")
     try:
@@ -224,3 +237,4 @@ async def _send(
     connection.enqueue(
         ack_frame(result.message_id, result.seq, frame.client_id, duplicate=result.duplicate)
     )
+    return result.duplicate

@@ -29,6 +29,7 @@ from typing import Protocol
 from aiohttp import WSMsgType, web
 from aiohttp.abc import AbstractStreamWriter
 
+from gateway.metrics import GatewayMetrics
 from shared.backoff import Backoff
 from shared.errors import AppError, CloseCode, HistoryGapError
 from shared.wire import error_frame
@@ -61,6 +62,7 @@ class Connection:
         channel_id: int,
         queue_size: int,
         replay: Replay,
+        metrics: GatewayMetrics,
         resume_wait_seconds: float,
     ) -> None:
         self.ws = ws
@@ -68,17 +70,20 @@ class Connection:
         self.user_id = user_id
         self.channel_id = channel_id
         self.last_seq = 0  # the last message seq queued to this socket
-        self._pending: deque[bytes] = deque()
+        # Lists, not deques, for what every socket holds: an empty deque costs
+        # ten times the memory of an empty list, and the writer swaps the list whole.
+        self._pending: list[bytes] = []
         self._queue_size = queue_size
-        self._wakeup = asyncio.Event()  # the writer has frames to write
-        self._drained = asyncio.Event()  # the queue emptied: a replay may queue more
         self._stream: AbstractStreamWriter | None = None
         self._replay = replay
+        self._metrics = metrics
         self._resume_wait_seconds = resume_wait_seconds
         # Live frames held while catching up; None once live. A new socket
         # holds from the start: it is subscribed before it has caught up.
         self._held: deque[tuple[int, bytes]] | None = deque()
+        # Runs only while frames wait for the transport: an idle socket holds no task.
         self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         self._catch_up: asyncio.Task[None] | None = None
         self._close_request: tuple[CloseCode, str, bytes | None] | None = None
 
@@ -92,13 +97,20 @@ class Connection:
         `stream` is what `prepare` returned; its `drain` is the transport's backpressure.
         """
         self._stream = stream
-        self._writer = asyncio.create_task(self._run_writer(), name="ws-writer")
+        if self._pending:
+            self._start_writer()
+        held = self._held
+        if after_seq >= head and held is not None and all(seq <= after_seq for seq, _ in held):
+            # Nothing to replay (the usual connect): live at once, no task.
+            self._held = None
+            self.last_seq = after_seq
+            return
         self._start_catch_up(after_seq, goal=head)
 
     async def stop(self) -> None:
         """Close (normally, unless a close was already requested) and wait for the tasks."""
         self.close(CloseCode.NORMAL, "")
-        tasks = [task for task in (self._catch_up, self._writer) if task is not None]
+        tasks = [task for task in (self._catch_up, self._writer, self._closer) if task]
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def offer(self, seq: int, frame: bytes) -> None:
@@ -142,7 +154,8 @@ class Connection:
             self._too_slow()
             return
         pending.append(frame)
-        self._wakeup.set()
+        if self._writer is None and self._stream is not None:
+            self._start_writer()
 
     def close(self, code: CloseCode, reason: str, *, last_frame: bytes | None = None) -> None:
         """Stop the catch-up and the writer, and close the socket with `code`; idempotent.
@@ -157,14 +170,21 @@ class Connection:
         for task in (self._catch_up, self._writer):
             if task is not None and task is not current:
                 task.cancel()
+        if self._stream is not None:
+            self._closer = asyncio.create_task(
+                self._close_socket(code, reason, last_frame), name="ws-close"
+            )
 
     def _too_slow(self) -> None:
+        self._metrics.slow_disconnects.inc()
+        self._metrics.dropped_frames.inc(len(self._pending) + len(self._held or ()))
         log.info(
             "closing slow client", extra={"user_id": self.user_id, "channel_id": self.channel_id}
         )
         self.close(CloseCode.TOO_SLOW, "too slow: outbound queue full, reconnect to resume")
 
     def _start_catch_up(self, after_seq: int, *, goal: int | None) -> None:
+        self._metrics.catch_ups.inc()
         self._catch_up = asyncio.create_task(
             self._run_catch_up(after_seq, goal), name="ws-catch-up"
         )
@@ -178,6 +198,9 @@ class Connection:
         except Exception:
             log.exception("catch-up failed", extra={"channel_id": self.channel_id})
             self.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            if self._catch_up is asyncio.current_task():
+                self._catch_up = None  # a finished task still holds memory
 
     async def _replay_then_go_live(self, last: int, goal: int | None) -> None:
         if goal is None:
@@ -217,9 +240,11 @@ class Connection:
                 for seq, frame in page:
                     await self._put(frame)  # the writer's pace is the replay's pace
                     last = seq
+                self._metrics.replayed_frames.inc(len(page))
                 deadline = loop.time() + self._resume_wait_seconds
                 backoff = Backoff()
             elif loop.time() >= deadline:
+                self._metrics.history_gaps.inc()
                 gap = HistoryGapError(details=[{"from_seq": last + 1, "to_seq": goal}])
                 log.warning("resume gap", extra={"channel_id": self.channel_id, "to_seq": goal})
                 await self._put(error_frame(gap.code, gap.message, gap.details))
@@ -230,33 +255,28 @@ class Connection:
 
     async def _put(self, frame: bytes) -> None:
         """Queue a frame once the queue has room (replays wait for the writer)."""
-        while len(self._pending) >= self._queue_size:
-            self._drained.clear()
-            await self._drained.wait()
+        while len(self._pending) >= self._queue_size and self._writer is not None:
+            await asyncio.wait({self._writer})  # it ends once the queue is written
         self.enqueue(frame)
 
-    async def _run_writer(self) -> None:
-        """Write queued frames, all that are waiting in one write, until asked to close."""
-        assert self._stream is not None  # set by start(), which starts this task
+    def _start_writer(self) -> None:
+        self._writer = asyncio.create_task(self._write_pending(), name="ws-writer")
+
+    async def _write_pending(self) -> None:
+        """Write queued frames, all that wait in one write, at the transport's pace; then end."""
+        assert self._stream is not None  # the writer starts only once there is a stream
         try:
-            while self._close_request is None:
-                if not self._pending:
-                    self._drained.set()
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
-                    continue
+            while self._pending and self._close_request is None:
                 await self._stream.drain()  # waits while the transport is over its limit
-                frames, self._pending = self._pending, deque()
+                frames, self._pending = self._pending, []
                 transport = self._transport
                 if transport is None or transport.is_closing():
                     return
                 transport.write(b"".join(map(text_frame, frames)))
-        except asyncio.CancelledError:
-            if self._close_request is None:
-                raise
         except ConnectionError:
             return  # the peer went away; the reader sees the same and cleans up
-        await self._close_socket(*self._close_request)
+        finally:
+            self._writer = None
 
     async def _close_socket(self, code: CloseCode, reason: str, last_frame: bytes | None) -> None:
         try:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from typing import Protocol
 
 from gateway.connection import Connection
+from gateway.metrics import GatewayMetrics
 from shared.errors import CloseCode
-from shared.wire import frame_seq
+from shared.wire import frame_created_ms, frame_seq
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,9 @@ class Subscriptions(Protocol):
 
 
 class Hub:
-    def __init__(self, subscriptions: Subscriptions) -> None:
+    def __init__(self, subscriptions: Subscriptions, metrics: GatewayMetrics) -> None:
         self._subscriptions = subscriptions
+        self._metrics = metrics
         self._channels: dict[int, set[Connection]] = {}
         # Serializes subscribe/unsubscribe per channel, so a join racing the last
         # leave never ends with members and no subscription.
@@ -76,14 +79,19 @@ class Hub:
             return
         try:
             seq = frame_seq(frame)
+            created_ms = frame_created_ms(frame)
         except ValueError:
             log.warning("published frame without a seq dropped", extra={"channel_id": channel_id})
             return
+        metrics = self._metrics
+        metrics.delivery_seconds.observe(max(0.0, time.time() - created_ms / 1000))
+        metrics.frames_out.inc(len(members))
         for connection in members:
             connection.offer(seq, frame)
 
     def resync(self) -> None:
         """Publishes may have been missed (the pub/sub link was down): catch everyone up."""
+        self._metrics.pubsub_resyncs.inc()
         for members in self._channels.values():
             for connection in members:
                 connection.resync()
@@ -101,6 +109,10 @@ class Hub:
 
     def channel_ids(self) -> list[int]:
         return list(self._channels)
+
+    @property
+    def channel_count(self) -> int:
+        return len(self._channels)
 
     @property
     def connection_count(self) -> int:

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from gateway.app_keys import KEYS, SCRIPTS, SETTINGS
+from gateway.app_keys import KEYS, METRICS, SCRIPTS, SETTINGS
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
 from shared.errors import (
     AppError,
@@ -39,7 +39,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Probes and the liveness page must never be throttled.
-_UNLIMITED_PATHS = frozenset({"/", "/healthz", "/readyz"})
+_UNLIMITED_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
 _HTTP_ERRORS: dict[int, type[AppError]] = {
     404: RouteNotFoundError,
     405: MethodNotAllowedError,
@@ -150,6 +150,7 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
         "X-RateLimit-Reset": str(reset_seconds),
     }
     if int(count) > limit:
+        request.app[METRICS].http_rate_limited.inc()
         raise RateLimitedError(retry_after=reset_seconds, headers=headers)
     response = await handler(request)
     if not response.prepared:

@@ -1,4 +1,4 @@
-"""The node's one pub/sub connection to Redis, owned by one reader task.
+"""A pub/sub connection to one Redis server, owned by one reader task.
 
 redis-py's `PubSub` object is not safe to share between a reader and
 concurrent subscribe calls, so this module drives a raw connection itself:
@@ -17,16 +17,26 @@ while the link was down.
 A quiet subscription sends nothing, so a link that died without a reset (a
 paused or partitioned Redis) would look healthy forever: the connection is
 pinged every `timeout` seconds and dropped when nothing arrives for twice that.
+
+With one Redis server, the gateway has one `Subscriber` (`sharded=False`).
+In a Redis Cluster each master gets one (`sharded=True`, SSUBSCRIBE), run by
+`gateway.cluster_subscriber`, which places every topic on the link of the
+master owning its slot. There a node can drop topics on its own: it answers
+an SSUBSCRIBE with an error (MOVED: the slot is served elsewhere) or pushes
+`sunsubscribe` (the slot migrated away). The link then stops wanting those
+topics (all of them for an error, which names no topic) and hands them to
+`on_lost`, so they are placed again from a fresh slot map.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from redis.asyncio.connection import Connection, ConnectionPool
-from redis.exceptions import RedisError
+from redis.crc import key_slot
+from redis.exceptions import RedisError, ResponseError
 
 from shared.backoff import Backoff
 from shared.errors import UnavailableError
@@ -37,13 +47,24 @@ log = logging.getLogger(__name__)
 _RESUBSCRIBE_CHUNK = 1000
 
 MessageHandler = Callable[[bytes, bytes], None]
+LostHandler = Callable[[list[bytes]], None]
 
 _RESYNC_TOKEN = b"resync"
 _KEEPALIVE_TOKEN = b"keepalive"
 
 
+class SlotMovedError(Exception):
+    """A cluster node dropped or refused the subscription: place the topic again."""
+
+
 class Subscriber:
-    """Per-topic subscriptions over one connection, with confirmations and reconnects."""
+    """Per-topic subscriptions over one connection, with confirmations and reconnects.
+
+    `connected` is set once the connection is up and every wanted topic is
+    confirmed, and cleared when it drops. `on_state` (optional) is called
+    after each change of `connected`; `on_lost` (sharded only) as described
+    in the module docstring.
+    """
 
     def __init__(
         self,
@@ -53,6 +74,8 @@ class Subscriber:
         *,
         timeout: float,
         sharded: bool,
+        on_lost: LostHandler | None = None,
+        on_state: Callable[[], None] | None = None,
     ) -> None:
         # No socket timeout: a quiet subscription is normal, not an error. RESP2:
         # under RESP3 (redis-py 8's default) publishes arrive as push frames that
@@ -62,7 +85,10 @@ class Subscriber:
         )
         self._on_message = on_message
         self._on_resync = on_resync
+        self._on_lost = on_lost
+        self._on_state = on_state
         self._timeout = timeout
+        self._sharded = sharded
         self._subscribe_command = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
         self._unsubscribe_command = "SUNSUBSCRIBE" if sharded else "UNSUBSCRIBE"
         self._message_kind = b"smessage" if sharded else b"message"
@@ -75,7 +101,11 @@ class Subscriber:
         self.connected = asyncio.Event()
 
     async def subscribe(self, topic: str) -> None:
-        """Return once publishes to `topic` reach the handler; else UnavailableError."""
+        """Return once publishes to `topic` reach the handler.
+
+        Raises SlotMovedError when a cluster node refused or dropped the topic
+        meanwhile, else UnavailableError on any failure.
+        """
         name = topic.encode()
         self._wanted.add(name)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -84,6 +114,9 @@ class Subscriber:
             await self._write(self._subscribe_command, name)
             async with asyncio.timeout(self._timeout):
                 await waiter
+        except SlotMovedError:
+            self._wanted.discard(name)
+            raise
         except (RedisError, OSError, TimeoutError, UnavailableError):
             self._wanted.discard(name)
             raise UnavailableError() from None
@@ -102,6 +135,27 @@ class Subscriber:
             await self._write(self._unsubscribe_command, name)
         except (RedisError, OSError, UnavailableError):
             log.debug("unsubscribe not sent; the reconnect will not resubscribe it")
+
+    async def adopt(self, topics: list[bytes]) -> None:
+        """Want `topics` (placed here by a topology change); resync once they are confirmed.
+
+        Never raises: if the connection is down, the reconnect subscribes them
+        and resyncs anyway.
+        """
+        self._wanted.update(topics)
+        try:
+            async with self._write_lock:
+                connection = self._connection
+                if connection is None or not connection.is_connected:
+                    return
+                await self._send_subscribes(connection, topics)
+                await connection.send_command("PING", _RESYNC_TOKEN, check_health=False)
+        except (RedisError, OSError):
+            log.debug("adopted topics not sent; the reconnect subscribes them")
+
+    def forget(self, topics: Iterable[bytes]) -> None:
+        """Stop wanting `topics` without a command: their slot now lives on another node."""
+        self._wanted.difference_update(topics)
 
     async def _write(self, *args: str | bytes) -> None:
         async with self._write_lock:
@@ -122,7 +176,7 @@ class Subscriber:
                 await connection.connect()
                 async with self._write_lock:
                     self._connection = connection
-                    await self._resubscribe(connection)
+                    await self._send_subscribes(connection, list(self._wanted))
                     await connection.send_command("PING", _RESYNC_TOKEN, check_health=False)
                 pinger = asyncio.create_task(self._keep_alive(), name="pubsub-keepalive")
                 await self._read(connection)
@@ -131,17 +185,23 @@ class Subscriber:
             finally:
                 if pinger is not None:
                     pinger.cancel()
-                self.connected.clear()
                 self._connection = None
                 self._fail_waiters()
                 await connection.disconnect(nowait=True)
+                self._set_connected(False)
             await self._backoff.sleep()
 
-    async def _resubscribe(self, connection: Connection) -> None:
-        wanted = list(self._wanted)
-        for start in range(0, len(wanted), _RESUBSCRIBE_CHUNK):
-            chunk = wanted[start : start + _RESUBSCRIBE_CHUNK]
-            await connection.send_command(self._subscribe_command, *chunk, check_health=False)
+    async def _send_subscribes(self, connection: Connection, topics: list[bytes]) -> None:
+        # SSUBSCRIBE refuses topics of different slots in one command (CROSSSLOT),
+        # so sharded topics go in one command per slot: all topics of a
+        # partition share one, so this is at most one command per partition.
+        groups: dict[int, list[bytes]] = {}
+        for topic in topics:
+            groups.setdefault(key_slot(topic) if self._sharded else 0, []).append(topic)
+        for group in groups.values():
+            for start in range(0, len(group), _RESUBSCRIBE_CHUNK):
+                chunk = group[start : start + _RESUBSCRIBE_CHUNK]
+                await connection.send_command(self._subscribe_command, *chunk, check_health=False)
 
     async def _keep_alive(self) -> None:
         while True:
@@ -155,7 +215,15 @@ class Subscriber:
         message_kind, confirm_kind = self._message_kind, self._confirm_kind
         silence_limit = 2 * self._timeout
         while True:
-            reply = await connection.read_response(disable_decoding=True, timeout=silence_limit)
+            try:
+                reply = await connection.read_response(disable_decoding=True, timeout=silence_limit)
+            except ResponseError as exc:
+                # An error reply, read in full: the connection is still usable.
+                if not self._sharded:
+                    raise
+                # It names no topic: give up every topic, in flight or confirmed.
+                self._lose(list(self._wanted | self._waiters.keys()), str(exc))
+                continue
             if reply is None:
                 raise TimeoutError("pub/sub connection silent")
             if isinstance(reply, list) and len(reply) >= 3:
@@ -166,10 +234,31 @@ class Subscriber:
                     for waiter in self._waiters.get(topic, ()):
                         if not waiter.done():
                             waiter.set_result(None)
+                elif kind == b"sunsubscribe" and topic in self._wanted:
+                    self._lose([topic], "slot moved")
             elif _pong_token(reply) == _RESYNC_TOKEN:
                 self._backoff = Backoff()
-                self.connected.set()
+                self._set_connected(True)
                 self._on_resync()
+
+    def _lose(self, topics: list[bytes], reason: str) -> None:
+        """The node no longer serves `topics` to us: stop wanting them and report them."""
+        log.info("pub/sub topics dropped by the node", extra={"topics": len(topics), "why": reason})
+        self._wanted.difference_update(topics)
+        for topic in topics:
+            for waiter in self._waiters.get(topic, ()):
+                if not waiter.done():
+                    waiter.set_exception(SlotMovedError())
+        if self._on_lost is not None:
+            self._on_lost(topics)
+
+    def _set_connected(self, up: bool) -> None:
+        if up:
+            self.connected.set()
+        else:
+            self.connected.clear()
+        if self._on_state is not None:
+            self._on_state()
 
     def _fail_waiters(self) -> None:
         for waiters in self._waiters.values():

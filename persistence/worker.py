@@ -1,18 +1,23 @@
 """The persistence worker: ingest streams -> PostgreSQL, at least once, written once.
 
 Data path, last step: the gateway's send script XADDs every message to its
-partition's ingest stream. Each worker is one consumer of the `persistence`
-group over all partitions. A cycle reads a batch, writes it in one
-transaction (`shared.db.messages.insert_messages`, idempotent on the message
-id) and acks the entries only after the commit, so a crash at any point
-re-delivers instead of losing, and a re-delivery inserts nothing twice.
+partition's ingest stream. Each partition's stream has its own `persistence`
+consumer group, and each worker is one consumer in every one of them: it runs
+one loop per partition, so a read touches one stream (one slot in a Redis
+Cluster) and one slow partition never delays another, while the workers
+share each partition's entries through its group. A cycle reads a batch,
+writes it in one transaction (`shared.db.messages.insert_messages`,
+idempotent on the message id) and acks the entries only after the commit, so
+a crash at any point re-delivers instead of losing, and a re-delivery
+inserts nothing twice.
 
-Recovery: at start the worker re-reads its own pending entries and claims
-those a dead peer left idle (XAUTOCLAIM); it repeats the claim periodically.
-Entries that cannot be stored (malformed, or rejected by PostgreSQL
-`worker_max_attempts` times) go to the partition's dead-letter stream and are
-acked, so one bad entry never blocks the rest. Streams are trimmed only below
-the group's oldest pending entry, i.e. only what is persisted.
+Recovery: at start each loop re-reads the worker's own pending entries of its
+partition and claims those a dead peer left idle (XAUTOCLAIM); it repeats the
+claim periodically. Entries that cannot be stored (malformed, or rejected by
+PostgreSQL `worker_max_attempts` times) go to the partition's dead-letter
+stream and are acked, so one bad entry never blocks the rest. Streams are
+trimmed only below the group's oldest pending entry, i.e. only what is
+persisted.
 """
 
 from __future__ import annotations
@@ -24,17 +29,18 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import cast
 
 import asyncpg
 import redis.asyncio as aioredis
 import redis.exceptions
-from redis.typing import KeyT, StreamIdT
 
 from persistence.dead_letters import Rejected, add_dead_letters
 from persistence.entries import Entry, MalformedEntryError, entries_of, parse_entry, text
 from shared.backoff import Backoff
 from shared.db.messages import MessageRow, insert_messages
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS, create_pool
+from shared.redis_client import REDIS_OUTAGE_ERRORS, RedisClient, close_redis, connect_redis
 from shared.redis_keys import CONSUMER_GROUP, RedisKeys
 from shared.settings import Settings
 
@@ -47,7 +53,7 @@ _HOUSEKEEPING_INTERVAL_S = 5.0
 # connection (08), transaction rollback such as deadlock (40), insufficient
 # resources (53), operator intervention such as admin shutdown (57), system (58).
 _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-_REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+_REDIS_ERRORS = REDIS_OUTAGE_ERRORS
 
 
 def _is_transient(exc: Exception) -> bool | None:
@@ -63,7 +69,7 @@ def _is_transient(exc: Exception) -> bool | None:
 
 
 class Worker:
-    """One consumer of the persistence group over every ingest stream.
+    """One consumer of every partition's persistence group.
 
     Pass `redis` and `pool` to use your own clients (they are left open);
     otherwise the worker creates them from `settings` and closes them.
@@ -73,79 +79,97 @@ class Worker:
         self,
         settings: Settings,
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         pool: asyncpg.Pool[asyncpg.Record] | None = None,
     ) -> None:
         self._settings = settings
         self._keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
         self._streams = self._keys.ingest_streams()
         self._partitions = {stream: p for p, stream in enumerate(self._streams)}
-        self._new_cursors: dict[KeyT, StreamIdT] = dict.fromkeys(self._streams, ">")
         self.consumer = settings.worker_consumer_name or f"{socket.gethostname()}-{os.getpid()}"
         self._given_redis = redis
         self._given_pool = pool
         # Set by _clients() for the duration of run() / run_until_idle().
-        self._redis: aioredis.Redis
+        self._redis: RedisClient
         self._pool: asyncpg.Pool[asyncpg.Record]
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Persist entries until `stop` is set, then finish the in-flight batch and return.
+        """Persist entries until `stop` is set, then finish the in-flight batches and return.
 
         A read blocks at most `worker_block_ms`, so after `stop` the worker
-        returns within one block time plus the write of the last batch (which
-        is acked before returning). Redis and PostgreSQL outages are waited
-        out with backoff; an unexpected error propagates.
+        returns within one block time plus the write of the last batch of
+        each partition (which is acked before returning). Redis and
+        PostgreSQL outages are waited out with backoff, per partition (in a
+        cluster, one master down stalls only its own partitions); an
+        unexpected error propagates.
         """
-        async with self._clients(stop):
-            recovered = False
-            backoff = Backoff()
-            next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL_S
-            while not stop.is_set():
-                try:
-                    if not recovered:
-                        await self._ensure_groups()
-                        await self._recover()
-                        recovered = True
-                    await self._heartbeat()
-                    if time.monotonic() >= next_housekeeping:
-                        await self._reclaim()
-                        await self._trim()
-                        next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL_S
-                    await self._persist(await self._read_new(self._settings.worker_block_ms))
-                except _REDIS_ERRORS as exc:
-                    _log.warning("redis unavailable, retrying", extra={"error": repr(exc)})
-                    await backoff.sleep(stop)
-                except redis.exceptions.ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
-                        raise
-                    # The stream or group was deleted under us: recreate and recover.
-                    _log.warning("consumer group missing, recreating", extra={"error": str(exc)})
-                    recovered = False
-                else:
-                    backoff = Backoff()
+        async with self._clients(stop), asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._keep_alive(stop), name="persistence-heartbeat")
+            for partition in range(len(self._streams)):
+                tasks.create_task(
+                    self._run_partition(partition, stop), name=f"persistence-{partition}"
+                )
+
+    async def _run_partition(self, partition: int, stop: asyncio.Event) -> None:
+        stream = self._streams[partition]
+        recovered = False
+        backoff = Backoff()
+        # Staggered, so the partitions' housekeeping does not all land at once.
+        stagger = _HOUSEKEEPING_INTERVAL_S * partition / len(self._streams)
+        next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL_S + stagger
+        while not stop.is_set():
+            try:
+                if not recovered:
+                    await self._ensure_group(stream)
+                    await self._recover(stream)
+                    recovered = True
+                if time.monotonic() >= next_housekeeping:
+                    await self._reclaim(stream)
+                    await self._trim(stream)
+                    next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL_S
+                await self._persist(await self._read_new(stream, self._settings.worker_block_ms))
+            except _REDIS_ERRORS as exc:
+                _log.warning(
+                    "redis unavailable, retrying",
+                    extra={"partition": partition, "error": repr(exc)},
+                )
+                await backoff.sleep(stop)
+            except redis.exceptions.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or group was deleted under us: recreate and recover.
+                _log.warning(
+                    "consumer group missing, recreating",
+                    extra={"partition": partition, "error": str(exc)},
+                )
+                recovered = False
+            else:
+                backoff = Backoff()
 
     async def run_until_idle(self) -> int:
         """Recover, then read without blocking until nothing is left; return entries persisted.
 
-        For tests and one-shot drains: no clock waits. Trims the streams at the end.
+        For tests and one-shot drains: no clock waits. Goes through the
+        partitions one after the other and trims each at the end.
         """
         async with self._clients(None):
-            await self._ensure_groups()
-            persisted = await self._recover()
-            while entries := await self._read_new(None):
-                persisted += await self._persist(entries)
-            await self._trim()
+            persisted = 0
+            for stream in self._streams:
+                await self._ensure_group(stream)
+                persisted += await self._recover(stream)
+                while entries := await self._read_new(stream, None):
+                    persisted += await self._persist(entries)
+                await self._trim(stream)
             return persisted
 
     @contextlib.asynccontextmanager
     async def _clients(self, stop: asyncio.Event | None) -> AsyncIterator[None]:
         """Use the injected clients, or create them and close them on exit."""
-        self._redis = self._given_redis or aioredis.Redis.from_url(
-            self._settings.redis_url.get_secret_value(),
+        self._redis = self._given_redis or await connect_redis(
+            self._settings,
             # A blocking read legitimately waits block_ms before it answers.
             socket_timeout=self._settings.redis_timeout_seconds
             + self._settings.worker_block_ms / 1000,
-            socket_connect_timeout=self._settings.redis_timeout_seconds,
         )
         try:
             self._pool = self._given_pool or await self._open_pool(stop)
@@ -156,7 +180,7 @@ class Worker:
                     await self._close_pool()
         finally:
             if self._given_redis is None:
-                await self._redis.aclose()
+                await close_redis(self._redis)
 
     async def _open_pool(self, stop: asyncio.Event | None) -> asyncpg.Pool[asyncpg.Record]:
         backoff = Backoff()
@@ -179,78 +203,86 @@ class Worker:
             # A connection stuck in a query must not hold the process past shutdown.
             self._pool.terminate()
 
-    async def _ensure_groups(self) -> None:
-        for stream in self._streams:
-            try:
-                # Start id 0, not $: entries added before any worker ran are persisted too.
-                await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
-            except redis.exceptions.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+    async def _ensure_group(self, stream: str) -> None:
+        try:
+            # Start id 0, not $: entries added before any worker ran are persisted too.
+            await self._redis.xgroup_create(stream, CONSUMER_GROUP, id="0", mkstream=True)
+        except redis.exceptions.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
-    async def _heartbeat(self) -> None:
-        # Expires unless refreshed: one cycle takes at most a block plus a command.
+    async def _keep_alive(self, stop: asyncio.Event) -> None:
+        """Refresh the heartbeat key every block time until `stop`."""
+        interval = self._settings.worker_block_ms / 1000
+        # Expires unless refreshed: a refresh is due every block time.
         ttl_ms = 3 * self._settings.worker_block_ms + int(
             self._settings.redis_timeout_seconds * 1000
         )
-        await self._redis.set(
-            self._keys.worker_health(self.consumer), str(int(time.time() * 1000)), px=ttl_ms
-        )
+        key = self._keys.worker_health(self.consumer)
+        while not stop.is_set():
+            try:
+                await self._redis.set(key, str(int(time.time() * 1000)), px=ttl_ms)
+            except _REDIS_ERRORS as exc:
+                _log.debug("heartbeat not written", extra={"error": repr(exc)})
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await stop.wait()
 
-    async def _read_new(self, block_ms: int | None) -> list[Entry]:
+    async def _read_new(self, stream: str, block_ms: int | None) -> list[Entry]:
         response = await self._redis.xreadgroup(
             CONSUMER_GROUP,
             self.consumer,
-            self._new_cursors,
+            {stream: ">"},
             count=self._settings.worker_batch_size,
             block=block_ms,
         )
         return entries_of(response)
 
-    async def _recover(self) -> int:
+    async def _recover(self, stream: str) -> int:
         """Persist this consumer's own pending entries (a previous life's), then claim idle ones."""
         persisted = 0
-        cursors: dict[KeyT, StreamIdT] = dict.fromkeys(self._streams, "0")
-        while cursors:
+        cursor = "0"
+        while True:
             response = await self._redis.xreadgroup(
-                CONSUMER_GROUP, self.consumer, cursors, count=self._settings.worker_batch_size
+                CONSUMER_GROUP,
+                self.consumer,
+                {stream: cursor},
+                count=self._settings.worker_batch_size,
             )
             entries = entries_of(response)
+            # The history is done when a read returns nothing past the cursor.
+            if not entries:
+                break
             persisted += await self._persist(entries)
-            # A stream is done when its history read returns nothing past the cursor.
-            cursors = {entry.stream: entry.entry_id for entry in entries}
-        return persisted + await self._reclaim()
+            cursor = entries[-1].entry_id
+        return persisted + await self._reclaim(stream)
 
-    async def _reclaim(self) -> int:
+    async def _reclaim(self, stream: str) -> int:
         """Take over entries pending longer than `worker_claim_idle_ms` and persist them."""
         persisted = 0
-        for stream in self._streams:
-            cursor = "0-0"
-            while True:
-                response = await self._redis.xautoclaim(
-                    stream,
-                    CONSUMER_GROUP,
-                    self.consumer,
-                    self._settings.worker_claim_idle_ms,
-                    cursor,
-                    count=self._settings.worker_batch_size,
+        cursor = "0-0"
+        while True:
+            response = await self._redis.xautoclaim(
+                stream,
+                CONSUMER_GROUP,
+                self.consumer,
+                self._settings.worker_claim_idle_ms,
+                cursor,
+                count=self._settings.worker_batch_size,
+            )
+            entries = [Entry(stream, text(eid), fields) for eid, fields in response[1]]
+            if len(response) > 2 and response[2]:
+                # Trimmed while pending: only possible if something else trimmed the stream.
+                _log.error(
+                    "pending entries were deleted before being persisted",
+                    extra={"stream": stream, "entry_ids": [text(i) for i in response[2]]},
                 )
-                entries = [Entry(stream, text(eid), fields) for eid, fields in response[1]]
-                if len(response) > 2 and response[2]:
-                    # Trimmed while pending: only possible if something else trimmed the stream.
-                    _log.error(
-                        "pending entries were deleted before being persisted",
-                        extra={"stream": stream, "entry_ids": [text(i) for i in response[2]]},
-                    )
-                if entries:
-                    _log.info(
-                        "claimed idle entries", extra={"stream": stream, "count": len(entries)}
-                    )
-                    persisted += await self._persist(entries)
-                cursor = text(response[0])
-                if cursor == "0-0":
-                    break
-        return persisted
+            if entries:
+                _log.info("claimed idle entries", extra={"stream": stream, "count": len(entries)})
+                persisted += await self._persist(entries)
+            cursor = text(response[0])
+            if cursor == "0-0":
+                return persisted
 
     async def _persist(self, entries: list[Entry]) -> int:
         """Write, dead-letter what cannot be written, then ack all; return rows written."""
@@ -333,8 +365,10 @@ class Worker:
 
     async def _dead_letter(self, rejected: list[Rejected]) -> None:
         if rejected:
+            # add_dead_letters only pipelines XADDs, which a RedisCluster serves alike.
+            client = cast(aioredis.Redis, self._redis)
             await self._retry_redis(
-                "dead-letter", lambda: add_dead_letters(self._redis, self._keys, rejected)
+                "dead-letter", lambda: add_dead_letters(client, self._keys, rejected)
             )
 
     async def _ack(self, entries: list[Entry]) -> None:
@@ -364,24 +398,23 @@ class Worker:
             else:
                 return
 
-    async def _trim(self) -> None:
-        """Trim each stream below the oldest entry the group has not acked."""
-        for stream in self._streams:
-            # One MULTI so the pending summary and last-delivered id are a consistent snapshot.
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xinfo_groups(stream)
-                pipe.xpending(stream, CONSUMER_GROUP)
-                groups, pending = await pipe.execute()
-            if pending["pending"]:
-                min_id = text(pending["min"])
-            else:
-                delivered = [
-                    g["last-delivered-id"] for g in groups if text(g["name"]) == CONSUMER_GROUP
-                ]
-                if not delivered:
-                    continue
-                min_id = text(delivered[0])
-            # MINID keeps ids >= min_id: the oldest pending entry always survives.
-            removed = await self._redis.xtrim(stream, minid=min_id, approximate=False)
-            if removed:
-                _log.debug("stream trimmed", extra={"stream": stream, "removed": removed})
+    async def _trim(self, stream: str) -> None:
+        """Trim the stream below the oldest entry the group has not acked."""
+        # One MULTI so the pending summary and last-delivered id are a consistent snapshot.
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.xinfo_groups(stream)
+            pipe.xpending(stream, CONSUMER_GROUP)
+            groups, pending = await pipe.execute()
+        if pending["pending"]:
+            min_id = text(pending["min"])
+        else:
+            delivered = [
+                g["last-delivered-id"] for g in groups if text(g["name"]) == CONSUMER_GROUP
+            ]
+            if not delivered:
+                return
+            min_id = text(delivered[0])
+        # MINID keeps ids >= min_id: the oldest pending entry always survives.
+        removed = await self._redis.xtrim(stream, minid=min_id, approximate=False)
+        if removed:
+            _log.debug("stream trimmed", extra={"stream": stream, "removed": removed})

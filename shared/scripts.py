@@ -2,6 +2,8 @@
 
 redis-py's registered scripts call EVALSHA and fall back to loading the script
 on NOSCRIPT, so a Redis restart or failover needs no special handling here.
+In a cluster, EVALSHA goes to the master owning the slot of the script's keys
+(every script here touches one slot) and SCRIPT LOAD to every master.
 """
 
 from __future__ import annotations
@@ -9,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib import resources
 
-from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+
+from shared.redis_client import RedisClient
 
 
 def _source(name: str) -> str:
@@ -23,7 +26,7 @@ class Scripts:
     http_rate: AsyncScript
 
 
-def register_scripts(redis: Redis) -> Scripts:
+def register_scripts(redis: RedisClient) -> Scripts:
     return Scripts(
         send=redis.register_script(_source("send")),
         http_rate=redis.register_script(_source("http_rate")),

@@ -74,6 +74,11 @@ class Settings(BaseSettings):
     redis_url: SecretStr = Field(
         SecretStr("redis://127.0.0.1:6379/0"), description="Broker URL (redis:// or rediss://)."
     )
+    redis_cluster: bool = Field(
+        False,
+        description="true: REDIS_URL is any node (seed) of a Redis/Valkey Cluster (7+); sends"
+        " publish with SPUBLISH and gateways SSUBSCRIBE on each topic's master.",
+    )
     redis_key_prefix: str = Field(
         "chat",
         pattern=r"^[A-Za-z0-9_.-]{1,32}$",

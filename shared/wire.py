@@ -203,6 +203,10 @@ def ack_frame(
 
 
 _SEQ_MARK = b',"seq":'
+_ID_START = len(b'{"type":"message","id":')
+# As in send.lua: id = (ms since 2024-01-01 UTC) << 12 | partition << 5 | counter.
+ID_EPOCH_MS = 1_704_067_200_000
+ID_TIME_SHIFT = 12
 
 
 def frame_seq(frame: bytes) -> int:
@@ -216,6 +220,12 @@ def frame_seq(frame: bytes) -> int:
         raise ValueError("not a message frame")
     start += len(_SEQ_MARK)
     return int(frame[start : frame.index(b",", start)])
+
+
+def frame_created_ms(frame: bytes) -> int:
+    """When a message frame was created (ms since the Unix epoch), read from its id."""
+    message_id = int(frame[_ID_START : frame.index(b",", _ID_START)])
+    return (message_id >> ID_TIME_SHIFT) + ID_EPOCH_MS
 
 
 def author_json(user_id: int, name: str, username: str, avatar_url: str | None) -> dict[str, Any]:

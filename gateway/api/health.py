@@ -1,4 +1,4 @@
-"""`GET /` (the Go server's health check), `/healthz` (alive) and `/readyz` (ready)."""
+"""`GET /` (the Go server's health check), `/healthz` (alive), `/readyz` (ready), `/metrics`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,15 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.api.common import ok
-from gateway.app_keys import BROKER, PG_POOL, READINESS, REDIS, SETTINGS
+from gateway.app_keys import BROKER, METRICS, PG_POOL, READINESS, REDIS, SETTINGS
+from gateway.metrics import metrics_response
 from shared.db.pool import ping
 from shared.errors import UnavailableError
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format; see gateway/metrics.py for what is counted."""
+    return metrics_response(request.app[METRICS].registry)
 
 
 async def hello(_request: web.Request) -> web.Response:

@@ -48,12 +48,12 @@ async def signup(session: aiohttp.ClientSession, base_url: str, username: str) -
 
 
 async def channel_with(
-    session: aiohttp.ClientSession, base_url: str, accounts: list[Account]
+    session: aiohttp.ClientSession, base_url: str, accounts: list[Account], name: str = "faults"
 ) -> int:
     """A channel owned by the first account and joined by the others."""
     owner = {"Authorization": f"Bearer {accounts[0].token}"}
     async with session.post(
-        f"{base_url}/api/v1/channels/new", json={"name": "faults"}, headers=owner
+        f"{base_url}/api/v1/channels/new", json={"name": name}, headers=owner
     ) as response:
         assert response.status == 201, await response.text()
         channel_id: int = (await response.json())["data"]["id"]

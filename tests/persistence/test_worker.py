@@ -2,6 +2,7 @@
 
 Entries are XADDed in the gateway's stream contract format; each test checks
 what ends up in `messages`, in the pending lists and in the dead letters.
+Each test runs on one Valkey server and on a cluster (see conftest.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import itertools
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from persistence.worker import Worker
 from shared.db.messages import MessageRow, count_messages, insert_messages
 from shared.redis_keys import CONSUMER_GROUP, RedisKeys
 from shared.settings import Settings
+from tests.persistence.conftest import Backend
 
 MakeSettings = Callable[..., Settings]
 
@@ -33,13 +35,6 @@ _UNKNOWN_USER_ID = 987_654_321
 _INSERT_WAITING_ON_LOCK = (
     "SELECT count(*) > 0 FROM pg_locks WHERE relation = 'messages'::regclass AND NOT granted"
 )
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 @dataclass
@@ -201,9 +196,11 @@ async def test_entries_of_a_dead_consumer_are_taken_over(
     sender = await make_sender(pg_pool, redis, settings)
     await create_groups(redis, sender.keys)
     await sender.send_many(20)
-    streams = dict.fromkeys(sender.keys.ingest_streams(), ">")
-    taken = await redis.xreadgroup(CONSUMER_GROUP, "dead", streams, count=100)
-    assert sum(len(entries) for _, entries in taken) == 20
+    taken = 0
+    for stream in sender.keys.ingest_streams():  # one stream per read: one slot in a cluster
+        reply = await redis.xreadgroup(CONSUMER_GROUP, "dead", {stream: ">"}, count=100)
+        taken += sum(len(entries) for _, entries in reply)
+    assert taken == 20
     await sender.send_many(10)
 
     successor = Worker(
@@ -306,7 +303,7 @@ async def test_killed_process_is_replaced_without_loss(
     pg_pool: asyncpg.Pool,
     redis: aioredis.Redis,
     database_dsn: str,
-    redis_url: str,
+    backend: Backend,
     tmp_path: Path,
 ) -> None:
     settings = make_settings(redis_partitions=4)
@@ -315,7 +312,8 @@ async def test_killed_process_is_replaced_without_loss(
         **os.environ,
         "PYTHONPATH": str(_PROJECT_ROOT),
         "DATABASE_URL": database_dsn,
-        "REDIS_URL": redis_url,
+        "REDIS_URL": backend.url,
+        "REDIS_CLUSTER": str(backend.cluster).lower(),
         "JWT_SECRET": "test-secret",
         "REDIS_KEY_PREFIX": settings.redis_key_prefix,
         "REDIS_PARTITIONS": str(settings.redis_partitions),

@@ -1,0 +1,64 @@
+"""The send path's pipelined Redis connection, against a real Valkey it may stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from gateway.pipelined_redis import PipelinedRedis
+from shared.local_servers import ServerProcess, free_port, start_valkey
+
+
+@pytest.fixture
+def valkey(tmp_path: Path) -> Iterator[ServerProcess]:
+    server = start_valkey(tmp_path / "valkey", free_port(), appendonly=False)
+    yield server
+    server.stop()
+
+
+async def test_concurrent_commands_get_their_own_replies_in_order(valkey: ServerProcess) -> None:
+    redis = PipelinedRedis(f"redis://127.0.0.1:{valkey.port}/0", timeout=5)
+    try:
+        replies = await asyncio.gather(*(redis.call("INCR", "counter") for _ in range(500)))
+        assert replies == list(range(1, 501))
+        assert await redis.call("GET", "counter") == b"500"
+    finally:
+        redis.close()
+
+
+async def test_error_reply_fails_only_its_own_call(valkey: ServerProcess) -> None:
+    redis = PipelinedRedis(f"redis://127.0.0.1:{valkey.port}/3", timeout=5)
+    try:
+        await redis.call("SET", "text", "x")
+        bad, good = await asyncio.gather(
+            redis.call("INCR", "text"), redis.call("PING"), return_exceptions=True
+        )
+        assert isinstance(bad, ResponseError)
+        assert good == b"PONG"
+        # db 3 was selected at connect: the key is not in db 0.
+        assert await redis.call("EXISTS", "text") == 1
+    finally:
+        redis.close()
+
+
+async def test_lost_connection_fails_waiting_calls_then_reconnects(
+    valkey: ServerProcess, tmp_path: Path
+) -> None:
+    redis = PipelinedRedis(f"redis://127.0.0.1:{valkey.port}/0", timeout=5)
+    try:
+        assert await redis.call("PING") == b"PONG"
+        valkey.stop()
+        with pytest.raises(RedisConnectionError):
+            await redis.call("PING")
+        restarted = start_valkey(tmp_path / "valkey", valkey.port, appendonly=False)
+        try:
+            assert await redis.call("PING") == b"PONG"
+        finally:
+            restarted.stop()
+    finally:
+        redis.close()
