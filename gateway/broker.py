@@ -21,9 +21,10 @@ import asyncpg
 import orjson
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from gateway.cluster_subscriber import ClusterSubscriber
+from gateway.pipelined_redis import PipelinedRedis
 from gateway.subscriber import Subscriber
 from shared.db.messages import max_seq
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
@@ -79,6 +80,13 @@ class Broker:
         self._publish_command = "SPUBLISH" if settings.redis_cluster else "PUBLISH"
         self._topics: dict[bytes, int] = {}
         self._deliveries: Deliveries | None = None
+        # On a single server every send shares one pipelined connection; a
+        # cluster routes each script to its slot's master through the client.
+        self._pipe: PipelinedRedis | None = None
+        if not settings.redis_cluster:
+            self._pipe = PipelinedRedis(
+                settings.redis_url.get_secret_value(), timeout=settings.redis_timeout_seconds
+            )
         self.subscriber: Subscriber | ClusterSubscriber
         if settings.redis_cluster:
             self.subscriber = ClusterSubscriber(
@@ -220,9 +228,7 @@ class Broker:
     ) -> list[bytes]:
         while True:
             try:
-                reply: list[bytes] = await self._scripts.send(
-                    keys=script_keys, args=args, client=self._send_redis
-                )
+                reply = await self._eval_send(script_keys, args)
             except RedisConnectionError as exc:
                 if retries > 0:
                     retries -= 1
@@ -233,6 +239,24 @@ class Broker:
                 log.warning("send script failed", extra={"error": type(exc).__name__})
                 raise UnavailableError() from exc
             return reply
+
+    async def _eval_send(
+        self, script_keys: list[str], args: list[str | int | bytes]
+    ) -> list[bytes]:
+        script = self._scripts.send
+        reply: list[bytes]
+        if self._pipe is None:
+            reply = await script(keys=script_keys, args=args, client=self._send_redis)
+            return reply
+        keys_and_args = (len(script_keys), *script_keys, *args)
+        try:
+            reply = await self._pipe.call("EVALSHA", script.sha, *keys_and_args)
+        except ResponseError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            # A restarted or flushed Redis forgot the script: EVAL runs and caches it.
+            reply = await self._pipe.call("EVAL", self._scripts.send_source, *keys_and_args)
+        return reply
 
     async def _seed_seq(self, channel_id: int) -> None:
         """Start a channel's counter at its highest stored seq (0 for a new channel).
@@ -250,3 +274,5 @@ class Broker:
 
     async def aclose(self) -> None:
         await self.subscriber.aclose()
+        if self._pipe is not None:
+            self._pipe.close()

@@ -24,10 +24,13 @@ def _source(name: str) -> str:
 class Scripts:
     send: AsyncScript
     http_rate: AsyncScript
+    send_source: str  # for EVAL by a connection that is not a redis-py client
 
 
 def register_scripts(redis: RedisClient) -> Scripts:
+    send = _source("send")
     return Scripts(
-        send=redis.register_script(_source("send")),
+        send=redis.register_script(send),
         http_rate=redis.register_script(_source("http_rate")),
+        send_source=send,
     )
