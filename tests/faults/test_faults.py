@@ -102,6 +102,7 @@ async def test_sigterm_one_gateway_moves_its_clients_to_the_other(
     await traffic.wait_acked(150)
 
     gateways[0].signal(signal.SIGTERM)
+
     # Draining: the listener still answers during DRAIN_DELAY_SECONDS, not ready.
     # Polled: the signal reaches the process on its own time, with no event to await.
     async def readyz_status() -> int:
