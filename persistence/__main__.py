@@ -14,6 +14,7 @@ import asyncio
 import logging
 import signal
 
+from persistence.metrics import metrics_server
 from persistence.worker import Worker
 from shared.log import configure_logging
 from shared.runtime import new_event_loop
@@ -30,6 +31,14 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     worker = Worker(settings)
     _log.info("persistence worker starting", extra={"consumer": worker.consumer})
+    async with metrics_server(worker.metrics, settings.host, settings.worker_metrics_port):
+        await _run_until_stopped(worker, settings, stop)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.remove_signal_handler(signum)
+    _log.info("persistence worker stopped")
+
+
+async def _run_until_stopped(worker: Worker, settings: Settings, stop: asyncio.Event) -> None:
     run = asyncio.create_task(worker.run(stop), name="persistence-worker")
     stopping = asyncio.create_task(stop.wait(), name="persistence-stop")
     try:
@@ -50,9 +59,6 @@ async def serve(settings: Settings) -> None:
         stopping.cancel()
         run.cancel()
         await asyncio.gather(run, stopping, return_exceptions=True)
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)
-    _log.info("persistence worker stopped")
 
 
 def main() -> None:

@@ -18,7 +18,8 @@ class WorkerMetrics:
     def __init__(self) -> None:
         registry = self.registry = Registry()
         self.persisted = registry.counter(
-            "persistence_messages_written_total", "Messages newly inserted into PostgreSQL."
+            "persistence_messages_written_total",
+            "Messages written to PostgreSQL (inserted, or found already stored).",
         )
         self.acked = registry.counter(
             "persistence_entries_acked_total", "Stream entries acknowledged after their commit."
@@ -41,18 +42,18 @@ class WorkerMetrics:
         self.reclaimed = registry.counter(
             "persistence_entries_reclaimed_total", "Pending entries taken over from dead peers."
         )
-        # Refreshed by the worker's housekeeping, read at scrape time.
-        self.stream_lag = 0
-        self.pending = 0
+        # Per partition, refreshed by the worker's housekeeping, summed at scrape time.
+        self.stream_lag: dict[int, int] = {}
+        self.pending: dict[int, int] = {}
         registry.gauge(
             "persistence_stream_lag",
             "Entries in the ingest streams not yet delivered to the group (all partitions).",
-            lambda: self.stream_lag,
+            lambda: sum(self.stream_lag.values()),
         )
         registry.gauge(
             "persistence_pending_entries",
             "Entries delivered to the group and not yet acknowledged (all partitions).",
-            lambda: self.pending,
+            lambda: sum(self.pending.values()),
         )
 
 

@@ -29,7 +29,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import cast
+from typing import Any, cast
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -37,6 +37,7 @@ import redis.exceptions
 
 from persistence.dead_letters import Rejected, add_dead_letters
 from persistence.entries import Entry, MalformedEntryError, entries_of, parse_entry, text
+from persistence.metrics import WorkerMetrics
 from shared.backoff import Backoff
 from shared.db.messages import MessageRow, insert_messages
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS, create_pool
@@ -81,8 +82,10 @@ class Worker:
         *,
         redis: RedisClient | None = None,
         pool: asyncpg.Pool[asyncpg.Record] | None = None,
+        metrics: WorkerMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self.metrics = metrics or WorkerMetrics()
         self._keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
         self._streams = self._keys.ingest_streams()
         self._partitions = {stream: p for p, stream in enumerate(self._streams)}
@@ -129,6 +132,7 @@ class Worker:
                     next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL_S
                 await self._persist(await self._read_new(stream, self._settings.worker_block_ms))
             except _REDIS_ERRORS as exc:
+                self.metrics.redis_errors.inc()
                 _log.warning(
                     "redis unavailable, retrying",
                     extra={"partition": partition, "error": repr(exc)},
@@ -278,6 +282,7 @@ class Worker:
                     extra={"stream": stream, "entry_ids": [text(i) for i in response[2]]},
                 )
             if entries:
+                self.metrics.reclaimed.inc(len(entries))
                 _log.info("claimed idle entries", extra={"stream": stream, "count": len(entries)})
                 persisted += await self._persist(entries)
             cursor = text(response[0])
@@ -295,9 +300,13 @@ class Worker:
                 parsed.append((entry, parse_entry(entry.fields)))
             except MalformedEntryError as exc:
                 rejected.append(self._reject(entry, f"malformed entry: {exc}"))
+        metrics = self.metrics
+        metrics.batch_size.observe(len(entries))
         poison = await self._write_batch(parsed)
         await self._dead_letter([*rejected, *poison])
         await self._ack(entries)
+        metrics.acked.inc(len(entries))
+        metrics.persisted.inc(len(parsed) - len(poison))
         return len(parsed) - len(poison)
 
     def _reject(self, entry: Entry, reason: str) -> Rejected:
@@ -314,7 +323,9 @@ class Worker:
         """
         if not parsed:
             return []
+        started = time.perf_counter()
         error = await self._insert_until_committed([row for _, row in parsed])
+        self.metrics.write_seconds.observe(time.perf_counter() - started)
         if error is None:
             return []
         _log.warning(
@@ -355,6 +366,7 @@ class Worker:
                 if not transient:
                     return exc
                 delay = backoff.next_delay()
+                self.metrics.postgres_retries.inc()
                 _log.warning(
                     "postgresql unavailable, keeping the rows and retrying",
                     extra={"batch_size": len(rows), "retry_in_s": delay, "error": repr(exc)},
@@ -365,6 +377,7 @@ class Worker:
 
     async def _dead_letter(self, rejected: list[Rejected]) -> None:
         if rejected:
+            self.metrics.dead_letters.inc(len(rejected))
             # add_dead_letters only pipelines XADDs, which a RedisCluster serves alike.
             client = cast(aioredis.Redis, self._redis)
             await self._retry_redis(
@@ -391,12 +404,20 @@ class Worker:
             try:
                 await op()
             except _REDIS_ERRORS as exc:
+                self.metrics.redis_errors.inc()
                 _log.warning(
                     f"redis unavailable during {what}, retrying", extra={"error": repr(exc)}
                 )
                 await backoff.sleep()
             else:
                 return
+
+    def _record_backlog(self, stream: str, groups: list[Any], pending: dict[str, Any]) -> None:
+        partition = self._partitions[stream]
+        self.metrics.pending[partition] = int(pending["pending"])
+        for group in groups:
+            if text(group["name"]) == CONSUMER_GROUP and group.get("lag") is not None:
+                self.metrics.stream_lag[partition] = int(group["lag"])
 
     async def _trim(self, stream: str) -> None:
         """Trim the stream below the oldest entry the group has not acked."""
@@ -405,6 +426,7 @@ class Worker:
             pipe.xinfo_groups(stream)
             pipe.xpending(stream, CONSUMER_GROUP)
             groups, pending = await pipe.execute()
+        self._record_backlog(stream, groups, pending)
         if pending["pending"]:
             min_id = text(pending["min"])
         else:

@@ -174,6 +174,12 @@ class Settings(BaseSettings):
     worker_max_attempts: int = Field(
         5, ge=1, description="Writes of one entry before it moves to the dead-letter stream."
     )
+    worker_metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port of the worker's /metrics (on HOST); 0 serves none.",
+    )
     worker_consumer_name: str | None = Field(
         None, description="Consumer name in the group; default hostname-pid."
     )

@@ -123,10 +123,16 @@ async def test_entries_are_persisted_once_and_acked(
     sender = await make_sender(pg_pool, redis, settings)
     await sender.send_many(40)
 
-    persisted = await Worker(settings, redis=redis, pool=pg_pool).run_until_idle()
+    worker = Worker(settings, redis=redis, pool=pg_pool)
+    persisted = await worker.run_until_idle()
 
     assert persisted == 40
     assert await stored_ids(pg_pool) == sorted(sender.sent)
+    metrics = worker.metrics
+    assert (metrics.persisted.value, metrics.acked.value) == (40, 40)
+    assert metrics.batch_size.sum == 40
+    assert metrics.write_seconds.count == metrics.batch_size.count >= 40 // 7
+    assert sum(metrics.pending.values()) == 0
     assert await pending_count(redis, sender.keys) == 0
     row = await pg_pool.fetchrow("SELECT * FROM messages WHERE id = $1", sender.sent[1])
     assert row["body"] == {"type": "text", "content": f"hi {sender.sent[1]}"}
@@ -226,9 +232,11 @@ async def test_poison_entry_is_dead_lettered_and_the_batch_persisted(
     entries = await redis.xrange(sender.keys.ingest_stream(0))
     [poison_stream_id] = [i for i, f in entries if f[b"id"] == str(poison_id).encode()]
 
-    assert await Worker(settings, redis=redis, pool=pg_pool).run_until_idle() == 6
+    worker = Worker(settings, redis=redis, pool=pg_pool)
+    assert await worker.run_until_idle() == 6
 
     assert await stored_ids(pg_pool) == sorted(sender.sent)
+    assert worker.metrics.dead_letters.value == 1
     dead = await redis.xrange(sender.keys.dead_letters(0))
     assert len(dead) == 1
     fields = dead[0][1]
