@@ -130,7 +130,7 @@ class Worker:
                     await self._reclaim(stream)
                     await self._trim(stream)
                     next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL_S
-                await self._persist(await self._read_new(stream, self._settings.worker_block_ms))
+                await self._persist(await self._read_batch(stream))
             except _REDIS_ERRORS as exc:
                 self.metrics.redis_errors.inc()
                 _log.warning(
@@ -232,12 +232,31 @@ class Worker:
                 async with asyncio.timeout(interval):
                     await stop.wait()
 
-    async def _read_new(self, stream: str, block_ms: int | None) -> list[Entry]:
+    async def _read_batch(self, stream: str) -> list[Entry]:
+        """Block for new entries; if only a few came, linger so more join the same batch.
+
+        A read returns as soon as one entry exists, so under a steady trickle
+        every message would cost its own transaction and ack. Lingering
+        `worker_linger_ms` trades that much persistence delay (the message is
+        already durable in the stream) for batches many times larger.
+        """
+        settings = self._settings
+        entries = await self._read_new(stream, settings.worker_block_ms)
+        if entries and len(entries) < settings.worker_batch_size and settings.worker_linger_ms:
+            await asyncio.sleep(settings.worker_linger_ms / 1000)
+            entries += await self._read_new(
+                stream, None, count=settings.worker_batch_size - len(entries)
+            )
+        return entries
+
+    async def _read_new(
+        self, stream: str, block_ms: int | None, count: int | None = None
+    ) -> list[Entry]:
         response = await self._redis.xreadgroup(
             CONSUMER_GROUP,
             self.consumer,
             {stream: ">"},
-            count=self._settings.worker_batch_size,
+            count=count or self._settings.worker_batch_size,
             block=block_ms,
         )
         return entries_of(response)

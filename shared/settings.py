@@ -168,6 +168,12 @@ class Settings(BaseSettings):
     worker_block_ms: int = Field(
         1000, ge=1, description="How long one stream read waits for new entries."
     )
+    worker_linger_ms: int = Field(
+        100,
+        ge=0,
+        description="After a read that returned less than a batch, wait this long for more"
+        " entries to join it (fewer, larger writes); 0 writes at once.",
+    )
     worker_claim_idle_ms: int = Field(
         30_000, ge=0, description="Pending entries idle this long are taken over from a dead peer."
     )

@@ -306,6 +306,70 @@ async def test_postgres_connection_lost_mid_write_loses_nothing(
     assert any("postgresql unavailable" in r.getMessage() for r in caplog.records)
 
 
+def _worker_env(settings: Settings, database_dsn: str, backend: Backend) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(_PROJECT_ROOT),
+        "DATABASE_URL": database_dsn,
+        "REDIS_URL": backend.url,
+        "REDIS_CLUSTER": str(backend.cluster).lower(),
+        "REDIS_KEY_PREFIX": settings.redis_key_prefix,
+        "REDIS_PARTITIONS": str(settings.redis_partitions),
+        "WORKER_BLOCK_MS": "50",
+        "WORKER_BATCH_SIZE": "20",
+    }
+
+
+async def _start_worker(log_path: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
+    """`python -m persistence` as its own process, logging to `log_path`."""
+    with log_path.open("wb") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "persistence", env=env, cwd=_PROJECT_ROOT, stdout=log, stderr=log
+        )
+
+
+async def test_sigterm_mid_batch_finishes_and_acks_the_batch_then_exits(
+    make_settings: MakeSettings,
+    pg_pool: asyncpg.Pool,
+    redis: aioredis.Redis,
+    database_dsn: str,
+    backend: Backend,
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(redis_partitions=1)
+    sender = await make_sender(pg_pool, redis, settings, channels=1)
+    env = _worker_env(settings, database_dsn, backend)
+    async with pg_pool.acquire() as blocker:
+        transaction = blocker.transaction()
+        await transaction.start()
+        # The worker's insert waits on this lock: SIGTERM lands mid-batch, with
+        # all 15 entries read (one batch of up to 20) and none committed.
+        await blocker.execute("LOCK TABLE messages IN EXCLUSIVE MODE")
+        await sender.send_many(15)
+        worker = await _start_worker(
+            tmp_path / "worker.log", {**env, "SHUTDOWN_TIMEOUT_SECONDS": "20"}
+        )
+        try:
+            await poll_until(lambda: blocker.fetchval(_INSERT_WAITING_ON_LOCK), deadline=20)
+            worker.send_signal(signal.SIGTERM)
+            log_path = tmp_path / "worker.log"
+
+            async def stopping() -> bool:
+                return "finishing the in-flight batch" in log_path.read_text()
+
+            await poll_until(stopping, deadline=20)  # it took the signal, batch in flight
+            await transaction.rollback()  # the lock goes; the batch can commit
+            async with asyncio.timeout(20):
+                assert await worker.wait() == 0, (tmp_path / "worker.log").read_text()
+        finally:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+
+    assert await stored_ids(pg_pool) == sorted(sender.sent)
+    assert await pending_count(redis, sender.keys) == 0  # written and acked before exit
+
+
 async def test_killed_process_is_replaced_without_loss(
     make_settings: MakeSettings,
     pg_pool: asyncpg.Pool,
@@ -316,33 +380,10 @@ async def test_killed_process_is_replaced_without_loss(
 ) -> None:
     settings = make_settings(redis_partitions=4)
     sender = await make_sender(pg_pool, redis, settings)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(_PROJECT_ROOT),
-        "DATABASE_URL": database_dsn,
-        "REDIS_URL": backend.url,
-        "REDIS_CLUSTER": str(backend.cluster).lower(),
-        "JWT_SECRET": "test-secret",
-        "REDIS_KEY_PREFIX": settings.redis_key_prefix,
-        "REDIS_PARTITIONS": str(settings.redis_partitions),
-        "WORKER_BLOCK_MS": "50",
-        "WORKER_BATCH_SIZE": "20",
-    }
+    env = _worker_env(settings, database_dsn, backend)
 
     async def start(name: str, **extra: str) -> asyncio.subprocess.Process:
-        log = (tmp_path / f"{name}.log").open("wb")
-        try:
-            return await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "persistence",
-                env={**env, **extra},
-                cwd=_PROJECT_ROOT,
-                stdout=log,
-                stderr=log,
-            )
-        finally:
-            log.close()
+        return await _start_worker(tmp_path / f"{name}.log", {**env, **extra})
 
     async def wait_for_count(expected: int) -> None:
         async def reached() -> bool:
