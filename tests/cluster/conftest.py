@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from shared.local_servers import ValkeyCluster
+from shared.local_cluster import ValkeyCluster
 from shared.settings import Settings
 from tests.cluster.servers import running_cluster
 

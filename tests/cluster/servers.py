@@ -16,7 +16,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from shared.local_servers import ValkeyCluster, start_valkey_cluster
+from shared.local_cluster import ValkeyCluster, start_valkey_cluster
 
 
 def running_cluster() -> Iterator[ValkeyCluster]:

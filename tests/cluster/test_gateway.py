@@ -20,7 +20,7 @@ import orjson
 from aiohttp.test_utils import TestClient
 
 from persistence.worker import Worker
-from shared.local_servers import ValkeyCluster
+from shared.local_cluster import ValkeyCluster
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 from tests.cluster.conftest import MakeGateway, SettingsFactory

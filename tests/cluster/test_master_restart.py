@@ -20,7 +20,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from shared.local_servers import ServerProcess, ValkeyCluster
+from shared.local_cluster import ValkeyCluster
+from shared.local_servers import ServerProcess
 from shared.redis_keys import RedisKeys
 from tests.cluster.servers import owner_port
 from tests.faults.stack import Servers, Stack

@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from shared.local_servers import ValkeyCluster
+from shared.local_cluster import ValkeyCluster
 from shared.redis_client import RedisClient
 from shared.settings import Settings
 from tests.cluster.servers import running_cluster
