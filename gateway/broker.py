@@ -47,7 +47,7 @@ class Deliveries(Protocol):
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None: ...
 
-    def resync(self) -> None: ...
+    def resync(self, channel_ids: list[int]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +130,10 @@ class Broker:
         else:
             self._deliveries.deliver(channel_id, payload)
 
-    def _on_resync(self) -> None:
+    def _on_resync(self, topics: list[bytes]) -> None:
         if self._deliveries is not None:
-            self._deliveries.resync()
+            channel_ids = [self._topics[t] for t in topics if t in self._topics]
+            self._deliveries.resync(channel_ids)
 
     def _on_control(self, channel_id: int, payload: bytes) -> None:
         assert self._deliveries is not None  # checked by the caller

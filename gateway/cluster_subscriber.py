@@ -59,7 +59,7 @@ class ClusterSubscriber:
         self,
         seed_url: str,
         on_message: MessageHandler,
-        on_resync: Callable[[], None],
+        on_resync: Callable[[list[bytes]], None],
         *,
         timeout: float,
     ) -> None:

@@ -89,11 +89,12 @@ class Hub:
         for connection in members:
             connection.offer(seq, frame)
 
-    def resync(self) -> None:
-        """Publishes may have been missed (the pub/sub link was down): catch everyone up."""
+    def resync(self, channel_ids: list[int]) -> None:
+        """Publishes to these channels may have been missed (their pub/sub link was
+        down, or their slot moved): catch their sockets up."""
         self._metrics.pubsub_resyncs.inc()
-        for members in self._channels.values():
-            for connection in members:
+        for channel_id in channel_ids:
+            for connection in self._channels.get(channel_id, ()):
                 connection.resync()
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None:

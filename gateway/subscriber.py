@@ -31,6 +31,7 @@ topics (all of them for an error, which names no topic) and hands them to
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Iterable
 
@@ -70,7 +71,7 @@ class Subscriber:
         self,
         redis_url: str,
         on_message: MessageHandler,
-        on_resync: Callable[[], None],
+        on_resync: Callable[[list[bytes]], None],
         *,
         timeout: float,
         sharded: bool,
@@ -85,6 +86,9 @@ class Subscriber:
         )
         self._on_message = on_message
         self._on_resync = on_resync
+        # Resync markers in flight: the PING token -> the topics it confirms.
+        self._resyncs: dict[bytes, list[bytes]] = {}
+        self._resync_numbers = itertools.count()
         self._on_lost = on_lost
         self._on_state = on_state
         self._timeout = timeout
@@ -149,13 +153,19 @@ class Subscriber:
                 if connection is None or not connection.is_connected:
                     return
                 await self._send_subscribes(connection, topics)
-                await connection.send_command("PING", _RESYNC_TOKEN, check_health=False)
+                await self._send_resync_marker(connection, topics)
         except (RedisError, OSError):
             log.debug("adopted topics not sent; the reconnect subscribes them")
 
     def forget(self, topics: Iterable[bytes]) -> None:
         """Stop wanting `topics` without a command: their slot now lives on another node."""
         self._wanted.difference_update(topics)
+
+    async def _send_resync_marker(self, connection: Connection, topics: list[bytes]) -> None:
+        """PING after subscribing `topics`: its reply comes after their confirmations."""
+        token = b"%s:%d" % (_RESYNC_TOKEN, next(self._resync_numbers))
+        self._resyncs[token] = topics
+        await connection.send_command("PING", token, check_health=False)
 
     async def _write(self, *args: str | bytes) -> None:
         async with self._write_lock:
@@ -176,8 +186,9 @@ class Subscriber:
                 await connection.connect()
                 async with self._write_lock:
                     self._connection = connection
-                    await self._send_subscribes(connection, list(self._wanted))
-                    await connection.send_command("PING", _RESYNC_TOKEN, check_health=False)
+                    wanted = list(self._wanted)
+                    await self._send_subscribes(connection, wanted)
+                    await self._send_resync_marker(connection, wanted)
                 pinger = asyncio.create_task(self._keep_alive(), name="pubsub-keepalive")
                 await self._read(connection)
             except (RedisError, OSError, TimeoutError) as exc:
@@ -187,6 +198,7 @@ class Subscriber:
                     pinger.cancel()
                 self._connection = None
                 self._fail_waiters()
+                self._resyncs.clear()  # the reconnect sends one marker for everything
                 await connection.disconnect(nowait=True)
                 self._set_connected(False)
             await self._backoff.sleep()
@@ -236,10 +248,10 @@ class Subscriber:
                             waiter.set_result(None)
                 elif kind == b"sunsubscribe" and topic in self._wanted:
                     self._lose([topic], "slot moved")
-            elif _pong_token(reply) == _RESYNC_TOKEN:
+            elif (token := _pong_token(reply)) is not None and token in self._resyncs:
                 self._backoff = Backoff()
                 self._set_connected(True)
-                self._on_resync()
+                self._on_resync(self._resyncs.pop(token))
 
     def _lose(self, topics: list[bytes], reason: str) -> None:
         """The node no longer serves `topics` to us: stop wanting them and report them."""
