@@ -33,7 +33,7 @@ from gateway.app_keys import (
     READINESS,
     REDIS,
     SCRIPTS,
-    SEND_REDIS,
+    SENDS,
     SETTINGS,
     Readiness,
 )
@@ -43,6 +43,7 @@ from gateway.chat import chat_socket
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import error_middleware, rate_limit_middleware, request_id_middleware
+from gateway.pipelined_redis import PipelinedRedis
 from shared.db.pool import create_pool
 from shared.errors import CloseCode
 from shared.redis_client import close_redis, connect_redis
@@ -132,23 +133,35 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.01), 2),
         retry_on_error=[RedisConnectionError],
     )
-    # The send script is never retried by the client: a script that ran but
-    # whose reply was lost would store the message twice. The broker decides.
-    # (A cluster's MOVED or ASK is still followed: the script did not run.)
-    sends = await connect_redis(settings, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
+    # The send script is never retried by a client: a script that ran but whose
+    # reply was lost would store the message twice. The broker decides. On one
+    # server every send of this gateway shares one pipelined connection; in a
+    # cluster a client of its own routes each script to its slot's master
+    # (MOVED and ASK are still followed: the script did not run).
+    sends: PipelinedRedis | Redis
+    if settings.redis_cluster:
+        sends = cast(
+            Redis,
+            await connect_redis(settings, socket_timeout=timeout, retry=Retry(NoBackoff(), 0)),
+        )
+    else:
+        sends = PipelinedRedis(settings.redis_url.get_secret_value(), timeout=timeout)
     # With REDIS_CLUSTER these are RedisCluster clients. The gateway calls only
     # single-key commands and scripts, which both clients serve alike, so the
     # app keys keep the single-server type.
     app[REDIS] = cast(Redis, redis)
-    app[SEND_REDIS] = cast(Redis, sends)
+    app[SENDS] = sends
     app[SCRIPTS] = register_scripts(redis)
     yield
-    await close_redis(sends)
+    if isinstance(sends, PipelinedRedis):
+        sends.close()
+    else:
+        await close_redis(sends)
     await close_redis(redis)
 
 
 async def _broker(app: web.Application) -> AsyncIterator[None]:
-    broker = Broker(app[SETTINGS], app[REDIS], app[SEND_REDIS], app[SCRIPTS], app[PG_POOL])
+    broker = Broker(app[SETTINGS], app[REDIS], app[SENDS], app[SCRIPTS], app[PG_POOL])
     metrics = app[METRICS]
     hub = Hub(broker, metrics)
     metrics.registry.gauge(

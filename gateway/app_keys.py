@@ -14,6 +14,7 @@ from gateway.backlog import Backlog
 from gateway.broker import Broker
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
+from gateway.pipelined_redis import PipelinedRedis
 from shared.redis_keys import RedisKeys
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -30,7 +31,8 @@ SETTINGS = web.AppKey("SETTINGS", Settings)
 KEYS = web.AppKey("KEYS", RedisKeys)
 PG_POOL = web.AppKey("PG_POOL", asyncpg.Pool)
 REDIS = web.AppKey("REDIS", Redis)
-SEND_REDIS = web.AppKey("SEND_REDIS", Redis)
+# What sends go through: see `_redis` in app.py.
+SENDS: web.AppKey[PipelinedRedis | Redis] = web.AppKey("SENDS")
 SCRIPTS = web.AppKey("SCRIPTS", Scripts)
 BROKER = web.AppKey("BROKER", Broker)
 HUB = web.AppKey("HUB", Hub)

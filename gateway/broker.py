@@ -65,13 +65,13 @@ class Broker:
         self,
         settings: Settings,
         redis: Redis,
-        send_redis: Redis,
+        sends: PipelinedRedis | Redis,
         scripts: Scripts,
         pool: asyncpg.Pool[asyncpg.Record],
     ) -> None:
         self._settings = settings
         self._redis = redis
-        self._send_redis = send_redis
+        self._sends = sends
         self._scripts = scripts
         self._pool = pool
         self._keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
@@ -80,13 +80,6 @@ class Broker:
         self._publish_command = "SPUBLISH" if settings.redis_cluster else "PUBLISH"
         self._topics: dict[bytes, int] = {}
         self._deliveries: Deliveries | None = None
-        # On a single server every send shares one pipelined connection; a
-        # cluster routes each script to its slot's master through the client.
-        self._pipe: PipelinedRedis | None = None
-        if not settings.redis_cluster:
-            self._pipe = PipelinedRedis(
-                settings.redis_url.get_secret_value(), timeout=settings.redis_timeout_seconds
-            )
         self.subscriber: Subscriber | ClusterSubscriber
         if settings.redis_cluster:
             self.subscriber = ClusterSubscriber(
@@ -244,19 +237,19 @@ class Broker:
     async def _eval_send(
         self, script_keys: list[str], args: list[str | int | bytes]
     ) -> list[bytes]:
-        script = self._scripts.send
+        script, sends = self._scripts.send, self._sends
         reply: list[bytes]
-        if self._pipe is None:
-            reply = await script(keys=script_keys, args=args, client=self._send_redis)
+        if not isinstance(sends, PipelinedRedis):
+            reply = await script(keys=script_keys, args=args, client=sends)
             return reply
         keys_and_args = (len(script_keys), *script_keys, *args)
         try:
-            reply = await self._pipe.call("EVALSHA", script.sha, *keys_and_args)
+            reply = await sends.call("EVALSHA", script.sha, *keys_and_args)
         except ResponseError as exc:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             # A restarted or flushed Redis forgot the script: EVAL runs and caches it.
-            reply = await self._pipe.call("EVAL", self._scripts.send_source, *keys_and_args)
+            reply = await sends.call("EVAL", self._scripts.send_source, *keys_and_args)
         return reply
 
     async def _seed_seq(self, channel_id: int) -> None:
@@ -275,5 +268,3 @@ class Broker:
 
     async def aclose(self) -> None:
         await self.subscriber.aclose()
-        if self._pipe is not None:
-            self._pipe.close()
