@@ -21,10 +21,9 @@ from typing import cast
 import asyncpg
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
+from gateway.outages import DEPENDENCY_ERRORS
 from shared.db.messages import list_messages_after, max_seq
-from shared.db.pool import POSTGRES_OUTAGE_ERRORS
 from shared.errors import UnavailableError
 from shared.redis_keys import RedisKeys
 from shared.wire import stored_message_json
@@ -34,8 +33,6 @@ from shared.wire import stored_message_json
 PAGE_SIZE = 256
 
 Frames = Sequence[tuple[int, bytes]]
-
-_DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (RedisError, *POSTGRES_OUTAGE_ERRORS)
 
 
 class Backlog:
@@ -54,7 +51,7 @@ class Backlog:
             # No counter: nothing sent since Redis lost or never had it. The
             # send path seeds it from the same place.
             return await max_seq(self._pool, channel_id)
-        except _DEPENDENCY_ERRORS as exc:
+        except DEPENDENCY_ERRORS as exc:
             raise UnavailableError() from exc
 
     async def page_after(self, channel_id: int, after_seq: int) -> Frames:
@@ -95,7 +92,7 @@ class Backlog:
             if entries and _seq_of_entry(entries[0][0]) == first:
                 return [(_seq_of_entry(entry_id), fields[b"f"]) for entry_id, fields in entries]
             stored = await list_messages_after(self._pool, channel_id, after_seq, PAGE_SIZE)
-        except _DEPENDENCY_ERRORS as exc:
+        except DEPENDENCY_ERRORS as exc:
             raise UnavailableError() from exc
         frames: list[tuple[int, bytes]] = []
         for message in stored:

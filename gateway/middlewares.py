@@ -20,7 +20,7 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.app_keys import KEYS, METRICS, SCRIPTS, SETTINGS
-from shared.db.pool import POSTGRES_OUTAGE_ERRORS
+from gateway.outages import DEPENDENCY_ERRORS
 from shared.errors import (
     AppError,
     MethodNotAllowedError,
@@ -45,8 +45,6 @@ _HTTP_ERRORS: dict[int, type[AppError]] = {
     405: MethodNotAllowedError,
     413: PayloadTooLargeError,
 }
-# PostgreSQL or Redis down: the request may succeed later, so 503, never 500.
-_DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (*POSTGRES_OUTAGE_ERRORS, RedisError)
 
 
 @web.middleware
@@ -89,7 +87,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if mapped is None:
             raise
         return error_response(mapped())
-    except _DEPENDENCY_ERRORS as exc:
+    except DEPENDENCY_ERRORS as exc:
         log.warning("dependency unavailable", extra={"error": type(exc).__name__})
         return error_response(UnavailableError())
     except Exception:
