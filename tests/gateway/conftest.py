@@ -3,13 +3,15 @@ PostgreSQL and Redis."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
+from shared.local_servers import ServerProcess, free_port, start_valkey
 from shared.settings import Settings
 
 MakeGateway = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -26,6 +28,14 @@ def make_gateway(
         return await aiohttp_client(create_app(make_settings(**overrides)))
 
     return start
+
+
+@pytest.fixture
+def own_valkey(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A Valkey of this test's own, which it may stop and restart (AOF keeps the data)."""
+    server = start_valkey(tmp_path / "valkey", free_port(), appendonly=True)
+    yield server
+    server.stop()
 
 
 @pytest.fixture

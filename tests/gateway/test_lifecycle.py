@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
 from gateway.app import drain
 from gateway.app_keys import HUB
-from shared.local_servers import ServerProcess, free_port, start_valkey
+from shared.local_servers import ServerProcess, start_valkey
 from shared.redis_keys import RedisKeys
 from tests.gateway.api_client import (
     RECEIVE_TIMEOUT,
@@ -81,18 +80,10 @@ async def test_drain_reports_unready_refuses_new_sockets_then_closes_with_1012(
     await eventually(all_closed)
 
 
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[ServerProcess]:
-    """A Valkey this test may stop and restart, with AOF so a restart keeps the data."""
-    server = start_valkey(tmp_path / "valkey", free_port(), appendonly=True)
-    yield server
-    server.stop()
-
-
 async def test_redis_outage_refuses_sends_keeps_sockets_and_resumes(
-    make_gateway: MakeGateway, own_redis: ServerProcess, tmp_path: Path
+    make_gateway: MakeGateway, own_valkey: ServerProcess, tmp_path: Path
 ) -> None:
-    url = f"redis://127.0.0.1:{own_redis.port}/0"
+    url = f"redis://127.0.0.1:{own_valkey.port}/0"
     gateway_a = await make_gateway(redis_url=url, redis_timeout_seconds=0.5)
     gateway_b = await make_gateway(redis_url=url, redis_timeout_seconds=0.5)
     channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
@@ -101,14 +92,14 @@ async def test_redis_outage_refuses_sends_keeps_sockets_and_resumes(
     await send_texts(ws_alice, 2, "before")
     assert [(await receive_until(ws_bob, "message"))["seq"] for _ in range(2)] == [1, 2]
 
-    own_redis.stop()
+    own_valkey.stop()
     await ws_alice.send_str('{"type": "text", "content": "lost?", "client_id": "x-1"}')
     refused = await receive_until(ws_alice, "error")
     assert refused["code"] == "unavailable"
     assert not ws_alice.closed
     assert not ws_bob.closed
 
-    restarted = start_valkey(tmp_path / "valkey", own_redis.port, appendonly=True)
+    restarted = start_valkey(tmp_path / "valkey", own_valkey.port, appendonly=True)
     try:
         await eventually(_readyz_is(gateway_a, 200), within=10)
         await eventually(_readyz_is(gateway_b, 200), within=10)

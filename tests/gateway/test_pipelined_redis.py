@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,18 +10,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from gateway.pipelined_redis import PipelinedRedis
-from shared.local_servers import ServerProcess, free_port, start_valkey
+from shared.local_servers import ServerProcess, start_valkey
 
 
-@pytest.fixture
-def valkey(tmp_path: Path) -> Iterator[ServerProcess]:
-    server = start_valkey(tmp_path / "valkey", free_port(), appendonly=False)
-    yield server
-    server.stop()
-
-
-async def test_concurrent_commands_get_their_own_replies_in_order(valkey: ServerProcess) -> None:
-    redis = PipelinedRedis(f"redis://127.0.0.1:{valkey.port}/0", timeout=5)
+async def test_concurrent_commands_get_their_own_replies_in_order(
+    own_valkey: ServerProcess,
+) -> None:
+    redis = PipelinedRedis(f"redis://127.0.0.1:{own_valkey.port}/0", timeout=5)
     try:
         replies = await asyncio.gather(*(redis.call("INCR", "counter") for _ in range(500)))
         assert replies == list(range(1, 501))
@@ -31,8 +25,8 @@ async def test_concurrent_commands_get_their_own_replies_in_order(valkey: Server
         redis.close()
 
 
-async def test_error_reply_fails_only_its_own_call(valkey: ServerProcess) -> None:
-    redis = PipelinedRedis(f"redis://127.0.0.1:{valkey.port}/3", timeout=5)
+async def test_error_reply_fails_only_its_own_call(own_valkey: ServerProcess) -> None:
+    redis = PipelinedRedis(f"redis://127.0.0.1:{own_valkey.port}/3", timeout=5)
     try:
         await redis.call("SET", "text", "x")
         bad, good = await asyncio.gather(
@@ -47,15 +41,15 @@ async def test_error_reply_fails_only_its_own_call(valkey: ServerProcess) -> Non
 
 
 async def test_lost_connection_fails_waiting_calls_then_reconnects(
-    valkey: ServerProcess, tmp_path: Path
+    own_valkey: ServerProcess, tmp_path: Path
 ) -> None:
-    redis = PipelinedRedis(f"redis://127.0.0.1:{valkey.port}/0", timeout=5)
+    redis = PipelinedRedis(f"redis://127.0.0.1:{own_valkey.port}/0", timeout=5)
     try:
         assert await redis.call("PING") == b"PONG"
-        valkey.stop()
+        own_valkey.stop()
         with pytest.raises(RedisConnectionError):
             await redis.call("PING")
-        restarted = start_valkey(tmp_path / "valkey", valkey.port, appendonly=False)
+        restarted = start_valkey(tmp_path / "valkey", own_valkey.port, appendonly=True)
         try:
             assert await redis.call("PING") == b"PONG"
         finally:

@@ -8,11 +8,12 @@ Each test runs on one Valkey server and on a cluster (see conftest.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -320,12 +321,22 @@ def _worker_env(settings: Settings, database_dsn: str, backend: Backend) -> dict
     }
 
 
-async def _start_worker(log_path: Path, env: dict[str, str]) -> asyncio.subprocess.Process:
-    """`python -m persistence` as its own process, logging to `log_path`."""
+@contextlib.asynccontextmanager
+async def _worker_process(
+    log_path: Path, env: dict[str, str]
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m persistence` as its own process, logging to `log_path`; killed if
+    it still runs when the block ends."""
     with log_path.open("wb") as log:
-        return await asyncio.create_subprocess_exec(
+        process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "persistence", env=env, cwd=_PROJECT_ROOT, stdout=log, stderr=log
         )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 async def test_sigterm_mid_batch_finishes_and_acks_the_batch_then_exits(
@@ -346,13 +357,10 @@ async def test_sigterm_mid_batch_finishes_and_acks_the_batch_then_exits(
         # all 15 entries read (one batch of up to 20) and none committed.
         await blocker.execute("LOCK TABLE messages IN EXCLUSIVE MODE")
         await sender.send_many(15)
-        worker = await _start_worker(
-            tmp_path / "worker.log", {**env, "SHUTDOWN_TIMEOUT_SECONDS": "20"}
-        )
-        try:
+        log_path = tmp_path / "worker.log"
+        async with _worker_process(log_path, {**env, "SHUTDOWN_TIMEOUT_SECONDS": "20"}) as worker:
             await poll_until(lambda: blocker.fetchval(_INSERT_WAITING_ON_LOCK), deadline=20)
             worker.send_signal(signal.SIGTERM)
-            log_path = tmp_path / "worker.log"
 
             async def stopping() -> bool:
                 return "finishing the in-flight batch" in log_path.read_text()
@@ -360,11 +368,7 @@ async def test_sigterm_mid_batch_finishes_and_acks_the_batch_then_exits(
             await poll_until(stopping, deadline=20)  # it took the signal, batch in flight
             await transaction.rollback()  # the lock goes; the batch can commit
             async with asyncio.timeout(20):
-                assert await worker.wait() == 0, (tmp_path / "worker.log").read_text()
-        finally:
-            if worker.returncode is None:
-                worker.kill()
-                await worker.wait()
+                assert await worker.wait() == 0, log_path.read_text()
 
     assert await stored_ids(pg_pool) == sorted(sender.sent)
     assert await pending_count(redis, sender.keys) == 0  # written and acked before exit
@@ -382,17 +386,13 @@ async def test_killed_process_is_replaced_without_loss(
     sender = await make_sender(pg_pool, redis, settings)
     env = _worker_env(settings, database_dsn, backend)
 
-    async def start(name: str, **extra: str) -> asyncio.subprocess.Process:
-        return await _start_worker(tmp_path / f"{name}.log", {**env, **extra})
-
     async def wait_for_count(expected: int) -> None:
         async def reached() -> bool:
             return await count_messages(pg_pool) >= expected
 
         await poll_until(reached, deadline=30)
 
-    first = await start("first")
-    try:
+    async with _worker_process(tmp_path / "first.log", env) as first:
         await sender.send_many(50)
         await wait_for_count(50)
         killed = asyncio.Event()
@@ -415,21 +415,13 @@ async def test_killed_process_is_replaced_without_loss(
             async with asyncio.timeout(10):
                 await adding
         assert await pending_count(redis, sender.keys) > 0  # the dead worker's batch
-    finally:
-        if first.returncode is None:
-            first.kill()
-            await first.wait()
 
-    second = await start("second", WORKER_CLAIM_IDLE_MS="0")
-    try:
+    second_log = tmp_path / "second.log"
+    async with _worker_process(second_log, {**env, "WORKER_CLAIM_IDLE_MS": "0"}) as second:
         await wait_for_count(350)
         second.send_signal(signal.SIGTERM)
         async with asyncio.timeout(10):
-            assert await second.wait() == 0, (tmp_path / "second.log").read_text()
-    finally:
-        if second.returncode is None:
-            second.kill()
-            await second.wait()
+            assert await second.wait() == 0, second_log.read_text()
 
     assert await stored_ids(pg_pool) == sorted(sender.sent)
     assert await pending_count(redis, sender.keys) == 0
