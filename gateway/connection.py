@@ -87,10 +87,6 @@ class Connection:
         self._catch_up: asyncio.Task[None] | None = None
         self._close_request: tuple[CloseCode, str, bytes | None] | None = None
 
-    @property
-    def closing(self) -> bool:
-        return self._close_request is not None
-
     def start(self, stream: AbstractStreamWriter, after_seq: int, *, head: int) -> None:
         """Start writing: replay after `after_seq` up to at least `head`, then go live.
 

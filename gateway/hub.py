@@ -108,9 +108,6 @@ class Hub:
             for connection in list(members):
                 connection.close(code, reason)
 
-    def channel_ids(self) -> list[int]:
-        return list(self._channels)
-
     @property
     def channel_count(self) -> int:
         return len(self._channels)

@@ -40,13 +40,6 @@ class RedisKeys:
         """Pub/sub topic every gateway holding a member of the channel listens to."""
         return f"{self._tag(channel_id)}:ch:{channel_id}:live"
 
-    def channel_id_of_topic(self, topic: str) -> int:
-        """Inverse of `channel_topic`; raises ValueError for a foreign topic."""
-        head, _, rest = topic.rpartition(":ch:")
-        if not head.startswith(f"{self.prefix}:{{") or not rest.endswith(":live"):
-            raise ValueError(f"not a channel topic: {topic!r}")
-        return int(rest.removesuffix(":live"))
-
     def id_clock(self, channel_id: int) -> str:
         """Per-partition state of the message-id generator (last ms, counter)."""
         return f"{self._tag(channel_id)}:idclock"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import asyncpg
 
@@ -97,7 +97,3 @@ class ChatAccess:
     channel_exists: bool
     role: str | None
     user: User | None
-
-
-def row_dict(row: Record) -> dict[str, Any]:
-    return dict(row.items())
