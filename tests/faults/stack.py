@@ -19,11 +19,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
-
 from shared.db.migrate import apply_migrations
 from shared.local_servers import (
     ServerProcess,
+    answers_ok,
     ensure_database,
     free_port,
     start_postgres,
@@ -171,14 +170,9 @@ def _dsn(port: int, database: str) -> str:
 
 
 async def _wait_healthy(service: Service) -> None:
-    async with aiohttp.ClientSession() as session, asyncio.timeout(_START_DEADLINE_SECONDS):
-        while True:
+    assert service.port is not None
+    async with asyncio.timeout(_START_DEADLINE_SECONDS):
+        while not await asyncio.to_thread(answers_ok, "127.0.0.1", service.port, "/readyz"):
             if service.process.poll() is not None:
                 raise RuntimeError(f"{service.name} exited:\n{service.log_tail()}")
-            try:
-                async with session.get(f"{service.url}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
             await asyncio.sleep(0.05)  # a starting process signals nothing
