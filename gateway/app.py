@@ -35,6 +35,7 @@ from gateway.app_keys import (
     SCRIPTS,
     SENDS,
     SETTINGS,
+    SOCKETS,
     Readiness,
 )
 from gateway.backlog import Backlog
@@ -44,6 +45,7 @@ from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import error_middleware, rate_limit_middleware, request_id_middleware
 from gateway.pipelined_redis import PipelinedRedis
+from gateway.websocket import Sockets
 from shared.db.pool import create_pool
 from shared.errors import CloseCode
 from shared.redis_client import close_redis, connect_redis
@@ -65,7 +67,11 @@ def create_app(settings: Settings) -> web.Application:
     app[KEYS] = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
     app[READINESS] = Readiness()
     app[METRICS] = GatewayMetrics()
-    app.cleanup_ctx.extend([_postgres, _redis, _broker])
+    app[SOCKETS] = Sockets(
+        max_size=settings.ws_max_frame_bytes,
+        send_buffer_bytes=settings.ws_socket_send_buffer_bytes,
+    )
+    app.cleanup_ctx.extend([_postgres, _redis, _broker, _heartbeat])
     app.on_shutdown.append(drain)
     _add_routes(app, settings)
     return app
@@ -187,11 +193,21 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     await broker.aclose()
 
 
+async def _heartbeat(app: web.Application) -> AsyncIterator[None]:
+    beats = asyncio.create_task(
+        app[SOCKETS].heartbeat(app[SETTINGS].ws_heartbeat_seconds), name="ws-heartbeat"
+    )
+    yield
+    beats.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await beats
+
+
 async def drain(app: web.Application) -> None:
     """Hand this node's clients to the other replicas; idempotent.
 
-    The runner's cleanup, which follows, waits up to `shutdown_timeout_seconds`
-    for the closing sockets and any other request in flight.
+    Waits up to `shutdown_timeout_seconds` for the sockets to close; the
+    runner's cleanup, which follows, waits as long for any request in flight.
     """
     readiness = app[READINESS]
     if readiness.draining:
@@ -199,3 +215,4 @@ async def drain(app: web.Application) -> None:
     readiness.draining = True
     await asyncio.sleep(app[SETTINGS].drain_delay_seconds)
     app[HUB].close_all(CloseCode.SERVICE_RESTART, "server restarting, reconnect to resume")
+    await app[SOCKETS].wait_closed(app[SETTINGS].shutdown_timeout_seconds)

@@ -15,6 +15,7 @@ from gateway.broker import Broker
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
 from gateway.pipelined_redis import PipelinedRedis
+from gateway.websocket import Sockets
 from shared.redis_keys import RedisKeys
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -36,6 +37,7 @@ SENDS: web.AppKey[PipelinedRedis | Redis] = web.AppKey("SENDS")
 SCRIPTS = web.AppKey("SCRIPTS", Scripts)
 BROKER = web.AppKey("BROKER", Broker)
 HUB = web.AppKey("HUB", Hub)
+SOCKETS = web.AppKey("SOCKETS", Sockets)
 BACKLOG = web.AppKey("BACKLOG", Backlog)
 METRICS = web.AppKey("METRICS", GatewayMetrics)
 READINESS = web.AppKey("READINESS", Readiness)

@@ -11,20 +11,31 @@ which first replays everything after `since` (nothing without it).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import socket
 import time
 from dataclasses import dataclass
+from http import HTTPStatus
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 from pydantic import ValidationError
 
 from gateway.api.common import path_id, query_int
-from gateway.app_keys import BACKLOG, BROKER, HUB, METRICS, PG_POOL, READINESS, SETTINGS
+from gateway.app_keys import (
+    BACKLOG,
+    BROKER,
+    HUB,
+    METRICS,
+    PG_POOL,
+    READINESS,
+    SETTINGS,
+    SOCKETS,
+)
 from gateway.auth import verify_token
 from gateway.broker import Broker
 from gateway.connection import Connection
+from gateway.websocket import Sockets, WebSocket, check_upgrade, text_frame
 from shared.db.channels import chat_access
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
 from shared.db.records import User
@@ -34,7 +45,6 @@ from shared.errors import (
     DrainingError,
     InvalidBodyError,
     InvalidJsonError,
-    InvalidParameterError,
     InvalidTokenError,
     MessageTooLargeError,
     MissingTokenError,
@@ -58,6 +68,8 @@ log = logging.getLogger(__name__)
 
 # Sequence numbers stay within what JavaScript clients read exactly.
 _MAX_SEQ = 2**53
+# Frames a socket may have read but not yet sent before it stops reading.
+_INBOX_LIMIT = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,71 +81,121 @@ class _Session:
 
 
 async def chat_socket(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
-    ws = web.WebSocketResponse(
-        max_msg_size=settings.ws_max_frame_bytes,
-        heartbeat=settings.ws_heartbeat_seconds,
-        decode_text=False,
-        # Compressing costs CPU per frame per recipient, and the frames are
-        # written pre-encoded by the connection (see connection.py).
-        compress=False,
-    )
-    if not ws.can_prepare(request).ok:
-        raise InvalidParameterError("WebSocket upgrade required")
+    check_upgrade(request)
+    app = request.app
+    settings, hub, backlog, sockets = app[SETTINGS], app[HUB], app[BACKLOG], app[SOCKETS]
     # Admission and the subscription complete before the 101 answer, so once a
     # client sees its socket open, everything published to the channel reaches it.
     # Refusals still upgrade first: a browser can read a close code, not a 403.
-    hub = request.app[HUB]
-    backlog = request.app[BACKLOG]
     try:
         session = await _admit(request, settings)
         connection = Connection(
-            ws,
-            request.transport,
             user_id=session.user_id,
             channel_id=session.channel_id,
             queue_size=settings.ws_send_queue_size,
             replay=backlog,
-            metrics=request.app[METRICS],
+            metrics=app[METRICS],
             resume_wait_seconds=settings.ws_resume_wait_seconds,
         )
         await hub.join(connection)
     except AppError as exc:
-        await ws.prepare(request)
-        await _refuse(ws, exc)
-        return ws
+        return _refuse(request, sockets, exc)
     try:
         # Read after the subscription: every later message reaches the connection live.
         head = await backlog.head(session.channel_id)
     except AppError as exc:
         await hub.leave(connection)
-        await ws.prepare(request)
-        await _refuse(ws, exc)
-        return ws
+        return _refuse(request, sockets, exc)
+    chat = _ChatSocket(session, connection, app)
     try:
-        stream = await ws.prepare(request)
-        _bound_send_buffer(request, settings.ws_socket_send_buffer_bytes)
-        since = head if session.since is None else session.since
-        if since > head:
-            ahead = SinceAheadError(details=[{"since": since, "last_seq": head}])
-            connection.enqueue(error_frame(ahead.code, ahead.message, ahead.details))
-            since = head
-        connection.start(stream, since, head=head)
-        try:
-            await _read_frames(ws, connection, session, request.app)
-        finally:
-            await connection.stop()
-    finally:
+        websocket = sockets.upgrade(request, chat)
+    except ConnectionResetError:
         await hub.leave(connection)
-    return ws
+        return _handed_over()
+    chat.websocket = websocket
+    since = head if session.since is None else session.since
+    if since > head:
+        ahead = SinceAheadError(details=[{"since": since, "last_seq": head}])
+        connection.enqueue(error_frame(ahead.code, ahead.message, ahead.details))
+        since = head
+    connection.start(websocket, since, head=head)
+    return _handed_over()
 
 
-def _bound_send_buffer(request: web.Request, size: int) -> None:
-    # Kernel autotuning lets a socket buffer megabytes for a client that stopped
-    # reading, which hides it from the bounded queue and holds that memory.
-    sock = request.transport.get_extra_info("socket") if request.transport else None
-    if size and sock is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+def _handed_over() -> web.StreamResponse:
+    # What the handler returns once the connection belongs to a `WebSocket`:
+    # aiohttp no longer has the transport, so it cannot write this, and drops it.
+    return web.Response(status=HTTPStatus.SWITCHING_PROTOCOLS)
+
+
+def _refuse(request: web.Request, sockets: Sockets, exc: AppError) -> web.StreamResponse:
+    try:
+        websocket = sockets.upgrade(request, None)
+    except ConnectionResetError:
+        return _handed_over()
+    frame = text_frame(error_frame(exc.code, exc.message))
+    websocket.close(exc.close_code, exc.message, last_frame=frame)
+    return _handed_over()
+
+
+class _ChatSocket:
+    """The inbound half of one chat socket: its frames are sent one after another, in order.
+
+    Frames are read without waiting for the sends before them; past
+    `_INBOX_LIMIT` unsent frames the socket stops reading until they are sent.
+    """
+
+    __slots__ = ("_app", "_connection", "_inbox", "_sender", "_session", "websocket")
+
+    def __init__(self, session: _Session, connection: Connection, app: web.Application) -> None:
+        self._session = session
+        self._connection = connection
+        self._app = app
+        self._inbox: list[bytes] = []
+        # Runs only while frames wait to be sent: an idle socket holds no task.
+        self._sender: asyncio.Task[None] | None = None
+        self.websocket: WebSocket | None = None
+
+    def on_message(self, payload: bytes) -> None:
+        self._inbox.append(payload)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_inbox(), name="ws-sender")
+        elif len(self._inbox) == _INBOX_LIMIT and self.websocket is not None:
+            self.websocket.pause_reading()
+
+    async def on_closed(self) -> None:
+        if self._sender is not None:
+            # Frames read before the close are still sent (and durable); their acks are dropped.
+            await asyncio.wait({self._sender})
+        await self._connection.stop()
+        await self._app[HUB].leave(self._connection)
+
+    async def _send_inbox(self) -> None:
+        try:
+            while self._inbox:
+                batch, self._inbox = self._inbox, []
+                if len(batch) >= _INBOX_LIMIT and self.websocket is not None:
+                    self.websocket.resume_reading()
+                for payload in batch:
+                    await self._send_one(payload)
+        finally:
+            self._sender = None
+
+    async def _send_one(self, payload: bytes) -> None:
+        app, connection = self._app, self._connection
+        metrics = app[METRICS]
+        started = time.perf_counter()
+        try:
+            duplicate = await _send(payload, connection, self._session, app[BROKER], app[SETTINGS])
+        except AppError as exc:
+            metrics.send_rejections.inc(exc.code)
+            connection.enqueue(error_frame(exc.code, exc.message, exc.details, exc.retry_after))
+        else:
+            metrics.send_seconds.observe(time.perf_counter() - started)
+            if duplicate:
+                metrics.duplicate_sends.inc()
+            else:
+                metrics.messages_in.inc()
 
 
 async def _admit(request: web.Request, settings: Settings) -> _Session:
@@ -169,39 +231,6 @@ def _author(user: User) -> bytes:
     # Kept for the socket's life: orjson's result holds a 4 KB allocation behind
     # even a short value, so keep an exact-size copy instead.
     return bytes(bytearray(encoded))
-
-
-async def _refuse(ws: web.WebSocketResponse, exc: AppError) -> None:
-    await ws.send_frame(error_frame(exc.code, exc.message), WSMsgType.TEXT)
-    await ws.close(code=exc.close_code, message=exc.message.encode())
-
-
-async def _read_frames(
-    ws: web.WebSocketResponse,
-    connection: Connection,
-    session: _Session,
-    app: web.Application,
-) -> None:
-    broker, settings, metrics = app[BROKER], app[SETTINGS], app[METRICS]
-    async for message in ws:
-        if message.type is WSMsgType.TEXT:
-            payload: bytes = message.data
-        elif message.type is WSMsgType.BINARY:
-            payload = message.data
-        else:
-            break  # CLOSE / ERROR: aiohttp has already answered the peer
-        started = time.perf_counter()
-        try:
-            duplicate = await _send(payload, connection, session, broker, settings)
-        except AppError as exc:
-            metrics.send_rejections.inc(exc.code)
-            connection.enqueue(error_frame(exc.code, exc.message, exc.details, exc.retry_after))
-        else:
-            metrics.send_seconds.observe(time.perf_counter() - started)
-            if duplicate:
-                metrics.duplicate_sends.inc()
-            else:
-                metrics.messages_in.inc()
 
 
 async def _send(

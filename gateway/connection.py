@@ -26,20 +26,13 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Protocol
 
-from aiohttp import WSMsgType, web
-from aiohttp.abc import AbstractStreamWriter
-
 from gateway.metrics import GatewayMetrics
+from gateway.websocket import WebSocket, text_frame
 from shared.backoff import Backoff
 from shared.errors import AppError, CloseCode, HistoryGapError
 from shared.wire import error_frame
 
 log = logging.getLogger(__name__)
-
-# Bound on the closing handshake with a client that may no longer read. Past
-# it the TCP connection is aborted: a peer that never reads would otherwise
-# keep the socket, its buffers and its handler until the heartbeat notices.
-_CLOSE_TIMEOUT_SECONDS = 5.0
 
 
 class Replay(Protocol):
@@ -51,12 +44,30 @@ class Replay(Protocol):
 
 
 class Connection:
-    """The outbound half of one WebSocket. Frames are pre-encoded bytes."""
+    """The outbound half of one WebSocket.
+
+    Message frames are offered finished (`text_frame`, built once per message
+    for every local recipient); `enqueue` takes a payload and frames it.
+    """
+
+    __slots__ = (
+        "_catch_up",
+        "_close_request",
+        "_held",
+        "_metrics",
+        "_pending",
+        "_queue_size",
+        "_replay",
+        "_resume_wait_seconds",
+        "_socket",
+        "_writer",
+        "channel_id",
+        "last_seq",
+        "user_id",
+    )
 
     def __init__(
         self,
-        ws: web.WebSocketResponse,
-        transport: asyncio.Transport | None,
         *,
         user_id: int,
         channel_id: int,
@@ -65,8 +76,6 @@ class Connection:
         metrics: GatewayMetrics,
         resume_wait_seconds: float,
     ) -> None:
-        self.ws = ws
-        self._transport = transport
         self.user_id = user_id
         self.channel_id = channel_id
         self.last_seq = 0  # the last message seq queued to this socket
@@ -74,7 +83,7 @@ class Connection:
         # ten times the memory of an empty list, and the writer swaps the list whole.
         self._pending: list[bytes] = []
         self._queue_size = queue_size
-        self._stream: AbstractStreamWriter | None = None
+        self._socket: WebSocket | None = None
         self._replay = replay
         self._metrics = metrics
         self._resume_wait_seconds = resume_wait_seconds
@@ -83,16 +92,12 @@ class Connection:
         self._held: deque[tuple[int, bytes]] | None = deque()
         # Runs only while frames wait for the transport: an idle socket holds no task.
         self._writer: asyncio.Task[None] | None = None
-        self._closer: asyncio.Task[None] | None = None
         self._catch_up: asyncio.Task[None] | None = None
         self._close_request: tuple[CloseCode, str, bytes | None] | None = None
 
-    def start(self, stream: AbstractStreamWriter, after_seq: int, *, head: int) -> None:
-        """Start writing: replay after `after_seq` up to at least `head`, then go live.
-
-        `stream` is what `prepare` returned; its `drain` is the transport's backpressure.
-        """
-        self._stream = stream
+    def start(self, socket: WebSocket, after_seq: int, *, head: int) -> None:
+        """Start writing: replay after `after_seq` up to at least `head`, then go live."""
+        self._socket = socket
         if self._pending:
             self._start_writer()
         held = self._held
@@ -106,11 +111,11 @@ class Connection:
     async def stop(self) -> None:
         """Close (normally, unless a close was already requested) and wait for the tasks."""
         self.close(CloseCode.NORMAL, "")
-        tasks = [task for task in (self._catch_up, self._writer, self._closer) if task]
+        tasks = [task for task in (self._catch_up, self._writer) if task]
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def offer(self, seq: int, frame: bytes) -> None:
-        """A live message frame, in the channel's publish order."""
+        """A live message, as a finished frame, in the channel's publish order."""
         if self._close_request is not None:
             return
         held = self._held
@@ -124,7 +129,7 @@ class Connection:
             return  # already replayed
         if seq == self.last_seq + 1:
             self.last_seq = seq
-            self.enqueue(frame)
+            self._send(frame)
             return
         self._held = deque([(seq, frame)])
         self._start_catch_up(self.last_seq, goal=seq - 1)
@@ -135,22 +140,23 @@ class Connection:
             self._held = deque()
             self._start_catch_up(self.last_seq, goal=None)
 
-    def enqueue(self, frame: bytes) -> None:
+    def enqueue(self, payload: bytes) -> None:
         """Send or queue a frame without waiting. A full queue closes the socket as too slow."""
+        self._send(text_frame(payload))
+
+    def _send(self, frame: bytes) -> None:
         if self._close_request is not None:
             return
         pending = self._pending
-        if not pending and self._stream is not None:
-            transport = self._transport
-            if transport is not None and transport.get_write_buffer_size() == 0:
-                if not transport.is_closing():
-                    transport.write(text_frame(frame))
-                return
+        socket = self._socket
+        if not pending and socket is not None and socket.idle:
+            socket.write(frame)
+            return
         if len(pending) >= self._queue_size:
             self._too_slow()
             return
         pending.append(frame)
-        if self._writer is None and self._stream is not None:
+        if self._writer is None and socket is not None:
             self._start_writer()
 
     def close(self, code: CloseCode, reason: str, *, last_frame: bytes | None = None) -> None:
@@ -166,10 +172,9 @@ class Connection:
         for task in (self._catch_up, self._writer):
             if task is not None and task is not current:
                 task.cancel()
-        if self._stream is not None:
-            self._closer = asyncio.create_task(
-                self._close_socket(code, reason, last_frame), name="ws-close"
-            )
+        if self._socket is not None:
+            last = None if last_frame is None else text_frame(last_frame)
+            self._socket.close(code, reason, last_frame=last)
 
     def _too_slow(self) -> None:
         self._metrics.slow_disconnects.inc()
@@ -234,7 +239,7 @@ class Connection:
             page = await self._replay.page_after(self.channel_id, last)
             if page:
                 for seq, frame in page:
-                    await self._put(frame)  # the writer's pace is the replay's pace
+                    await self._put(text_frame(frame))  # the writer's pace is the replay's pace
                     last = seq
                 self._metrics.replayed_frames.inc(len(page))
                 deadline = loop.time() + self._resume_wait_seconds
@@ -243,54 +248,29 @@ class Connection:
                 self._metrics.history_gaps.inc()
                 gap = HistoryGapError(details=[{"from_seq": last + 1, "to_seq": goal}])
                 log.warning("resume gap", extra={"channel_id": self.channel_id, "to_seq": goal})
-                await self._put(error_frame(gap.code, gap.message, gap.details))
+                await self._put(text_frame(error_frame(gap.code, gap.message, gap.details)))
                 last = goal
             else:
                 await backoff.sleep()
         return last
 
     async def _put(self, frame: bytes) -> None:
-        """Queue a frame once the queue has room (replays wait for the writer)."""
+        """Queue a finished frame once the queue has room (replays wait for the writer)."""
         while len(self._pending) >= self._queue_size and self._writer is not None:
             await asyncio.wait({self._writer})  # it ends once the queue is written
-        self.enqueue(frame)
+        self._send(frame)
 
     def _start_writer(self) -> None:
         self._writer = asyncio.create_task(self._write_pending(), name="ws-writer")
 
     async def _write_pending(self) -> None:
         """Write queued frames, all that wait in one write, at the transport's pace; then end."""
-        assert self._stream is not None  # the writer starts only once there is a stream
+        socket = self._socket
+        assert socket is not None  # the writer starts only once there is a socket
         try:
-            while self._pending and self._close_request is None:
-                await self._stream.drain()  # waits while the transport is over its limit
+            while self._pending and self._close_request is None and socket.open:
+                await socket.drain()  # waits while the transport is over its limit
                 frames, self._pending = self._pending, []
-                transport = self._transport
-                if transport is None or transport.is_closing():
-                    return
-                transport.write(b"".join(map(text_frame, frames)))
-        except ConnectionError:
-            return  # the peer went away; the reader sees the same and cleans up
+                socket.write(b"".join(frames))
         finally:
             self._writer = None
-
-    async def _close_socket(self, code: CloseCode, reason: str, last_frame: bytes | None) -> None:
-        try:
-            async with asyncio.timeout(_CLOSE_TIMEOUT_SECONDS):
-                if last_frame is not None:
-                    await self.ws.send_frame(last_frame, WSMsgType.TEXT)
-                await self.ws.close(code=code, message=reason.encode())
-        except (TimeoutError, ConnectionError):
-            log.info("close handshake abandoned", extra={"user_id": self.user_id})
-            if self._transport is not None:
-                self._transport.abort()
-
-
-def text_frame(payload: bytes) -> bytes:
-    """One unmasked, uncompressed, final WebSocket text frame (RFC 6455, 5.2)."""
-    size = len(payload)
-    if size < 126:
-        return bytes((0x81, size)) + payload
-    if size < 65536:
-        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + size.to_bytes(8, "big") + payload

@@ -3,9 +3,9 @@
 The hub owns `channel_id -> set[Connection]`. The first local member of a
 channel makes the hub subscribe (through the `Subscriptions` port, which the
 Redis broker implements); the last one leaving unsubscribes. Delivery reads
-the frame's `seq` once and offers the same bytes to each connection, which
-queues them without waiting: the hub never awaits a socket, so fan-out cost
-does not depend on the slowest client.
+the frame's `seq` once, frames it once and offers the same bytes to each
+connection, which queues them without waiting: the hub never awaits a socket,
+so fan-out cost does not depend on the slowest client.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Protocol
 
 from gateway.connection import Connection
 from gateway.metrics import GatewayMetrics
+from gateway.websocket import text_frame
 from shared.errors import CloseCode
 from shared.wire import frame_created_ms, frame_seq
 
@@ -86,8 +87,9 @@ class Hub:
         metrics = self._metrics
         metrics.delivery_seconds.observe(max(0.0, time.time() - created_ms / 1000))
         metrics.frames_out.inc(len(members))
+        wire = text_frame(frame)  # framed once: every member writes the same bytes
         for connection in members:
-            connection.offer(seq, frame)
+            connection.offer(seq, wire)
 
     def resync(self, channel_ids: list[int]) -> None:
         """Publishes to these channels may have been missed (their pub/sub link was

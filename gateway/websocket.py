@@ -1,0 +1,412 @@
+"""Server WebSockets that leave aiohttp once upgraded.
+
+aiohttp answers the opening request (routing, middlewares, admission) and then
+hands the TCP transport to a `WebSocket`, a plain `asyncio.Protocol`, and
+forgets it. An aiohttp WebSocket keeps its request, HTTP protocol, parser,
+reader, writer, payload queue and a handler task alive for the socket's whole
+life, about 9 KB of Python objects per idle socket; a `WebSocket` is one
+object with slots and its transport. Inbound frames are parsed in
+`data_received` and handed to the listener synchronously, with no task switch.
+
+It speaks RFC 6455 without extensions: client frames must be masked, control
+frames short and final; a frame or message over `max_size` fails the socket
+with 1009, any other violation with 1002. Pings from the peer are answered;
+`Sockets.heartbeat` pings every socket and aborts the ones that stayed silent
+for a whole interval. `close` sends a close frame and waits, bounded, for the
+peer's; a peer that never reads is aborted after `CLOSE_TIMEOUT_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import socket
+from enum import IntEnum
+from typing import Protocol
+
+from aiohttp import hdrs, web
+
+from shared.errors import CloseCode, InvalidParameterError
+
+log = logging.getLogger(__name__)
+
+# Bound on the closing handshake with a peer that may no longer read. Past it
+# the TCP connection is aborted: a peer that never reads would otherwise keep
+# the socket and its buffers until the heartbeat notices.
+CLOSE_TIMEOUT_SECONDS = 5.0
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_OP_CONTINUATION = 0x0
+_OP_TEXT = 0x1
+_OP_BINARY = 0x2
+_OP_CLOSE = 0x8
+_OP_PING = 0x9
+_OP_PONG = 0xA
+_PING = b"\x89\x00"
+_MAX_CONTROL_PAYLOAD = 125
+# Close codes a peer may send (RFC 6455, 7.4): others are a protocol error.
+_RESERVED_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
+
+
+class Listener(Protocol):
+    """What a socket's owner hears: each complete message, then the end."""
+
+    def on_message(self, payload: bytes) -> None: ...
+
+    async def on_closed(self) -> None: ...
+
+
+class _State(IntEnum):
+    OPEN = 0
+    CLOSING = 1  # our close frame is sent (or the socket failed); waiting for the peer
+    CLOSED = 2
+
+
+class WebSocket(asyncio.Protocol):
+    """One upgraded connection. Writes take finished frames (see `text_frame`)."""
+
+    __slots__ = (
+        "_abort_handle",
+        "_buffer",
+        "_fragments",
+        "_max_size",
+        "_reading_paused",
+        "_seen",
+        "_sockets",
+        "_state",
+        "_transport",
+        "_writable",
+        "listener",
+    )
+
+    def __init__(
+        self, transport: asyncio.Transport, sockets: Sockets, listener: Listener | None
+    ) -> None:
+        self._transport = transport
+        self._sockets = sockets
+        self.listener = listener
+        self._max_size = sockets.max_size
+        self._buffer = b""
+        self._fragments: list[bytes] | None = None
+        self._state = _State.OPEN
+        self._seen = True  # data arrived since the last heartbeat
+        self._reading_paused = False
+        self._abort_handle: asyncio.TimerHandle | None = None
+        # Set while the transport takes writes; None when nobody waits for it.
+        self._writable: asyncio.Future[None] | None = None
+
+    # --- writing --------------------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        return self._state is _State.OPEN
+
+    @property
+    def idle(self) -> bool:
+        """Open, and nothing is waiting in the transport: a write goes out at once."""
+        return self._state is _State.OPEN and self._transport.get_write_buffer_size() == 0
+
+    def write(self, data: bytes) -> None:
+        """Write finished frames; nothing once closing."""
+        if self._state is _State.OPEN:
+            self._transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait until the transport takes writes again (returns at once when closed)."""
+        while self._writable is not None and self._state is not _State.CLOSED:
+            await asyncio.shield(self._writable)
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        self._release_writers()
+
+    def pause_reading(self) -> None:
+        """Stop reading until `resume_reading`; the heartbeat spares the socket meanwhile."""
+        if self._state is not _State.CLOSED:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._reading_paused = False
+        if self._state is not _State.CLOSED:
+            self._transport.resume_reading()
+
+    def close(self, code: CloseCode, reason: str, *, last_frame: bytes | None = None) -> None:
+        """Send `last_frame` (a finished frame) and a close frame, then wait for the peer's."""
+        if self._state is not _State.OPEN:
+            return
+        frame = close_frame(code, reason)
+        self._transport.write(frame if last_frame is None else last_frame + frame)
+        self._closing()
+
+    def abort(self) -> None:
+        if self._state is not _State.CLOSED:
+            self._transport.abort()
+
+    def heartbeat(self) -> None:
+        """Abort a socket silent since the last beat; ping the others."""
+        if self._state is not _State.OPEN:
+            return
+        if not self._seen and not self._reading_paused:
+            log.info("peer missed its heartbeat, dropping it")
+            self.abort()
+            return
+        self._seen = False
+        self._transport.write(_PING)
+
+    # --- reading --------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self._seen = True
+        if self._transport.is_closing():
+            return  # failed, or the peer's close is in: the rest is not read
+        buffer = self._buffer + data if self._buffer else data
+        position, size = 0, len(buffer)
+        while self._state is not _State.CLOSED and size - position >= 2:
+            first, second = buffer[position], buffer[position + 1]
+            length = second & 0x7F
+            header = 6
+            if length == 126:
+                header = 8
+                if size - position < header:
+                    break
+                length = int.from_bytes(buffer[position + 2 : position + 4], "big")
+            elif length == 127:
+                header = 14
+                if size - position < header:
+                    break
+                length = int.from_bytes(buffer[position + 2 : position + 10], "big")
+            if first & 0x70 or not second & 0x80:
+                self._fail(CloseCode.PROTOCOL_ERROR, "unmasked frame or reserved bits")
+                return
+            if length > self._max_size:
+                self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                return
+            end = position + header + length
+            if end > size:
+                break
+            mask = buffer[position + header - 4 : position + header]
+            payload = _unmask(buffer[position + header : end], mask)
+            position = end
+            self._on_frame(first & 0x0F, bool(first & 0x80), payload)
+        self._buffer = buffer[position:] if position < size else b""
+
+    def _on_frame(self, opcode: int, final: bool, payload: bytes) -> None:
+        if opcode >= _OP_CLOSE:
+            if not final or len(payload) > _MAX_CONTROL_PAYLOAD:
+                self._fail(CloseCode.PROTOCOL_ERROR, "bad control frame")
+            elif opcode == _OP_CLOSE:
+                self._on_close_frame(payload)
+            elif opcode == _OP_PING:
+                if self._state is _State.OPEN:
+                    self._transport.write(_control_frame(_OP_PONG, payload))
+            elif opcode != _OP_PONG:
+                self._fail(CloseCode.PROTOCOL_ERROR, "unknown opcode")
+            return
+        if self._state is not _State.OPEN:
+            return  # closing: data frames are ignored until the peer's close
+        fragments = self._fragments
+        if opcode == _OP_CONTINUATION:
+            if fragments is None:
+                self._fail(CloseCode.PROTOCOL_ERROR, "continuation without a message")
+                return
+            fragments.append(payload)
+            if sum(map(len, fragments)) > self._max_size:
+                self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
+                return
+            if not final:
+                return
+            payload = b"".join(fragments)
+            self._fragments = None
+        elif opcode in (_OP_TEXT, _OP_BINARY):
+            if fragments is not None:
+                self._fail(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
+                return
+            if not final:
+                self._fragments = [payload]
+                return
+        else:
+            self._fail(CloseCode.PROTOCOL_ERROR, "unknown opcode")
+            return
+        if self.listener is not None:
+            self.listener.on_message(payload)
+
+    def _on_close_frame(self, payload: bytes) -> None:
+        if self._state is _State.OPEN:
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CloseCode.NORMAL
+            if len(payload) == 1 or code < 1000 or code in _RESERVED_CLOSE_CODES:
+                code = CloseCode.PROTOCOL_ERROR
+            self._transport.write(close_frame(code, ""))
+        # The server ends the TCP connection once both close frames are out (RFC 6455, 7.1.1).
+        self._state = _State.CLOSING
+        self._transport.close()
+
+    def _fail(self, code: CloseCode, reason: str) -> None:
+        # Failing a WebSocket (RFC 6455, 7.1.7): the close frame goes out, then
+        # the TCP connection ends; nothing more the peer sent is read.
+        log.info("closing a socket that broke the protocol", extra={"close_code": int(code)})
+        self.close(code, reason)
+        self._buffer = b""
+        self._state = _State.CLOSING
+        self._arm_abort()  # bounds the flush to a peer that does not read
+        self._transport.close()
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes itself
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._state = _State.CLOSED
+        if self._abort_handle is not None:
+            self._abort_handle.cancel()
+            self._abort_handle = None
+        self._release_writers()
+        self._sockets.closed(self)
+
+    def _closing(self) -> None:
+        self._state = _State.CLOSING
+        self._arm_abort()
+
+    def _arm_abort(self) -> None:
+        if self._abort_handle is None:
+            loop = asyncio.get_running_loop()
+            self._abort_handle = loop.call_later(CLOSE_TIMEOUT_SECONDS, self._transport.abort)
+
+    def _release_writers(self) -> None:
+        waiter, self._writable = self._writable, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class Sockets:
+    """This node's upgraded sockets: the upgrade itself, heartbeats, and the wait at shutdown."""
+
+    def __init__(self, *, max_size: int, send_buffer_bytes: int) -> None:
+        self.max_size = max_size
+        self._send_buffer_bytes = send_buffer_bytes
+        self._open: set[WebSocket] = set()
+        self._finishing: set[asyncio.Task[None]] = set()
+        self._all_closed: asyncio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def upgrade(self, request: web.Request, listener: Listener | None) -> WebSocket:
+        """Answer 101 and take the connection from aiohttp.
+
+        Call `check_upgrade` first; raises ConnectionResetError when the peer is gone.
+        """
+        transport = request.transport
+        protocol = request.protocol
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("peer gone before the upgrade")
+        key = request.headers[hdrs.SEC_WEBSOCKET_KEY].encode()
+        accept = base64.b64encode(hashlib.sha1(key + _GUID, usedforsecurity=False).digest())
+        transport.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        sock = transport.get_extra_info("socket")
+        if self._send_buffer_bytes and sock is not None:
+            # Kernel autotuning lets a socket buffer megabytes for a client that
+            # stopped reading, which hides it from the bounded queue.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer_bytes)
+        # aiohttp must neither write to nor close this connection from now on;
+        # `connection_lost` drops its request handler, parser and timers.
+        protocol.transport = None
+        protocol.connection_lost(None)
+        websocket = WebSocket(transport, self, listener)
+        transport.set_protocol(websocket)
+        self._open.add(websocket)
+        return websocket
+
+    def closed(self, websocket: WebSocket) -> None:
+        self._open.discard(websocket)
+        if websocket.listener is not None:
+            task = asyncio.create_task(websocket.listener.on_closed(), name="ws-closed")
+            self._finishing.add(task)
+            task.add_done_callback(self._finished)
+        self._check_all_closed()
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._finishing.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("socket cleanup failed", exc_info=exc)
+        self._check_all_closed()
+
+    def _check_all_closed(self) -> None:
+        if self._all_closed is not None and not self._open and not self._finishing:
+            self._all_closed.set()
+
+    async def heartbeat(self, interval: float) -> None:
+        """Ping every socket each `interval`; drop the ones silent for a whole interval."""
+        while True:
+            await asyncio.sleep(interval)
+            for websocket in list(self._open):
+                websocket.heartbeat()
+
+    async def wait_closed(self, grace_seconds: float) -> None:
+        """Wait, bounded, until every socket is closed and cleaned up; then abort the rest."""
+        self._all_closed = asyncio.Event()
+        self._check_all_closed()
+        try:
+            async with asyncio.timeout(grace_seconds):
+                await self._all_closed.wait()
+        except TimeoutError:
+            log.warning("sockets still open at shutdown", extra={"count": len(self._open)})
+            for websocket in list(self._open):
+                websocket.abort()
+
+
+def check_upgrade(request: web.Request) -> None:
+    """Refuse, before anything else, a request that is not a WebSocket upgrade."""
+    headers = request.headers
+    key = headers.get(hdrs.SEC_WEBSOCKET_KEY, "")
+    try:
+        valid_key = len(base64.b64decode(key, validate=True)) == 16
+    except ValueError:
+        valid_key = False
+    if (
+        request.method != hdrs.METH_GET
+        or headers.get(hdrs.UPGRADE, "").lower() != "websocket"
+        or "upgrade" not in headers.get(hdrs.CONNECTION, "").lower()
+        or headers.get(hdrs.SEC_WEBSOCKET_VERSION) != "13"
+        or not valid_key
+    ):
+        raise InvalidParameterError("WebSocket upgrade required")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One unmasked, uncompressed, final WebSocket text frame (RFC 6455, 5.2)."""
+    size = len(payload)
+    if size < 126:
+        return bytes((0x81, size)) + payload
+    if size < 65536:
+        return b"\x81\x7e" + size.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + size.to_bytes(8, "big") + payload
+
+
+def close_frame(code: int, reason: str) -> bytes:
+    # Cut to fit a control frame without splitting a character.
+    encoded = reason.encode()[: _MAX_CONTROL_PAYLOAD - 2].decode(errors="ignore").encode()
+    return _control_frame(_OP_CLOSE, code.to_bytes(2, "big") + encoded)
+
+
+def _control_frame(opcode: int, payload: bytes) -> bytes:
+    return bytes((0x80 | opcode, len(payload))) + payload
+
+
+def _unmask(payload: bytes, mask: bytes) -> bytes:
+    size = len(payload)
+    if not size:
+        return payload
+    key = (mask * (size // 4 + 1))[:size]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
+        size, "little"
+    )
