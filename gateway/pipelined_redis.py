@@ -9,8 +9,11 @@ machinery, which is most of what a send costs the gateway.
 It speaks to one node (a single Redis or Valkey server). Errors surface as
 redis-py's exception types so callers treat both clients alike: a lost or
 refused connection is `ConnectionError` (every command still waiting fails
-with it, the next call reconnects), a slow reply `TimeoutError`, an error
-reply `ResponseError`. Nothing is ever re-sent here.
+with it, the next call reconnects), an error reply `ResponseError`. A reply
+later than `timeout` means the connection is no longer trusted: every command
+still waiting fails with `TimeoutError`, and the connection is dropped. One
+timer per connection watches the oldest waiting command, so a command costs
+no timer of its own. Nothing is ever re-sent here.
 """
 
 from __future__ import annotations
@@ -41,11 +44,7 @@ class PipelinedRedis:
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect()
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await protocol.call(args)
-        except TimeoutError:
-            raise RedisTimeoutError("Redis did not answer in time") from None
+        return await protocol.call(args)
 
     async def _connect(self) -> _Protocol:
         # Single flight: concurrent callers share one connection attempt.
@@ -65,7 +64,9 @@ class PipelinedRedis:
         try:
             async with asyncio.timeout(self._timeout):
                 if "path" in options:
-                    _, protocol = await loop.create_unix_connection(_Protocol, options["path"])
+                    _, protocol = await loop.create_unix_connection(
+                        lambda: _Protocol(self._timeout), options["path"]
+                    )
                 else:
                     tls = (
                         ssl.create_default_context()
@@ -73,7 +74,7 @@ class PipelinedRedis:
                         else None
                     )
                     _, protocol = await loop.create_connection(
-                        _Protocol,
+                        lambda: _Protocol(self._timeout),
                         options.get("host", "localhost"),
                         options.get("port", 6379),
                         ssl=tls,
@@ -99,10 +100,14 @@ class PipelinedRedis:
 
 
 class _Protocol(asyncio.Protocol):
-    def __init__(self) -> None:
+    def __init__(self, timeout: float) -> None:
+        self._timeout = timeout
+        self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._reader = hiredis.Reader(replyError=ResponseError)
         self._waiting: deque[asyncio.Future[Any]] = deque()
+        self._sent_at: deque[float] = deque()  # loop time of each waiting command
+        self._watchdog: asyncio.TimerHandle | None = None
         self._outgoing: list[bytes] = []
         self.lost = False
 
@@ -113,10 +118,15 @@ class _Protocol(asyncio.Protocol):
     def call(self, args: tuple[Arg, ...]) -> asyncio.Future[Any]:
         if self.lost or self._transport is None:
             raise RedisConnectionError("Redis connection lost")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        future: asyncio.Future[Any] = loop.create_future()
+        now = loop.time()
         self._waiting.append(future)
+        self._sent_at.append(now)
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(now + self._timeout, self._check_oldest)
         if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         # hiredis's stub types the argument as a 1-tuple; it takes any length.
         self._outgoing.append(hiredis.pack_command(args))  # type: ignore[arg-type]
         return future
@@ -131,19 +141,39 @@ class _Protocol(asyncio.Protocol):
         reader.feed(data)
         while (reply := reader.gets()) is not False:
             future = self._waiting.popleft()
+            self._sent_at.popleft()
             if future.done():
-                continue  # its caller timed out; the reply is dropped in order
+                continue  # its caller was cancelled; the reply is dropped in order
             if isinstance(reply, ResponseError):
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _check_oldest(self) -> None:
+        self._watchdog = None
+        if not self._sent_at:
+            return  # the next call arms the watchdog again
+        deadline = self._sent_at[0] + self._timeout
+        if self._loop.time() < deadline:
+            self._watchdog = self._loop.call_at(deadline, self._check_oldest)
+            return
+        self._fail_waiting(RedisTimeoutError("Redis did not answer in time"))
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _fail_waiting(self, error: Exception) -> None:
         self.lost = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        self._sent_at.clear()
         while self._waiting:
             future = self._waiting.popleft()
             if not future.done():
-                future.set_exception(RedisConnectionError("Redis connection lost"))
+                future.set_exception(error)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_waiting(RedisConnectionError("Redis connection lost"))
 
     def close(self) -> None:
         if self._transport is not None:
