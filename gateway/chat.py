@@ -53,6 +53,7 @@ from shared.errors import (
     SinceAheadError,
     UnavailableError,
 )
+from shared.log import request_id_var
 from shared.settings import Settings
 from shared.wire import (
     CHAT_FRAME,
@@ -145,12 +146,23 @@ class _ChatSocket:
     `_INBOX_LIMIT` unsent frames the socket stops reading until they are sent.
     """
 
-    __slots__ = ("_app", "_connection", "_inbox", "_sender", "_session", "websocket")
+    __slots__ = (
+        "_app",
+        "_connection",
+        "_inbox",
+        "_request_id",
+        "_sender",
+        "_session",
+        "websocket",
+    )
 
     def __init__(self, session: _Session, connection: Connection, app: web.Application) -> None:
         self._session = session
         self._connection = connection
         self._app = app
+        # Frames arrive in transport callbacks, outside the upgrade request's
+        # context: the tasks that handle them log under its id again.
+        self._request_id = request_id_var.get()
         self._inbox: list[bytes] = []
         # Runs only while frames wait to be sent: an idle socket holds no task.
         self._sender: asyncio.Task[None] | None = None
@@ -164,6 +176,7 @@ class _ChatSocket:
             self.websocket.pause_reading()
 
     async def on_closed(self) -> None:
+        request_id_var.set(self._request_id)
         if self._sender is not None:
             # Frames read before the close are still sent (and durable); their acks are dropped.
             await asyncio.wait({self._sender})
@@ -171,6 +184,7 @@ class _ChatSocket:
         await self._app[HUB].leave(self._connection)
 
     async def _send_inbox(self) -> None:
+        request_id_var.set(self._request_id)
         try:
             while self._inbox:
                 batch, self._inbox = self._inbox, []

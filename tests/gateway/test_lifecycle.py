@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import drain
 from gateway.app_keys import HUB
 from shared.local_servers import ServerProcess, start_valkey
+from shared.log import request_id_var
 from shared.redis_keys import RedisKeys
 from tests.gateway.api_client import (
     RECEIVE_TIMEOUT,
@@ -87,15 +90,18 @@ async def test_redis_outage_refuses_sends_keeps_sockets_and_resumes(
     gateway_a = await make_gateway(redis_url=url, redis_timeout_seconds=0.5)
     gateway_b = await make_gateway(redis_url=url, redis_timeout_seconds=0.5)
     channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
-    ws_alice = await connect(gateway_a, alice, channel_id)
+    ws_alice = await connect(gateway_a, alice, channel_id, headers={"X-Request-ID": "alice-ws"})
     ws_bob = await connect(gateway_b, bob, channel_id)
     await send_texts(ws_alice, 2, "before")
     assert [(await receive_until(ws_bob, "message"))["seq"] for _ in range(2)] == [1, 2]
 
     own_valkey.stop()
-    await ws_alice.send_str('{"type": "text", "content": "lost?", "client_id": "x-1"}')
-    refused = await receive_until(ws_alice, "error")
+    with _request_ids_logged("gateway.broker") as logged:
+        await ws_alice.send_str('{"type": "text", "content": "lost?", "client_id": "x-1"}')
+        refused = await receive_until(ws_alice, "error")
     assert refused["code"] == "unavailable"
+    # The failure is logged under the id of the request that opened the socket.
+    assert logged == ["alice-ws"]
     assert not ws_alice.closed
     assert not ws_bob.closed
 
@@ -110,6 +116,23 @@ async def test_redis_outage_refuses_sends_keeps_sockets_and_resumes(
         assert (await receive_until(ws_bob, "message"))["seq"] == 3
     finally:
         restarted.stop()
+
+
+@contextlib.contextmanager
+def _request_ids_logged(logger_name: str) -> Iterator[list[str | None]]:
+    """The request id in effect for each line `logger_name` logs meanwhile."""
+    seen: list[str | None] = []
+
+    def record(_: logging.LogRecord) -> bool:
+        seen.append(request_id_var.get())
+        return True
+
+    logger = logging.getLogger(logger_name)
+    logger.addFilter(record)
+    try:
+        yield seen
+    finally:
+        logger.removeFilter(record)
 
 
 def _readyz_is(gateway: TestClient[Any, Any], status: int) -> Callable[[], Awaitable[bool]]:
