@@ -243,17 +243,15 @@ class WebSocket(asyncio.Protocol):
                 code = CloseCode.PROTOCOL_ERROR
             self._transport.write(close_frame(code, ""))
         # The server ends the TCP connection once both close frames are out (RFC 6455, 7.1.1).
-        self._state = _State.CLOSING
+        self._closing()
         self._transport.close()
 
     def _fail(self, code: CloseCode, reason: str) -> None:
         # Failing a WebSocket (RFC 6455, 7.1.7): the close frame goes out, then
         # the TCP connection ends; nothing more the peer sent is read.
         log.info("closing a socket that broke the protocol", extra={"close_code": int(code)})
-        self.close(code, reason)
+        self.close(code, reason)  # an open socket is closing from here on
         self._buffer = b""
-        self._state = _State.CLOSING
-        self._arm_abort()  # bounds the flush to a peer that does not read
         self._transport.close()
 
     # --- lifecycle ------------------------------------------------------------
@@ -270,10 +268,9 @@ class WebSocket(asyncio.Protocol):
         self._sockets.closed(self)
 
     def _closing(self) -> None:
+        # Every way of closing ends here: the abort bounds the flush of the
+        # last frames, and the close handshake, for a peer that stopped reading.
         self._state = _State.CLOSING
-        self._arm_abort()
-
-    def _arm_abort(self) -> None:
         if self._abort_handle is None:
             loop = asyncio.get_running_loop()
             self._abort_handle = loop.call_later(CLOSE_TIMEOUT_SECONDS, self._transport.abort)
