@@ -190,7 +190,7 @@ class ClusterSubscriber:
         self._update_connected()
         for address, names in moves.items():
             log.info("pub/sub topics moved", extra={"node": _name(address), "topics": len(names)})
-            await self._links[address].adopt(names)
+            self._links[address].adopt(names)
 
     def _start_link(self, address: Address, tasks: asyncio.TaskGroup) -> None:
         link = Subscriber(

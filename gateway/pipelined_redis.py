@@ -19,22 +19,20 @@ no timer of its own. Nothing is ever re-sent here.
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections import deque
 from typing import Any, cast
 
 import hiredis
-from redis.asyncio.connection import SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-Arg = str | bytes | int
+from gateway.resp import Arg, log_in, open_connection, url_options
 
 
 class PipelinedRedis:
     def __init__(self, url: str, *, timeout: float) -> None:
-        self._options = parse_url(url)
+        self._options = url_options(url)
         self._timeout = timeout
         self._protocol: _Protocol | None = None
         self._connecting: asyncio.Task[_Protocol] | None = None
@@ -59,39 +57,17 @@ class PipelinedRedis:
         return protocol
 
     async def _open(self) -> _Protocol:
-        loop = asyncio.get_running_loop()
-        options = self._options
+        options, timeout = self._options, self._timeout
+        protocol: _Protocol | None = None
         try:
-            async with asyncio.timeout(self._timeout):
-                if "path" in options:
-                    _, protocol = await loop.create_unix_connection(
-                        lambda: _Protocol(self._timeout), options["path"]
-                    )
-                else:
-                    tls = (
-                        ssl.create_default_context()
-                        if options.get("connection_class") is SSLConnection
-                        else None
-                    )
-                    _, protocol = await loop.create_connection(
-                        lambda: _Protocol(self._timeout),
-                        options.get("host", "localhost"),
-                        options.get("port", 6379),
-                        ssl=tls,
-                    )
-                await self._handshake(protocol)
+            async with asyncio.timeout(timeout):
+                protocol = await open_connection(options, lambda: _Protocol(timeout))
+                await log_in(options, protocol.call)
         except (OSError, TimeoutError, ResponseError) as exc:
+            if protocol is not None:
+                protocol.close()
             raise RedisConnectionError(f"cannot connect to Redis: {type(exc).__name__}") from exc
         return protocol
-
-    async def _handshake(self, protocol: _Protocol) -> None:
-        password = self._options.get("password")
-        if password:
-            username = self._options.get("username")
-            await protocol.call(("AUTH", username, password) if username else ("AUTH", password))
-        db = int(self._options.get("db") or 0)
-        if db:
-            await protocol.call(("SELECT", db))
 
     def close(self) -> None:
         if self._protocol is not None:

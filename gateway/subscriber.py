@@ -1,9 +1,11 @@
-"""A pub/sub connection to one Redis server, owned by one reader task.
+"""A pub/sub connection to one Redis server, read in its protocol callback, kept up by one task.
 
 redis-py's `PubSub` object is not safe to share between a reader and
-concurrent subscribe calls, so this module drives a raw connection itself:
-`run()` is the only code that connects, reads and reconnects; `subscribe()`
-only writes a SUBSCRIBE under a lock and waits for the reader to see its
+concurrent subscribe calls, so this module drives a raw connection itself (an
+asyncio protocol fed by hiredis, see `gateway.resp`): `run()` is the only code
+that connects and reconnects, replies are handled in the protocol's callback
+as they arrive, and `subscribe()` only writes a SUBSCRIBE (a write is one
+synchronous call, so commands never interleave) and waits for its
 confirmation. After the confirmation, every later publish to that topic is
 delivered, which is the promise the hub's `Subscriptions` port makes.
 
@@ -33,12 +35,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable
+from typing import Any, cast
 
-from redis.asyncio.connection import Connection, ConnectionPool
+import hiredis
 from redis.crc import key_slot
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
+from gateway.resp import Arg, log_in, open_connection, url_options
 from shared.backoff import Backoff
 from shared.errors import UnavailableError
 
@@ -78,12 +84,7 @@ class Subscriber:
         on_lost: LostHandler | None = None,
         on_state: Callable[[], None] | None = None,
     ) -> None:
-        # No socket timeout: a quiet subscription is normal, not an error. RESP2:
-        # under RESP3 (redis-py 8's default) publishes arrive as push frames that
-        # `read_response` hands to a push handler instead of returning them.
-        self._pool = ConnectionPool.from_url(
-            redis_url, socket_timeout=None, socket_connect_timeout=timeout, protocol=2
-        )
+        self._options = url_options(redis_url)
         self._on_message = on_message
         self._on_resync = on_resync
         # Resync markers in flight: the PING token -> the topics it confirms.
@@ -99,8 +100,7 @@ class Subscriber:
         self._confirm_kind = b"ssubscribe" if sharded else b"subscribe"
         self._wanted: set[bytes] = set()
         self._waiters: dict[bytes, list[asyncio.Future[None]]] = {}
-        self._connection: Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self._link: _Link | None = None
         self._backoff = Backoff()
         self.connected = asyncio.Event()
 
@@ -115,13 +115,13 @@ class Subscriber:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(name, []).append(waiter)
         try:
-            await self._write(self._subscribe_command, name)
+            self._write(self._subscribe_command, name)
             async with asyncio.timeout(self._timeout):
                 await waiter
         except SlotMovedError:
             self._wanted.discard(name)
             raise
-        except (RedisError, OSError, TimeoutError, UnavailableError):
+        except (RedisError, TimeoutError, UnavailableError):
             self._wanted.discard(name)
             raise UnavailableError() from None
         finally:
@@ -136,74 +136,79 @@ class Subscriber:
         name = topic.encode()
         self._wanted.discard(name)
         try:
-            await self._write(self._unsubscribe_command, name)
-        except (RedisError, OSError, UnavailableError):
+            self._write(self._unsubscribe_command, name)
+        except UnavailableError:
             log.debug("unsubscribe not sent; the reconnect will not resubscribe it")
 
-    async def adopt(self, topics: list[bytes]) -> None:
+    def adopt(self, topics: list[bytes]) -> None:
         """Want `topics` (placed here by a topology change); resync once they are confirmed.
 
-        Never raises: if the connection is down, the reconnect subscribes them
-        and resyncs anyway.
+        If the connection is down, the reconnect subscribes them and resyncs anyway.
         """
         self._wanted.update(topics)
-        try:
-            async with self._write_lock:
-                connection = self._connection
-                if connection is None or not connection.is_connected:
-                    return
-                await self._send_subscribes(connection, topics)
-                await self._send_resync_marker(connection, topics)
-        except (RedisError, OSError):
-            log.debug("adopted topics not sent; the reconnect subscribes them")
+        link = self._link
+        if link is not None and not link.lost:
+            self._send_subscribes(link, topics)
+            self._send_resync_marker(link, topics)
 
     def forget(self, topics: Iterable[bytes]) -> None:
         """Stop wanting `topics` without a command: their slot now lives on another node."""
         self._wanted.difference_update(topics)
 
-    async def _send_resync_marker(self, connection: Connection, topics: list[bytes]) -> None:
+    def _send_resync_marker(self, link: _Link, topics: list[bytes]) -> None:
         """PING after subscribing `topics`: its reply comes after their confirmations."""
         token = b"%s:%d" % (_RESYNC_TOKEN, next(self._resync_numbers))
         self._resyncs[token] = topics
-        await connection.send_command("PING", token, check_health=False)
+        link.write(("PING", token))
 
-    async def _write(self, *args: str | bytes) -> None:
-        async with self._write_lock:
-            connection = self._connection
-            # Checked right before the write, with no await in between: a
-            # disconnected Connection would otherwise reconnect itself here,
-            # behind the reader's back.
-            if connection is None or not connection.is_connected:
-                raise UnavailableError()
-            await connection.send_command(*args, check_health=False)
+    def _write(self, *args: Arg) -> None:
+        link = self._link
+        if link is None or link.lost:
+            raise UnavailableError()
+        link.write(args)
 
     async def run(self) -> None:
         """Connect, (re)subscribe, read forever; reconnect on failure. Cancel to stop."""
         while True:
-            connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+            link: _Link | None = None
             pinger: asyncio.Task[None] | None = None
             try:
-                await connection.connect()
-                async with self._write_lock:
-                    self._connection = connection
-                    wanted = list(self._wanted)
-                    await self._send_subscribes(connection, wanted)
-                    await self._send_resync_marker(connection, wanted)
+                link = await self._open()
+                self._link = link
+                wanted = list(self._wanted)
+                self._send_subscribes(link, wanted)
+                self._send_resync_marker(link, wanted)
                 pinger = asyncio.create_task(self._keep_alive(), name="pubsub-keepalive")
-                await self._read(connection)
+                raise await link.ended
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("pub/sub connection lost", extra={"error": type(exc).__name__})
             finally:
                 if pinger is not None:
                     pinger.cancel()
-                self._connection = None
+                self._link = None
                 self._fail_waiters()
                 self._resyncs.clear()  # the reconnect sends one marker for everything
-                await connection.disconnect(nowait=True)
+                if link is not None:
+                    link.abort()
                 self._set_connected(False)
             await self._backoff.sleep()
 
-    async def _send_subscribes(self, connection: Connection, topics: list[bytes]) -> None:
+    async def _open(self) -> _Link:
+        options, timeout = self._options, self._timeout
+        link: _Link | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                link = await open_connection(
+                    options, lambda: _Link(self._on_reply, silence_limit=2 * timeout)
+                )
+                await log_in(options, link.call)
+        except BaseException:
+            if link is not None:
+                link.abort()
+            raise
+        return link
+
+    def _send_subscribes(self, link: _Link, topics: list[bytes]) -> None:
         # SSUBSCRIBE refuses topics of different slots in one command (CROSSSLOT),
         # so sharded topics go in one command per slot: all topics of a
         # partition share one, so this is at most one command per partition.
@@ -213,45 +218,37 @@ class Subscriber:
         for group in groups.values():
             for start in range(0, len(group), _RESUBSCRIBE_CHUNK):
                 chunk = group[start : start + _RESUBSCRIBE_CHUNK]
-                await connection.send_command(self._subscribe_command, *chunk, check_health=False)
+                link.write((self._subscribe_command, *chunk))
 
     async def _keep_alive(self) -> None:
         while True:
             await asyncio.sleep(self._timeout)
             try:
-                await self._write("PING", _KEEPALIVE_TOKEN)
-            except (RedisError, OSError, UnavailableError):
+                self._write("PING", _KEEPALIVE_TOKEN)
+            except UnavailableError:
                 return  # the reader sees the same failure and reconnects
 
-    async def _read(self, connection: Connection) -> None:
-        message_kind, confirm_kind = self._message_kind, self._confirm_kind
-        silence_limit = 2 * self._timeout
-        while True:
-            try:
-                reply = await connection.read_response(disable_decoding=True, timeout=silence_limit)
-            except ResponseError as exc:
-                # An error reply, read in full: the connection is still usable.
-                if not self._sharded:
-                    raise
-                # It names no topic: give up every topic, in flight or confirmed.
-                self._lose(list(self._wanted | self._waiters.keys()), str(exc))
-                continue
-            if reply is None:
-                raise TimeoutError("pub/sub connection silent")
-            if isinstance(reply, list) and len(reply) >= 3:
-                kind, topic, payload = reply[0], reply[1], reply[2]
-                if kind == message_kind:
-                    self._on_message(topic, payload)
-                elif kind == confirm_kind:
-                    for waiter in self._waiters.get(topic, ()):
-                        if not waiter.done():
-                            waiter.set_result(None)
-                elif kind == b"sunsubscribe" and topic in self._wanted:
-                    self._lose([topic], "slot moved")
-            elif (token := _pong_token(reply)) is not None and token in self._resyncs:
-                self._backoff = Backoff()
-                self._set_connected(True)
-                self._on_resync(self._resyncs.pop(token))
+    def _on_reply(self, link: _Link, reply: Any) -> None:
+        if isinstance(reply, list) and len(reply) >= 3:
+            kind, topic, payload = reply[0], reply[1], reply[2]
+            if kind == self._message_kind:
+                self._on_message(topic, payload)
+            elif kind == self._confirm_kind:
+                for waiter in self._waiters.get(topic, ()):
+                    if not waiter.done():
+                        waiter.set_result(None)
+            elif kind == b"sunsubscribe" and topic in self._wanted:
+                self._lose([topic], "slot moved")
+        elif isinstance(reply, ResponseError):
+            if not self._sharded:
+                link.fail(reply)
+                return
+            # It names no topic: give up every topic, in flight or confirmed.
+            self._lose(list(self._wanted | self._waiters.keys()), str(reply))
+        elif (token := _pong_token(reply)) is not None and token in self._resyncs:
+            self._backoff = Backoff()
+            self._set_connected(True)
+            self._on_resync(self._resyncs.pop(token))
 
     def _lose(self, topics: list[bytes], reason: str) -> None:
         """The node no longer serves `topics` to us: stop wanting them and report them."""
@@ -279,7 +276,8 @@ class Subscriber:
                     waiter.set_exception(UnavailableError())
 
     async def aclose(self) -> None:
-        await self._pool.aclose()
+        if self._link is not None:
+            self._link.abort()
 
 
 def _pong_token(reply: object) -> bytes | None:
@@ -288,3 +286,89 @@ def _pong_token(reply: object) -> bytes | None:
         token = reply[1]
         return token if isinstance(token, bytes) else None
     return reply if isinstance(reply, bytes) else None
+
+
+class _Link(asyncio.Protocol):
+    """One pub/sub connection. Every reply goes to `on_reply`, in order, except
+    those a `call` awaits (the login, before any subscription).
+
+    `ended` resolves to the exception that ended the connection: lost, failed
+    by the reply handler, or silent for `silence_limit` seconds (one timer per
+    connection, re-armed from the time of the last data).
+    """
+
+    def __init__(self, on_reply: Callable[[_Link, Any], None], *, silence_limit: float) -> None:
+        self._on_reply = on_reply
+        self._silence_limit = silence_limit
+        self._loop = asyncio.get_running_loop()
+        self._reader = hiredis.Reader(replyError=ResponseError)
+        self._transport: asyncio.Transport | None = None
+        self._calls: deque[asyncio.Future[Any]] = deque()
+        self._heard_at = self._loop.time()
+        self._silence_timer: asyncio.TimerHandle | None = None
+        self.ended: asyncio.Future[Exception] = self._loop.create_future()
+
+    @property
+    def lost(self) -> bool:
+        return self.ended.done()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream transport (uvloop's does not subclass asyncio.Transport).
+        self._transport = cast(asyncio.Transport, transport)
+        self._silence_timer = self._loop.call_at(
+            self._heard_at + self._silence_limit, self._check_silence
+        )
+
+    def write(self, args: tuple[Arg, ...]) -> None:
+        if self.lost or self._transport is None:
+            raise UnavailableError()
+        # hiredis's stub types the argument as a 1-tuple; it takes any length.
+        self._transport.write(hiredis.pack_command(args))  # type: ignore[arg-type]
+
+    async def call(self, args: tuple[Arg, ...]) -> Any:
+        future: asyncio.Future[Any] = self._loop.create_future()
+        try:
+            self.write(args)
+        except UnavailableError:
+            raise RedisConnectionError("pub/sub connection lost") from None
+        self._calls.append(future)
+        return await future
+
+    def data_received(self, data: bytes) -> None:
+        self._heard_at = self._loop.time()
+        reader = self._reader
+        reader.feed(data)
+        while not self.lost and (reply := reader.gets()) is not False:
+            if self._calls:
+                future = self._calls.popleft()
+                if isinstance(reply, ResponseError):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+            else:
+                self._on_reply(self, reply)
+
+    def _check_silence(self) -> None:
+        deadline = self._heard_at + self._silence_limit
+        if self._loop.time() < deadline:
+            self._silence_timer = self._loop.call_at(deadline, self._check_silence)
+        else:
+            self.fail(TimeoutError("pub/sub connection silent"))
+
+    def fail(self, error: Exception) -> None:
+        """End the connection with `error` (the first reason wins)."""
+        if not self.ended.done():
+            self.ended.set_result(error)
+        if self._silence_timer is not None:
+            self._silence_timer.cancel()
+            self._silence_timer = None
+        while self._calls:
+            self._calls.popleft().set_exception(RedisConnectionError("pub/sub connection lost"))
+        self.abort()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.fail(RedisConnectionError("pub/sub connection lost"))

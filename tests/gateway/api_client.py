@@ -121,6 +121,21 @@ async def receive_until(ws: aiohttp.ClientWebSocketResponse, frame_type: str) ->
                 return frame
 
 
+async def receive_each(
+    ws: aiohttp.ClientWebSocketResponse, *frame_types: str
+) -> list[dict[str, Any]]:
+    """The next frame of each type, in the order asked, whatever order they arrive in
+    (a sender's ack and its own copy of the message race each other)."""
+    found: dict[str, dict[str, Any]] = {}
+    async with asyncio.timeout(RECEIVE_TIMEOUT):
+        while len(found) < len(frame_types):
+            frame = await receive_json(ws)
+            kind = frame.get("type")
+            if kind in frame_types and kind not in found:
+                found[kind] = frame
+    return [found[kind] for kind in frame_types]
+
+
 async def expect_refusal(ws: aiohttp.ClientWebSocketResponse) -> tuple[dict[str, Any], int]:
     """The error frame and the close code of a refused socket."""
     frame = await receive_json(ws)

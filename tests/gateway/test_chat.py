@@ -18,6 +18,7 @@ from tests.gateway.api_client import (
     connect,
     eventually,
     expect_refusal,
+    receive_each,
     receive_json,
     receive_until,
     room,
@@ -50,8 +51,7 @@ async def test_message_reaches_every_member_on_both_gateways(make_gateway: MakeG
 
     await ws_alice.send_str('{"type": "text", "content": "Hello", "client_id": "c-1"}')
 
-    ack = await receive_until(ws_alice, "ack")
-    own_copy = await receive_until(ws_alice, "message")
+    ack, own_copy = await receive_each(ws_alice, "ack", "message")
     received = await receive_until(ws_bob, "message")
     assert ack["success"] is True
     assert ack["message"] == "Message sent successfully"
