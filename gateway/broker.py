@@ -1,9 +1,12 @@
 """Cross-node messaging over Redis: the send script, subscriptions, control events.
 
-`send` runs the one Lua script that dedupes, rate-limits, assigns the channel's
+A send runs the one Lua script that dedupes, rate-limits, assigns the channel's
 next `seq` and the message id, appends to the recent-history and ingest streams
 and publishes the finished frame, atomically and in one round trip. Once it
 returns, the message is durable in the stream: only then is it acknowledged.
+`start_send` makes the script call at once when the connection is up, so the
+usual send completes in that call's callback (`result_now`), with no task or
+coroutine; `send` awaits the rest (connecting, retrying, seeding a counter).
 
 Incoming publishes reach `Deliveries.deliver` as the bytes that were published;
 frames are never decoded or re-encoded on the way to the sockets. Control
@@ -13,9 +16,10 @@ no JSON frame does.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
@@ -48,6 +52,18 @@ class Deliveries(Protocol):
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None: ...
 
     def resync(self, channel_ids: list[int]) -> None: ...
+
+
+@dataclass(slots=True)
+class PendingSend:
+    """One message on its way: the send script's keys and arguments and, once
+    made, its first call."""
+
+    channel_id: int
+    client_id: str | None
+    keys: list[str]
+    args: list[str | int | bytes]
+    first: asyncio.Future[Any] | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +170,7 @@ class Broker:
         except (RedisError, OSError) as exc:
             raise UnavailableError() from exc
 
-    async def send(
+    def start_send(
         self,
         *,
         channel_id: int,
@@ -162,14 +178,9 @@ class Broker:
         client_id: str | None,
         body: bytes,
         tail: bytes,
-    ) -> SendResult:
-        """Make a message durable and publish it; see the module docstring.
-
-        Raises RateLimitedError (with `retry_after`) or UnavailableError. On
-        UnavailableError the message may still have been stored (a timeout after
-        Redis ran the script): a client that re-sends with the same `client_id`
-        gets the original back instead of a copy.
-        """
+    ) -> PendingSend:
+        """Begin sending a message: its first script call leaves now if a connection
+        is up (`first`); finish with `result_now` once that is done, or with `send`."""
         keys = self._keys
         script_keys = [
             keys.channel_seq(channel_id),
@@ -195,37 +206,58 @@ class Broker:
             partition_of(channel_id, settings.redis_partitions),
             self._publish_command,
         ]
+        first = None
+        if isinstance(self._sends, PipelinedRedis):
+            first = self._sends.call_nowait(
+                "EVALSHA", self._scripts.send.sha, len(script_keys), *script_keys, *args
+            )
+        return PendingSend(channel_id, client_id, script_keys, args, first)
+
+    def result_now(self, pending: PendingSend) -> SendResult | None:
+        """The outcome of a finished first call, or None when `send` must take over
+        (a lost connection, a Redis that forgot the script, an unseeded counter).
+
+        Raises like `send`.
+        """
+        first = pending.first
+        assert first is not None  # done: called from its callback
+        error = first.exception()
+        if error is None:
+            reply: list[bytes] = first.result()
+            return None if reply[0] == b"noseq" else _outcome(reply)
+        if isinstance(error, RedisConnectionError) or _is_noscript(error):
+            return None
+        log.warning("send script failed", extra={"error": type(error).__name__})
+        raise UnavailableError() from error
+
+    async def send(self, pending: PendingSend) -> SendResult:
+        """Make a message durable and publish it; see the module docstring.
+
+        Raises RateLimitedError (with `retry_after`) or UnavailableError. On
+        UnavailableError the message may still have been stored (a timeout after
+        Redis ran the script): a client that re-sends with the same `client_id`
+        gets the original back instead of a copy.
+        """
         # With a client_id the script dedupes, so a retry after a lost connection
         # (a pooled connection gone stale when Redis restarted) is safe.
-        retries = 1 if client_id else 0
-        reply = await self._run_send(script_keys, args, retries)
+        retries = 1 if pending.client_id else 0
+        first, pending.first = pending.first, None
+        reply = await self._run_send(pending, retries, first)
         if reply[0] == b"noseq":
-            await self._seed_seq(channel_id)
-            reply = await self._run_send(script_keys, args, retries)
-        status = reply[0]
-        if status == b"rate":
-            raise RateLimitedError(
-                "Too many messages, slow down", retry_after=max(int(reply[1]), 1) / 1000
-            )
-        if status not in (b"ok", b"dup"):
-            log.error("unexpected send reply", extra={"status": repr(status)})
-            raise UnavailableError()
-        return SendResult(
-            message_id=int(reply[1]),
-            seq=int(reply[2]),
-            created_at_ms=int(reply[3]),
-            duplicate=status == b"dup",
-        )
+            await self._seed_seq(pending.channel_id)
+            reply = await self._run_send(pending, retries, None)
+        return _outcome(reply)
 
     async def _run_send(
-        self, script_keys: list[str], args: list[str | int | bytes], retries: int
+        self, pending: PendingSend, retries: int, first: asyncio.Future[Any] | None
     ) -> list[bytes]:
         while True:
             try:
-                reply = await self._eval_send(script_keys, args)
+                reply = await self._eval_send(pending, first)
             except RedisConnectionError as exc:
                 if retries > 0:
                     retries -= 1
+                    first = None
                     continue
                 log.warning("send script failed", extra={"error": type(exc).__name__})
                 raise UnavailableError() from exc
@@ -235,18 +267,22 @@ class Broker:
             return reply
 
     async def _eval_send(
-        self, script_keys: list[str], args: list[str | int | bytes]
+        self, pending: PendingSend, first: asyncio.Future[Any] | None
     ) -> list[bytes]:
+        """One run of the script; `first`, when given, is a call already made."""
         script, sends = self._scripts.send, self._sends
         reply: list[bytes]
         if not isinstance(sends, PipelinedRedis):
-            reply = await script(keys=script_keys, args=args, client=sends)
+            reply = await script(keys=pending.keys, args=pending.args, client=sends)
             return reply
-        keys_and_args = (len(script_keys), *script_keys, *args)
+        keys_and_args = (len(pending.keys), *pending.keys, *pending.args)
         try:
-            reply = await sends.call("EVALSHA", script.sha, *keys_and_args)
+            if first is None:
+                reply = await sends.call("EVALSHA", script.sha, *keys_and_args)
+            else:
+                reply = await first
         except ResponseError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
+            if not _is_noscript(exc):
                 raise
             # A restarted or flushed Redis forgot the script: EVAL runs and caches it.
             reply = await sends.call("EVAL", self._scripts.send_source, *keys_and_args)
@@ -268,3 +304,24 @@ class Broker:
 
     async def aclose(self) -> None:
         await self.subscriber.aclose()
+
+
+def _outcome(reply: list[bytes]) -> SendResult:
+    status = reply[0]
+    if status == b"rate":
+        raise RateLimitedError(
+            "Too many messages, slow down", retry_after=max(int(reply[1]), 1) / 1000
+        )
+    if status not in (b"ok", b"dup"):
+        log.error("unexpected send reply", extra={"status": repr(status)})
+        raise UnavailableError()
+    return SendResult(
+        message_id=int(reply[1]),
+        seq=int(reply[2]),
+        created_at_ms=int(reply[3]),
+        duplicate=status == b"dup",
+    )
+
+
+def _is_noscript(error: BaseException) -> bool:
+    return isinstance(error, ResponseError) and str(error).startswith("NOSCRIPT")

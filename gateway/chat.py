@@ -3,7 +3,7 @@
 Step one of the send path: admit the socket (Origin, token, channel,
 membership), subscribe it and read the channel's head before completing the
 upgrade, then read frames, validate each, and hand valid ones to
-`Broker.send`. A refused socket gets the Go server's error frame with a
+`Broker.start_send`. A refused socket gets the Go server's error frame with a
 `code` and a 44xx close code a browser can read; a bad frame gets an error
 frame and the socket stays open. Outbound frames go through the connection,
 which first replays everything after `since` (nothing without it).
@@ -12,6 +12,7 @@ which first replays everything after `since` (nothing without it).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from gateway.app_keys import (
     SOCKETS,
 )
 from gateway.auth import verify_token
-from gateway.broker import Broker
+from gateway.broker import Broker, PendingSend, SendResult
 from gateway.connection import Connection
 from gateway.websocket import Sockets, WebSocket, check_upgrade, text_frame
 from shared.db.channels import chat_access
@@ -144,13 +145,18 @@ class _ChatSocket:
 
     Frames are read without waiting for the sends before them; past
     `_INBOX_LIMIT` unsent frames the socket stops reading until they are sent.
+    A send whose script call could leave at once, and whose reply settles it,
+    is finished in the reply's callback: no task per message. Anything else (no
+    Redis connection yet, a retry, a counter to seed) goes to a task, and the
+    frames after it wait for that task.
     """
 
     __slots__ = (
         "_app",
         "_connection",
+        "_context",
+        "_in_flight",
         "_inbox",
-        "_request_id",
         "_sender",
         "_session",
         "websocket",
@@ -161,55 +167,92 @@ class _ChatSocket:
         self._connection = connection
         self._app = app
         # Frames arrive in transport callbacks, outside the upgrade request's
-        # context: the tasks that handle them log under its id again.
-        self._request_id = request_id_var.get()
+        # context: what handles them runs in a copy of it, so it logs under its id.
+        self._context = contextvars.copy_context()
         self._inbox: list[bytes] = []
-        # Runs only while frames wait to be sent: an idle socket holds no task.
+        # The send whose first script call is out, with its start time.
+        self._in_flight: tuple[PendingSend, float] | None = None
+        # Runs only while a send needs awaiting: an idle socket holds no task.
         self._sender: asyncio.Task[None] | None = None
         self.websocket: WebSocket | None = None
 
     def on_message(self, payload: bytes) -> None:
         self._inbox.append(payload)
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send_inbox(), name="ws-sender")
+        if self._sender is None and self._in_flight is None:
+            self._context.run(self._send_next)
         elif len(self._inbox) == _INBOX_LIMIT and self.websocket is not None:
             self.websocket.pause_reading()
 
     async def on_closed(self) -> None:
-        request_id_var.set(self._request_id)
-        if self._sender is not None:
-            # Frames read before the close are still sent (and durable); their acks are dropped.
-            await asyncio.wait({self._sender})
+        request_id_var.set(self._context.get(request_id_var))
+        # Frames read before the close are still sent (and durable); their acks are dropped.
+        while self._sender is not None or self._in_flight is not None:
+            if self._sender is not None:
+                await asyncio.wait({self._sender})
+            elif self._in_flight is not None and (first := self._in_flight[0].first) is not None:
+                await asyncio.wait({first})
         await self._connection.stop()
         await self._app[HUB].leave(self._connection)
 
-    async def _send_inbox(self) -> None:
-        request_id_var.set(self._request_id)
+    def _send_next(self) -> None:
+        """Send the inbox's frames in order, as far as it goes without waiting."""
+        broker = self._app[BROKER]
+        while self._inbox and self._sender is None and self._in_flight is None:
+            payload = self._inbox.pop(0)
+            if len(self._inbox) == _INBOX_LIMIT - 1 and self.websocket is not None:
+                self.websocket.resume_reading()
+            started = time.perf_counter()
+            try:
+                pending = _start_send(payload, self._session, broker, self._app[SETTINGS])
+            except AppError as exc:
+                self._rejected(exc)
+                continue
+            if pending.first is None:
+                self._sender = asyncio.create_task(self._send(pending, started), name="ws-sender")
+                return
+            self._in_flight = (pending, started)
+            pending.first.add_done_callback(self._on_first_reply, context=self._context)
+
+    def _on_first_reply(self, _: asyncio.Future[object]) -> None:
+        assert self._in_flight is not None  # the callback of the send in flight
+        pending, started = self._in_flight
+        self._in_flight = None
         try:
-            while self._inbox:
-                batch, self._inbox = self._inbox, []
-                if len(batch) >= _INBOX_LIMIT and self.websocket is not None:
-                    self.websocket.resume_reading()
-                for payload in batch:
-                    await self._send_one(payload)
+            result = self._app[BROKER].result_now(pending)
+        except AppError as exc:
+            self._rejected(exc)
+        else:
+            if result is None:
+                self._sender = asyncio.create_task(self._send(pending, started), name="ws-sender")
+                return
+            self._accepted(pending, result, started)
+        self._send_next()
+
+    async def _send(self, pending: PendingSend, started: float) -> None:
+        try:
+            result = await self._app[BROKER].send(pending)
+        except AppError as exc:
+            self._rejected(exc)
+        else:
+            self._accepted(pending, result, started)
         finally:
             self._sender = None
+        self._send_next()
 
-    async def _send_one(self, payload: bytes) -> None:
-        app, connection = self._app, self._connection
-        metrics = app[METRICS]
-        started = time.perf_counter()
-        try:
-            duplicate = await _send(payload, connection, self._session, app[BROKER], app[SETTINGS])
-        except AppError as exc:
-            metrics.send_rejections.inc(exc.code)
-            connection.enqueue(error_frame(exc.code, exc.message, exc.details, exc.retry_after))
+    def _accepted(self, pending: PendingSend, result: SendResult, started: float) -> None:
+        metrics = self._app[METRICS]
+        metrics.send_seconds.observe(time.perf_counter() - started)
+        if result.duplicate:
+            metrics.duplicate_sends.inc()
         else:
-            metrics.send_seconds.observe(time.perf_counter() - started)
-            if duplicate:
-                metrics.duplicate_sends.inc()
-            else:
-                metrics.messages_in.inc()
+            metrics.messages_in.inc()
+        self._connection.enqueue(
+            ack_frame(result.message_id, result.seq, pending.client_id, duplicate=result.duplicate)
+        )
+
+    def _rejected(self, exc: AppError) -> None:
+        self._app[METRICS].send_rejections.inc(exc.code)
+        self._connection.enqueue(error_frame(exc.code, exc.message, exc.details, exc.retry_after))
 
 
 async def _admit(request: web.Request, settings: Settings) -> _Session:
@@ -247,14 +290,10 @@ def _author(user: User) -> bytes:
     return bytes(bytearray(encoded))
 
 
-async def _send(
-    payload: bytes,
-    connection: Connection,
-    session: _Session,
-    broker: Broker,
-    settings: Settings,
-) -> bool:
-    """Validate one inbound frame, make it durable, and acknowledge it; True for a duplicate."""
+def _start_send(
+    payload: bytes, session: _Session, broker: Broker, settings: Settings
+) -> PendingSend:
+    """Validate one inbound frame and start making it durable; raises AppError if invalid."""
     if len(payload) > settings.ws_max_body_bytes:
         raise MessageTooLargeError(f"Message exceeds {settings.ws_max_body_bytes} bytes")
     try:
@@ -264,7 +303,7 @@ async def _send(
             raise InvalidJsonError() from None
         raise InvalidBodyError(details=validation_details(exc)) from None
     body = orjson.dumps(frame_body(frame))
-    result = await broker.send(
+    return broker.start_send(
         channel_id=session.channel_id,
         user_id=session.user_id,
         client_id=frame.client_id,
@@ -277,7 +316,3 @@ async def _send(
             author=session.author,
         ),
     )
-    connection.enqueue(
-        ack_frame(result.message_id, result.seq, frame.client_id, duplicate=result.duplicate)
-    )
-    return result.duplicate

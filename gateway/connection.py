@@ -149,8 +149,7 @@ class Connection:
             return
         pending = self._pending
         socket = self._socket
-        if not pending and socket is not None and socket.idle:
-            socket.write(frame)
+        if not pending and socket is not None and socket.write_if_idle(frame):
             return
         if len(pending) >= self._queue_size:
             self._too_slow()

@@ -44,6 +44,13 @@ class PipelinedRedis:
             protocol = await self._connect()
         return await protocol.call(args)
 
+    def call_nowait(self, *args: Arg) -> asyncio.Future[Any] | None:
+        """Send one command now if the connection is up: its reply's future, else None."""
+        protocol = self._protocol
+        if protocol is None or protocol.lost:
+            return None
+        return protocol.call(args)
+
     async def _connect(self) -> _Protocol:
         # Single flight: concurrent callers share one connection attempt.
         if self._connecting is None:

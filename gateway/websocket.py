@@ -103,10 +103,14 @@ class WebSocket(asyncio.Protocol):
     def open(self) -> bool:
         return self._state is _State.OPEN
 
-    @property
-    def idle(self) -> bool:
-        """Open, and nothing is waiting in the transport: a write goes out at once."""
-        return self._state is _State.OPEN and self._transport.get_write_buffer_size() == 0
+    def write_if_idle(self, data: bytes) -> bool:
+        """Write `data` at once if the socket is open and nothing waits in the
+        transport ahead of it; False (nothing written) otherwise."""
+        transport = self._transport
+        if self._state is _State.OPEN and transport.get_write_buffer_size() == 0:
+            transport.write(data)
+            return True
+        return False
 
     def write(self, data: bytes) -> None:
         """Write finished frames; nothing once closing."""

@@ -11,6 +11,7 @@ import jwt
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
 
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
@@ -22,6 +23,7 @@ from tests.gateway.api_client import (
     receive_json,
     receive_until,
     room,
+    send_texts,
     signup,
     subscriber_count,
 )
@@ -283,3 +285,22 @@ async def test_seq_resumes_above_stored_messages_after_redis_loses_the_counter(
     ws = await connect(gateway, alice, channel_id)
     await ws.send_str('{"type": "text", "content": "after restore"}')
     assert (await receive_until(ws, "ack"))["seq"] == 8
+
+
+async def test_sends_keep_their_order_when_redis_forgets_the_send_script(
+    gateway: TestClient[Any, Any], redis_url: str
+) -> None:
+    """A Redis that lost its scripts (restarted, or flushed) answers NOSCRIPT. The
+    send that meets it is finished by EVAL, and the frames read behind it wait for it."""
+    channel_id, (alice,) = await room(gateway, "alice")
+    ws = await connect(gateway, alice, channel_id)
+    before = await send_texts(ws, 5, "before")
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.script_flush()
+    finally:
+        await redis.aclose()
+
+    after = await send_texts(ws, 20, "after")  # raises on any error frame
+
+    assert before.acked_seqs + after.acked_seqs == list(range(1, 26))
