@@ -40,6 +40,9 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 _CONTROL_PREFIX = b"!"
+# send.lua takes 7 keys and 12 arguments.
+_SEND_KEY_COUNT = 7
+_SEND_ARGV_COUNT = 12
 # Recent history outlives a quiet weekend, then frees its memory.
 _RECENT_TTL_MS = 7 * 24 * 3600 * 1000
 
@@ -54,16 +57,63 @@ class Deliveries(Protocol):
     def resync(self, channel_ids: list[int]) -> None: ...
 
 
-@dataclass(slots=True)
-class PendingSend:
-    """One message on its way: the send script's keys and arguments and, once
-    made, its first call."""
+@dataclass(frozen=True, slots=True)
+class _ChannelScript:
+    """The send script's keys and arguments shared by every send to one channel,
+    and their RESP encoding (see the argument order in send.lua)."""
+
+    keys: tuple[str, ...]  # seq, recent, ingest stream, id clock, topic
+    args: tuple[int | str, ...]  # ARGV[1..8]
+    encoded_keys: bytes  # the EVALSHA command up to and including `keys`
+    encoded_args: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendRoute:
+    """What every send of one user to one channel shares; one per socket."""
 
     channel_id: int
+    user_id: int
+    channel: _ChannelScript
+    rate_key: str
+    encoded_rate_key: bytes
+    encoded_user_id: bytes
+
+
+@dataclass(slots=True)
+class PendingSend:
+    """One message on its way and, once made, its first script call."""
+
+    route: SendRoute
     client_id: str | None
-    keys: list[str]
-    args: list[str | int | bytes]
-    first: asyncio.Future[Any] | None
+    dedupe_key: str
+    body: bytes
+    tail: bytes
+    first: asyncio.Future[Any] | None = None
+
+    def script_keys(self) -> list[str]:
+        return [*self.route.channel.keys, self.route.rate_key, self.dedupe_key]
+
+    def script_args(self) -> list[str | int | bytes]:
+        route = self.route
+        return [*route.channel.args, route.user_id, self.client_id or "", self.body, self.tail]
+
+    def encoded_evalsha(self) -> bytes:
+        """`EVALSHA` with `script_keys()` and `script_args()`, as RESP, from the parts
+        encoded once per channel and per socket."""
+        route = self.route
+        return b"".join(
+            (
+                route.channel.encoded_keys,
+                route.encoded_rate_key,
+                _bulk(self.dedupe_key.encode()),
+                route.channel.encoded_args,
+                route.encoded_user_id,
+                _bulk(self.client_id.encode() if self.client_id else b""),
+                _bulk(self.body),
+                _bulk(self.tail),
+            )
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +145,9 @@ class Broker:
         # slot of the send's hash tag); PUBLISH would be broadcast to every node.
         self._publish_command = "SPUBLISH" if settings.redis_cluster else "PUBLISH"
         self._topics: dict[bytes, int] = {}
+        # The send script's per-channel keys and arguments, built once per
+        # subscribed channel instead of once per message.
+        self._channels: dict[int, _ChannelScript] = {}
         self._deliveries: Deliveries | None = None
         self.subscriber: Subscriber | ClusterSubscriber
         if settings.redis_cluster:
@@ -124,11 +177,55 @@ class Broker:
         except BaseException:
             self._topics.pop(topic.encode(), None)
             raise
+        self._channels[channel_id] = self._channel_script(channel_id)
 
     async def unsubscribe(self, channel_id: int) -> None:
         topic = self._keys.channel_topic(channel_id)
         self._topics.pop(topic.encode(), None)
+        self._channels.pop(channel_id, None)
         await self.subscriber.unsubscribe(topic)
+
+    def route(self, channel_id: int, user_id: int) -> SendRoute:
+        """What `start_send` needs for every message of this user in this channel."""
+        channel = self._channels.get(channel_id) or self._channel_script(channel_id)
+        rate_key = self._keys.message_rate(channel_id, user_id)
+        return SendRoute(
+            channel_id=channel_id,
+            user_id=user_id,
+            channel=channel,
+            rate_key=rate_key,
+            encoded_rate_key=_bulk(rate_key.encode()),
+            encoded_user_id=_bulk(b"%d" % user_id),
+        )
+
+    def _channel_script(self, channel_id: int) -> _ChannelScript:
+        keys, settings = self._keys, self._settings
+        script_keys = (
+            keys.channel_seq(channel_id),
+            keys.channel_recent(channel_id),
+            keys.ingest_stream_of(channel_id),
+            keys.id_clock(channel_id),
+            keys.channel_topic(channel_id),
+        )
+        args = (
+            settings.ws_message_rate,
+            settings.ws_message_rate_window_seconds * 1000,
+            settings.client_id_dedupe_seconds,
+            settings.recent_history_size,
+            _RECENT_TTL_MS,
+            partition_of(channel_id, settings.redis_partitions),
+            self._publish_command,
+            channel_id,
+        )
+        # All keys but the socket's rate key and the message's dedupe key come
+        # here, all arguments but the user's and the message's own.
+        head = ("EVALSHA", self._scripts.send.sha, _SEND_KEY_COUNT, *script_keys)
+        return _ChannelScript(
+            keys=script_keys,
+            args=args,
+            encoded_keys=b"*%d\r\n%b" % (3 + _SEND_KEY_COUNT + _SEND_ARGV_COUNT, _encode(head)),
+            encoded_args=_encode(args),
+        )
 
     def _on_publish(self, topic: bytes, payload: bytes) -> None:
         channel_id = self._topics.get(topic)
@@ -171,47 +268,15 @@ class Broker:
             raise UnavailableError() from exc
 
     def start_send(
-        self,
-        *,
-        channel_id: int,
-        user_id: int,
-        client_id: str | None,
-        body: bytes,
-        tail: bytes,
+        self, route: SendRoute, *, client_id: str | None, body: bytes, tail: bytes
     ) -> PendingSend:
         """Begin sending a message: its first script call leaves now if a connection
         is up (`first`); finish with `result_now` once that is done, or with `send`."""
-        keys = self._keys
-        script_keys = [
-            keys.channel_seq(channel_id),
-            keys.channel_recent(channel_id),
-            keys.ingest_stream_of(channel_id),
-            keys.id_clock(channel_id),
-            keys.dedupe(channel_id, user_id, client_id or "-"),
-            keys.message_rate(channel_id, user_id),
-            keys.channel_topic(channel_id),
-        ]
-        settings = self._settings
-        args: list[str | int | bytes] = [
-            channel_id,
-            user_id,
-            client_id or "",
-            body,
-            tail,
-            settings.ws_message_rate,
-            settings.ws_message_rate_window_seconds * 1000,
-            settings.client_id_dedupe_seconds,
-            settings.recent_history_size,
-            _RECENT_TTL_MS,
-            partition_of(channel_id, settings.redis_partitions),
-            self._publish_command,
-        ]
-        first = None
+        dedupe_key = self._keys.dedupe(route.channel_id, route.user_id, client_id or "-")
+        pending = PendingSend(route, client_id, dedupe_key, body, tail)
         if isinstance(self._sends, PipelinedRedis):
-            first = self._sends.call_nowait(
-                "EVALSHA", self._scripts.send.sha, len(script_keys), *script_keys, *args
-            )
-        return PendingSend(channel_id, client_id, script_keys, args, first)
+            pending.first = self._sends.send_nowait(pending.encoded_evalsha())
+        return pending
 
     def result_now(self, pending: PendingSend) -> SendResult | None:
         """The outcome of a finished first call, or None when `send` must take over
@@ -244,7 +309,7 @@ class Broker:
         first, pending.first = pending.first, None
         reply = await self._run_send(pending, retries, first)
         if reply[0] == b"noseq":
-            await self._seed_seq(pending.channel_id)
+            await self._seed_seq(pending.route.channel_id)
             reply = await self._run_send(pending, retries, None)
         return _outcome(reply)
 
@@ -271,11 +336,12 @@ class Broker:
     ) -> list[bytes]:
         """One run of the script; `first`, when given, is a call already made."""
         script, sends = self._scripts.send, self._sends
+        script_keys, args = pending.script_keys(), pending.script_args()
         reply: list[bytes]
         if not isinstance(sends, PipelinedRedis):
-            reply = await script(keys=pending.keys, args=pending.args, client=sends)
+            reply = await script(keys=script_keys, args=args, client=sends)
             return reply
-        keys_and_args = (len(pending.keys), *pending.keys, *pending.args)
+        keys_and_args = (len(script_keys), *script_keys, *args)
         try:
             if first is None:
                 reply = await sends.call("EVALSHA", script.sha, *keys_and_args)
@@ -321,6 +387,15 @@ def _outcome(reply: list[bytes]) -> SendResult:
         created_at_ms=int(reply[3]),
         duplicate=status == b"dup",
     )
+
+
+def _bulk(value: bytes) -> bytes:
+    """One RESP bulk string."""
+    return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def _encode(values: tuple[int | str, ...]) -> bytes:
+    return b"".join(_bulk(str(value).encode()) for value in values)
 
 
 def _is_noscript(error: BaseException) -> bool:

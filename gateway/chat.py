@@ -34,7 +34,7 @@ from gateway.app_keys import (
     SOCKETS,
 )
 from gateway.auth import verify_token
-from gateway.broker import Broker, PendingSend, SendResult
+from gateway.broker import Broker, PendingSend, SendResult, SendRoute
 from gateway.connection import Connection
 from gateway.websocket import Sockets, WebSocket, check_upgrade, text_frame
 from shared.db.channels import chat_access
@@ -157,6 +157,7 @@ class _ChatSocket:
         "_context",
         "_in_flight",
         "_inbox",
+        "_route",
         "_sender",
         "_session",
         "websocket",
@@ -166,6 +167,7 @@ class _ChatSocket:
         self._session = session
         self._connection = connection
         self._app = app
+        self._route = app[BROKER].route(session.channel_id, session.user_id)
         # Frames arrive in transport callbacks, outside the upgrade request's
         # context: what handles them runs in a copy of it, so it logs under its id.
         self._context = contextvars.copy_context()
@@ -203,7 +205,9 @@ class _ChatSocket:
                 self.websocket.resume_reading()
             started = time.perf_counter()
             try:
-                pending = _start_send(payload, self._session, broker, self._app[SETTINGS])
+                pending = _start_send(
+                    payload, self._route, self._session.author, broker, self._app[SETTINGS]
+                )
             except AppError as exc:
                 self._rejected(exc)
                 continue
@@ -291,7 +295,7 @@ def _author(user: User) -> bytes:
 
 
 def _start_send(
-    payload: bytes, session: _Session, broker: Broker, settings: Settings
+    payload: bytes, route: SendRoute, author: bytes, broker: Broker, settings: Settings
 ) -> PendingSend:
     """Validate one inbound frame and start making it durable; raises AppError if invalid."""
     if len(payload) > settings.ws_max_body_bytes:
@@ -304,15 +308,14 @@ def _start_send(
         raise InvalidBodyError(details=validation_details(exc)) from None
     body = orjson.dumps(frame_body(frame))
     return broker.start_send(
-        channel_id=session.channel_id,
-        user_id=session.user_id,
+        route,
         client_id=frame.client_id,
         body=body,
         tail=message_tail(
-            user_id=session.user_id,
-            channel_id=session.channel_id,
+            user_id=route.user_id,
+            channel_id=route.channel_id,
             body=body,
             client_id=frame.client_id,
-            author=session.author,
+            author=author,
         ),
     )

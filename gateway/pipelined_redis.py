@@ -44,12 +44,13 @@ class PipelinedRedis:
             protocol = await self._connect()
         return await protocol.call(args)
 
-    def call_nowait(self, *args: Arg) -> asyncio.Future[Any] | None:
-        """Send one command now if the connection is up: its reply's future, else None."""
+    def send_nowait(self, command: bytes) -> asyncio.Future[Any] | None:
+        """Send one command, already RESP-encoded, now if the connection is up: its
+        reply's future, else None."""
         protocol = self._protocol
         if protocol is None or protocol.lost:
             return None
-        return protocol.call(args)
+        return protocol.send(command)
 
     async def _connect(self) -> _Protocol:
         # Single flight: concurrent callers share one connection attempt.
@@ -99,6 +100,10 @@ class _Protocol(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def call(self, args: tuple[Arg, ...]) -> asyncio.Future[Any]:
+        # hiredis's stub types the argument as a 1-tuple; it takes any length.
+        return self.send(hiredis.pack_command(args))  # type: ignore[arg-type]
+
+    def send(self, command: bytes) -> asyncio.Future[Any]:
         if self.lost or self._transport is None:
             raise RedisConnectionError("Redis connection lost")
         loop = self._loop
@@ -110,8 +115,7 @@ class _Protocol(asyncio.Protocol):
             self._watchdog = loop.call_at(now + self._timeout, self._check_oldest)
         if not self._outgoing:
             loop.call_soon(self._flush)
-        # hiredis's stub types the argument as a 1-tuple; it takes any length.
-        self._outgoing.append(hiredis.pack_command(args))  # type: ignore[arg-type]
+        self._outgoing.append(command)
         return future
 
     def _flush(self) -> None:

@@ -2,26 +2,28 @@
 -- dedupe on client_id -> rate limit -> next seq -> message id -> recent history
 -- -> ingest stream (the durable hand-off) -> publish the finished frame.
 -- Replies: {'ok', id, seq, ms} | {'dup', id, seq, ms} | {'rate', retry_ms} | {'noseq'}.
+-- The keys and arguments that every send of one user to one channel shares come
+-- first, so a gateway can encode them once per socket; the message's own last.
 local seq_key = KEYS[1]
 local recent_key = KEYS[2]
 local ingest_key = KEYS[3]
 local idclock_key = KEYS[4]
-local dedupe_key = KEYS[5]
+local topic = KEYS[5]
 local rate_key = KEYS[6]
-local topic = KEYS[7]
+local dedupe_key = KEYS[7]
 
-local channel_id = ARGV[1]
-local user_id = ARGV[2]
-local client_id = ARGV[3]
-local body = ARGV[4]
-local tail = ARGV[5]
-local rate_limit = tonumber(ARGV[6])
-local rate_window_ms = tonumber(ARGV[7])
-local dedupe_ttl_s = tonumber(ARGV[8])
-local recent_maxlen = tonumber(ARGV[9])
-local recent_ttl_ms = tonumber(ARGV[10])
-local partition = tonumber(ARGV[11])
-local publish_command = ARGV[12]
+local rate_limit = tonumber(ARGV[1])
+local rate_window_ms = tonumber(ARGV[2])
+local dedupe_ttl_s = tonumber(ARGV[3])
+local recent_maxlen = tonumber(ARGV[4])
+local recent_ttl_ms = tonumber(ARGV[5])
+local partition = tonumber(ARGV[6])
+local publish_command = ARGV[7]
+local channel_id = ARGV[8]
+local user_id = ARGV[9]
+local client_id = ARGV[10]
+local body = ARGV[11]
+local tail = ARGV[12]
 
 -- Message ids: ms since 2024-01-01 << 12 | partition (7 bits) << 5 | counter (5 bits).
 -- 53 bits in all, so JavaScript clients read them exactly, and they sort like created_at.
