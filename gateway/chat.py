@@ -157,6 +157,7 @@ class _ChatSocket:
         "_context",
         "_in_flight",
         "_inbox",
+        "_request_id",
         "_route",
         "_sender",
         "_session",
@@ -167,10 +168,10 @@ class _ChatSocket:
         self._session = session
         self._connection = connection
         self._app = app
-        self._route = app[BROKER].route(session.channel_id, session.user_id)
-        # Frames arrive in transport callbacks, outside the upgrade request's
-        # context: what handles them runs in a copy of it, so it logs under its id.
-        self._context = contextvars.copy_context()
+        self._request_id = request_id_var.get()
+        # What sending needs, built at the first frame: most sockets mostly listen.
+        self._route: SendRoute | None = None
+        self._context: contextvars.Context | None = None
         self._inbox: list[bytes] = []
         # The send whose first script call is out, with its start time.
         self._in_flight: tuple[PendingSend, float] | None = None
@@ -181,12 +182,12 @@ class _ChatSocket:
     def on_message(self, payload: bytes) -> None:
         self._inbox.append(payload)
         if self._sender is None and self._in_flight is None:
-            self._context.run(self._send_next)
+            (self._context or self._start_sending()).run(self._send_next)
         elif len(self._inbox) == _INBOX_LIMIT and self.websocket is not None:
             self.websocket.pause_reading()
 
     async def on_closed(self) -> None:
-        request_id_var.set(self._context.get(request_id_var))
+        request_id_var.set(self._request_id)
         # Frames read before the close are still sent (and durable); their acks are dropped.
         while self._sender is not None or self._in_flight is not None:
             if self._sender is not None:
@@ -196,9 +197,19 @@ class _ChatSocket:
         await self._connection.stop()
         await self._app[HUB].leave(self._connection)
 
+    def _start_sending(self) -> contextvars.Context:
+        self._route = self._app[BROKER].route(self._session.channel_id, self._session.user_id)
+        # Frames arrive in transport callbacks, outside the upgrade request's
+        # context: what handles them runs in a context of the socket's own,
+        # which carries the request's id, so it logs under that id.
+        context = self._context = contextvars.copy_context()
+        context.run(request_id_var.set, self._request_id)
+        return context
+
     def _send_next(self) -> None:
         """Send the inbox's frames in order, as far as it goes without waiting."""
-        broker = self._app[BROKER]
+        broker, route = self._app[BROKER], self._route
+        assert route is not None  # built before the first frame is sent
         while self._inbox and self._sender is None and self._in_flight is None:
             payload = self._inbox.pop(0)
             if len(self._inbox) == _INBOX_LIMIT - 1 and self.websocket is not None:
@@ -206,7 +217,7 @@ class _ChatSocket:
             started = time.perf_counter()
             try:
                 pending = _start_send(
-                    payload, self._route, self._session.author, broker, self._app[SETTINGS]
+                    payload, route, self._session.author, broker, self._app[SETTINGS]
                 )
             except AppError as exc:
                 self._rejected(exc)
