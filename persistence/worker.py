@@ -38,6 +38,7 @@ import redis.exceptions
 from persistence.dead_letters import Rejected, add_dead_letters
 from persistence.entries import Entry, MalformedEntryError, entries_of, parse_entry, text
 from persistence.metrics import WorkerMetrics
+from persistence.outage_log import OutageLog
 from shared.backoff import Backoff
 from shared.db.messages import MessageRow, insert_messages
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS, create_pool
@@ -86,6 +87,7 @@ class Worker:
     ) -> None:
         self._settings = settings
         self.metrics = metrics or WorkerMetrics()
+        self._redis_outage = OutageLog(_log, "redis")
         self._keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
         self._streams = self._keys.ingest_streams()
         self._partitions = {stream: p for p, stream in enumerate(self._streams)}
@@ -133,10 +135,7 @@ class Worker:
                 await self._persist(await self._read_batch(stream))
             except _REDIS_ERRORS as exc:
                 self.metrics.redis_errors.inc()
-                _log.warning(
-                    "redis unavailable, retrying",
-                    extra={"partition": partition, "error": repr(exc)},
-                )
+                self._redis_outage.failed(exc, partition=partition)
                 await backoff.sleep(stop)
             except redis.exceptions.ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -149,6 +148,7 @@ class Worker:
                 recovered = False
             else:
                 backoff = Backoff()
+                self._redis_outage.succeeded()
 
     async def run_until_idle(self) -> int:
         """Recover, then read without blocking until nothing is left; return entries persisted.
@@ -424,11 +424,10 @@ class Worker:
                 await op()
             except _REDIS_ERRORS as exc:
                 self.metrics.redis_errors.inc()
-                _log.warning(
-                    f"redis unavailable during {what}, retrying", extra={"error": repr(exc)}
-                )
+                self._redis_outage.failed(exc, during=what)
                 await backoff.sleep()
             else:
+                self._redis_outage.succeeded()
                 return
 
     def _record_backlog(self, stream: str, groups: list[Any], pending: dict[str, Any]) -> None:

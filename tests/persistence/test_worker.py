@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import os
 import signal
 import sys
@@ -23,9 +24,10 @@ import redis.asyncio as aioredis
 
 from persistence.worker import Worker
 from shared.db.messages import MessageRow, count_messages, insert_messages
+from shared.local_servers import free_port, start_valkey
 from shared.redis_keys import CONSUMER_GROUP, RedisKeys
 from shared.settings import Settings
-from tests.persistence.conftest import Backend
+from tests.persistence.conftest import Backend, SettingsFactory
 
 MakeSettings = Callable[..., Settings]
 
@@ -425,3 +427,44 @@ async def test_killed_process_is_replaced_without_loss(
 
     assert await stored_ids(pg_pool) == sorted(sender.sent)
     assert await pending_count(redis, sender.keys) == 0
+
+
+@pytest.mark.parametrize("backend", ["single"], indirect=True)
+async def test_a_redis_outage_is_logged_once_not_once_per_partition(
+    make_settings: SettingsFactory,
+    pg_pool: asyncpg.Pool,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every partition loop meets the outage, and retries it; the log says it once,
+    and says once that Redis is back."""
+    caplog.set_level(logging.INFO, logger="persistence.worker")
+    port = free_port()
+    valkey = start_valkey(tmp_path / "valkey", port)
+    settings = make_settings(
+        redis_url=f"redis://127.0.0.1:{port}/0", redis_partitions=16, worker_block_ms=50
+    )
+    worker = Worker(settings, pool=pg_pool)
+    stop = asyncio.Event()
+    running = asyncio.create_task(worker.run(stop))
+    try:
+        valkey.stop()
+        # Each of the 16 loops has failed, most of them more than once.
+        await poll_until(lambda: _true(worker.metrics.redis_errors.value >= 48), deadline=30)
+        valkey = start_valkey(tmp_path / "valkey", port)
+        await poll_until(
+            lambda: _true(any(r.getMessage() == "redis available again" for r in caplog.records)),
+            deadline=30,
+        )
+    finally:
+        stop.set()
+        await running
+        valkey.stop()
+
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages.count("redis unavailable, retrying") == 1
+    assert messages.count("redis available again") == 1
+
+
+async def _true(value: bool) -> bool:
+    return value
