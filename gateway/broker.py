@@ -76,6 +76,7 @@ class SendRoute:
     user_id: int
     channel: _ChannelScript
     rate_key: str
+    dedupe_prefix: str
     encoded_rate_key: bytes
     encoded_user_id: bytes
 
@@ -194,6 +195,7 @@ class Broker:
             user_id=user_id,
             channel=channel,
             rate_key=rate_key,
+            dedupe_prefix=self._keys.dedupe_prefix(channel_id, user_id),
             encoded_rate_key=_bulk(rate_key.encode()),
             encoded_user_id=_bulk(b"%d" % user_id),
         )
@@ -272,7 +274,7 @@ class Broker:
     ) -> PendingSend:
         """Begin sending a message: its first script call leaves now if a connection
         is up (`first`); finish with `result_now` once that is done, or with `send`."""
-        dedupe_key = self._keys.dedupe(route.channel_id, route.user_id, client_id or "-")
+        dedupe_key = route.dedupe_prefix + (client_id or "-")
         pending = PendingSend(route, client_id, dedupe_key, body, tail)
         if isinstance(self._sends, PipelinedRedis):
             pending.first = self._sends.send_nowait(pending.encoded_evalsha())

@@ -317,7 +317,7 @@ def _start_send(
         if any(error["type"] == "json_invalid" for error in exc.errors()):
             raise InvalidJsonError() from None
         raise InvalidBodyError(details=validation_details(exc)) from None
-    body = orjson.dumps(frame_body(frame))
+    body = frame_body(frame)
     return broker.start_send(
         route,
         client_id=frame.client_id,

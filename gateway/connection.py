@@ -129,7 +129,10 @@ class Connection:
             return  # already replayed
         if seq == self.last_seq + 1:
             self.last_seq = seq
-            self._send(frame)
+            # `_send`'s fast path, inlined: this runs once per delivery.
+            socket = self._socket
+            if self._pending or socket is None or not socket.write_if_idle(frame):
+                self._send(frame)
             return
         self._held = deque([(seq, frame)])
         self._start_catch_up(self.last_seq, goal=seq - 1)

@@ -46,7 +46,11 @@ class RedisKeys:
 
     def dedupe(self, channel_id: int, user_id: int, client_id: str) -> str:
         """Remembers a `client_id` so a re-sent frame returns the original message."""
-        return f"{self._tag(channel_id)}:dedupe:{channel_id}:{user_id}:{client_id}"
+        return self.dedupe_prefix(channel_id, user_id) + client_id
+
+    def dedupe_prefix(self, channel_id: int, user_id: int) -> str:
+        """What every `dedupe` key of one user in one channel starts with."""
+        return f"{self._tag(channel_id)}:dedupe:{channel_id}:{user_id}:"
 
     def message_rate(self, channel_id: int, user_id: int) -> str:
         """Fixed-window counter of one user's messages in one channel."""

@@ -115,9 +115,13 @@ ChatFrame = Annotated[TextFrame | FileFrame, Field(discriminator="type")]
 CHAT_FRAME: TypeAdapter[TextFrame | FileFrame] = TypeAdapter(ChatFrame)
 
 
-def frame_body(frame: TextFrame | FileFrame) -> dict[str, Any]:
-    """The stored message body: the frame without transport fields."""
-    return frame.model_dump(exclude={"client_id"})
+_TRANSPORT_FIELDS = {"client_id"}
+
+
+def frame_body(frame: TextFrame | FileFrame) -> bytes:
+    """The stored message body, as JSON: the frame without transport fields."""
+    # Serialized straight to JSON by pydantic-core, with no dict in between.
+    return frame.__pydantic_serializer__.to_json(frame, exclude=_TRANSPORT_FIELDS)
 
 
 _FRAME_TAGS = frozenset({"text", "file"})

@@ -5,11 +5,19 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
+import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from shared.wire import CHAT_FRAME, TextFrame, iso_from_datetime, iso_from_ms, validation_details
+from shared.wire import (
+    CHAT_FRAME,
+    TextFrame,
+    frame_body,
+    iso_from_datetime,
+    iso_from_ms,
+    validation_details,
+)
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -54,6 +62,18 @@ def test_frame_like_objects_never_raise_anything_else(candidate: dict[str, objec
         assert CHAT_FRAME.validate_python(candidate).type == candidate["type"]
     else:
         assert details
+
+
+@given(FRAME_LIKE)
+def test_stored_body_is_the_frame_as_json_without_its_client_id(
+    candidate: dict[str, object],
+) -> None:
+    if _refusal(lambda: CHAT_FRAME.validate_python(candidate)) is not None:
+        return
+    body = frame_body(CHAT_FRAME.validate_python(candidate))
+    expected = {key: value for key, value in candidate.items() if key != "client_id"}
+    assert orjson.loads(body) == expected
+    assert body == orjson.dumps(expected)  # compact, in the frame's field order
 
 
 def test_text_frame_keeps_content_exactly() -> None:
