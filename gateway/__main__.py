@@ -17,7 +17,7 @@ from aiohttp import web
 
 from gateway.app import create_app, drain
 from shared.log import configure_logging
-from shared.runtime import new_event_loop
+from shared.runtime import new_event_loop, settle_gc
 from shared.settings import Settings, load_settings
 
 log = logging.getLogger("gateway")
@@ -36,6 +36,7 @@ async def serve(settings: Settings, *, host: str, port: int, reuse_port: bool) -
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None)
         await site.start()
         log.info("gateway listening", extra={"host": host, "port": port})
+        settle_gc()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

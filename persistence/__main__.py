@@ -17,7 +17,7 @@ import signal
 from persistence.metrics import metrics_server
 from persistence.worker import Worker
 from shared.log import configure_logging
-from shared.runtime import new_event_loop
+from shared.runtime import new_event_loop, settle_gc
 from shared.settings import Settings, load_settings
 
 _log = logging.getLogger("persistence")
@@ -31,6 +31,7 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(signum, stop.set)
     worker = Worker(settings)
     _log.info("persistence worker starting", extra={"consumer": worker.consumer})
+    settle_gc()
     async with metrics_server(worker.metrics, settings.host, settings.worker_metrics_port):
         await _run_until_stopped(worker, settings, stop)
     for signum in (signal.SIGTERM, signal.SIGINT):
