@@ -21,6 +21,7 @@ from tests.gateway.api_client import (
     expect_refusal,
     receive_each,
     receive_json,
+    receive_messages,
     receive_until,
     room,
     send_texts,
@@ -304,3 +305,20 @@ async def test_sends_keep_their_order_when_redis_forgets_the_send_script(
     after = await send_texts(ws, 20, "after")  # raises on any error frame
 
     assert before.acked_seqs + after.acked_seqs == list(range(1, 26))
+
+
+async def test_frames_sent_just_before_a_close_are_still_delivered(
+    gateway: TestClient[Any, Any],
+) -> None:
+    """A client that sends and closes at once, without waiting for its acks: every
+    frame the gateway read before the close is still made durable and delivered."""
+    channel_id, (alice, bob) = await room(gateway, "alice", "bob")
+    ws_bob = await connect(gateway, bob, channel_id)
+    ws_alice = await connect(gateway, alice, channel_id)
+    for index in range(30):
+        await ws_alice.send_str(orjson.dumps({"type": "text", "content": f"m{index}"}).decode())
+    await ws_alice.close()
+
+    frames = await receive_messages(ws_bob, 30)
+    assert [frame["seq"] for frame in frames] == list(range(1, 31))
+    assert [frame["body"]["content"] for frame in frames] == [f"m{i}" for i in range(30)]
