@@ -17,6 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -173,8 +174,8 @@ class _ChatSocket:
         self._route: SendRoute | None = None
         self._context: contextvars.Context | None = None
         self._inbox: list[bytes] = []
-        # The send whose first script call is out, with its start time.
-        self._in_flight: tuple[PendingSend, float] | None = None
+        # The first script call out, the send it belongs to, and its start time.
+        self._in_flight: tuple[asyncio.Future[Any], PendingSend, float] | None = None
         # Runs only while a send needs awaiting: an idle socket holds no task.
         self._sender: asyncio.Task[None] | None = None
         self.websocket: WebSocket | None = None
@@ -192,8 +193,8 @@ class _ChatSocket:
         while self._sender is not None or self._in_flight is not None:
             if self._sender is not None:
                 await asyncio.wait({self._sender})
-            elif self._in_flight is not None and (first := self._in_flight[0].first) is not None:
-                await asyncio.wait({first})
+            elif self._in_flight is not None:
+                await asyncio.wait({self._in_flight[0]})
         await self._connection.stop()
         await self._app[HUB].leave(self._connection)
 
@@ -225,12 +226,12 @@ class _ChatSocket:
             if pending.first is None:
                 self._sender = asyncio.create_task(self._send(pending, started), name="ws-sender")
                 return
-            self._in_flight = (pending, started)
+            self._in_flight = (pending.first, pending, started)
             pending.first.add_done_callback(self._on_first_reply, context=self._context)
 
     def _on_first_reply(self, _: asyncio.Future[object]) -> None:
         assert self._in_flight is not None  # the callback of the send in flight
-        pending, started = self._in_flight
+        _, pending, started = self._in_flight
         self._in_flight = None
         try:
             result = self._app[BROKER].result_now(pending)
