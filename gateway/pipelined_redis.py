@@ -27,7 +27,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from gateway.resp import Arg, log_in, open_connection, url_options
+from gateway.resp import Arg, log_in, open_connection, settle, url_options
 
 
 class PipelinedRedis:
@@ -127,14 +127,8 @@ class _Protocol(asyncio.Protocol):
         reader = self._reader
         reader.feed(data)
         while (reply := reader.gets()) is not False:
-            future = self._waiting.popleft()
             self._sent_at.popleft()
-            if future.done():
-                continue  # its caller was cancelled; the reply is dropped in order
-            if isinstance(reply, ResponseError):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+            settle(self._waiting.popleft(), reply)  # in order, even for a cancelled caller
 
     def _check_oldest(self) -> None:
         self._watchdog = None

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from redis.asyncio.connection import SSLConnection, parse_url
+from redis.exceptions import ResponseError
 
 Arg = str | bytes | int
 Options = dict[str, Any]
@@ -52,3 +53,14 @@ async def log_in(options: Options, call: Callable[[tuple[Arg, ...]], Awaitable[A
     db = int(options.get("db") or 0)
     if db:
         await call(("SELECT", db))
+
+
+def settle(future: asyncio.Future[Any], reply: Any) -> None:
+    """Hand a reply to the call waiting for it: an error reply raises there. The
+    reply of a call whose caller gave up (its future cancelled) is dropped."""
+    if future.done():
+        return
+    if isinstance(reply, ResponseError):
+        future.set_exception(reply)
+    else:
+        future.set_result(reply)

@@ -44,7 +44,7 @@ from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 
-from gateway.resp import Arg, log_in, open_connection, url_options
+from gateway.resp import Arg, log_in, open_connection, settle, url_options
 from shared.backoff import Backoff
 from shared.errors import UnavailableError
 
@@ -340,11 +340,7 @@ class _Link(asyncio.Protocol):
         reader.feed(data)
         while not self.lost and (reply := reader.gets()) is not False:
             if self._calls:
-                future = self._calls.popleft()
-                if isinstance(reply, ResponseError):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
+                settle(self._calls.popleft(), reply)
             else:
                 self._on_reply(self, reply)
 
@@ -363,7 +359,9 @@ class _Link(asyncio.Protocol):
             self._silence_timer.cancel()
             self._silence_timer = None
         while self._calls:
-            self._calls.popleft().set_exception(RedisConnectionError("pub/sub connection lost"))
+            call = self._calls.popleft()
+            if not call.done():  # a login that timed out was cancelled
+                call.set_exception(RedisConnectionError("pub/sub connection lost"))
         self.abort()
 
     def abort(self) -> None:
