@@ -337,23 +337,25 @@ class Broker:
         self, pending: PendingSend, first: asyncio.Future[Any] | None
     ) -> list[bytes]:
         """One run of the script; `first`, when given, is a call already made."""
-        script, sends = self._scripts.send, self._sends
-        script_keys, args = pending.script_keys(), pending.script_args()
+        sends = self._sends
         reply: list[bytes]
         if not isinstance(sends, PipelinedRedis):
-            reply = await script(keys=script_keys, args=args, client=sends)
+            script_keys, args = pending.script_keys(), pending.script_args()
+            reply = await self._scripts.send(keys=script_keys, args=args, client=sends)
             return reply
-        keys_and_args = (len(script_keys), *script_keys, *args)
         try:
             if first is None:
-                reply = await sends.call("EVALSHA", script.sha, *keys_and_args)
+                reply = await sends.send(pending.encoded_evalsha())
             else:
                 reply = await first
         except ResponseError as exc:
             if not _is_noscript(exc):
                 raise
             # A restarted or flushed Redis forgot the script: EVAL runs and caches it.
-            reply = await sends.call("EVAL", self._scripts.send_source, *keys_and_args)
+            script_keys, args = pending.script_keys(), pending.script_args()
+            reply = await sends.call(
+                "EVAL", self._scripts.send_source, len(script_keys), *script_keys, *args
+            )
         return reply
 
     async def _seed_seq(self, channel_id: int) -> None:

@@ -224,7 +224,7 @@ class _ChatSocket:
                 self._rejected(exc)
                 continue
             if pending.first is None:
-                self._sender = asyncio.create_task(self._send(pending, started), name="ws-sender")
+                self._send_in_task(pending, started)
                 return
             self._in_flight = (pending.first, pending, started)
             pending.first.add_done_callback(self._on_first_reply, context=self._context)
@@ -239,10 +239,14 @@ class _ChatSocket:
             self._rejected(exc)
         else:
             if result is None:
-                self._sender = asyncio.create_task(self._send(pending, started), name="ws-sender")
+                self._send_in_task(pending, started)
                 return
             self._accepted(pending, result, started)
         self._send_next()
+
+    def _send_in_task(self, pending: PendingSend, started: float) -> None:
+        """Finish `pending` in a task; the frames after it wait for that task."""
+        self._sender = asyncio.create_task(self._send(pending, started), name="ws-sender")
 
     async def _send(self, pending: PendingSend, started: float) -> None:
         try:

@@ -39,10 +39,15 @@ class PipelinedRedis:
 
     async def call(self, *args: Arg) -> Any:
         """Send one command and return its reply."""
+        # hiredis's stub types the argument as a 1-tuple; it takes any length.
+        return await self.send(hiredis.pack_command(args))  # type: ignore[arg-type]
+
+    async def send(self, command: bytes) -> Any:
+        """Send one command, already RESP-encoded, and return its reply."""
         protocol = self._protocol
         if protocol is None or protocol.lost:
             protocol = await self._connect()
-        return await protocol.call(args)
+        return await protocol.send(command)
 
     def send_nowait(self, command: bytes) -> asyncio.Future[Any] | None:
         """Send one command, already RESP-encoded, now if the connection is up: its
