@@ -55,7 +55,6 @@ _HOUSEKEEPING_INTERVAL_S = 5.0
 # connection (08), transaction rollback such as deadlock (40), insufficient
 # resources (53), operator intervention such as admin shutdown (57), system (58).
 _TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-_REDIS_ERRORS = REDIS_OUTAGE_ERRORS
 
 
 def _is_transient(exc: Exception) -> bool | None:
@@ -133,7 +132,7 @@ class Worker:
                     await self._trim(stream)
                     next_housekeeping = time.monotonic() + _HOUSEKEEPING_INTERVAL_S
                 await self._persist(await self._read_batch(stream))
-            except _REDIS_ERRORS as exc:
+            except REDIS_OUTAGE_ERRORS as exc:
                 self.metrics.redis_errors.inc()
                 self._redis_outage.failed(exc, partition=partition)
                 await backoff.sleep(stop)
@@ -226,7 +225,7 @@ class Worker:
         while not stop.is_set():
             try:
                 await self._redis.set(key, str(int(time.time() * 1000)), px=ttl_ms)
-            except _REDIS_ERRORS as exc:
+            except REDIS_OUTAGE_ERRORS as exc:
                 _log.debug("heartbeat not written", extra={"error": repr(exc)})
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
@@ -422,7 +421,7 @@ class Worker:
         while True:
             try:
                 await op()
-            except _REDIS_ERRORS as exc:
+            except REDIS_OUTAGE_ERRORS as exc:
                 self.metrics.redis_errors.inc()
                 self._redis_outage.failed(exc, during=what)
                 await backoff.sleep()
