@@ -21,7 +21,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import ValidationError
 
 from gateway.api.common import path_id, query_int
 from gateway.app_keys import (
@@ -45,8 +44,6 @@ from shared.errors import (
     AppError,
     ChannelNotFoundError,
     DrainingError,
-    InvalidBodyError,
-    InvalidJsonError,
     InvalidTokenError,
     MessageTooLargeError,
     MissingTokenError,
@@ -64,7 +61,7 @@ from shared.wire import (
     error_frame,
     frame_body,
     message_tail,
-    validation_details,
+    parse_json,
 )
 
 log = logging.getLogger(__name__)
@@ -316,12 +313,7 @@ def _start_send(
     """Validate one inbound frame and start making it durable; raises AppError if invalid."""
     if len(payload) > settings.ws_max_body_bytes:
         raise MessageTooLargeError(f"Message exceeds {settings.ws_max_body_bytes} bytes")
-    try:
-        frame = CHAT_FRAME.validate_json(payload)
-    except ValidationError as exc:
-        if any(error["type"] == "json_invalid" for error in exc.errors()):
-            raise InvalidJsonError() from None
-        raise InvalidBodyError(details=validation_details(exc)) from None
+    frame = parse_json(CHAT_FRAME, payload)
     body = frame_body(frame)
     return broker.start_send(
         route,

@@ -8,7 +8,9 @@ sender did not mean. Outbound JSON is built here once, with orjson.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+import json
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -19,7 +21,10 @@ from pydantic import (
     StrictInt,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
 )
+
+from shared.errors import InvalidBodyError, InvalidJsonError
 
 if TYPE_CHECKING:
     from shared.db.messages import StoredMessage
@@ -28,6 +33,30 @@ _EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
 _USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 # Printable ASCII without quotes or backslashes: client ids are echoed inside frames.
 _CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+# The largest integer JavaScript clients read exactly (Number.MAX_SAFE_INTEGER);
+# far inside bigint and what every JSON reader of the stored body holds.
+JS_SAFE_MAX = 2**53 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(value: str, info: ValidationInfo) -> str:
+    """Refuse what PostgreSQL cannot store: `text` and `jsonb` reject U+0000, and
+    no UTF-8 text holds a lone surrogate. Checked before anything reaches Redis,
+    so a message is never acknowledged that the worker cannot write.
+    """
+    if "\x00" in value:
+        raise ValueError("must not contain U+0000")
+    # Strings parsed from JSON bytes cannot hold a surrogate (the parser refuses
+    # them), and the search costs microseconds per KB: only Python input needs it.
+    if info.mode != "json" and not value.isascii() and _SURROGATE.search(value):
+        raise ValueError("must not contain a lone surrogate")
+    return value
+
+
+# Every string of every inbound body and frame is a `Text`.
+Text = Annotated[str, AfterValidator(_storable)]
 
 
 def _http_url(value: str) -> str:
@@ -42,11 +71,12 @@ def _not_blank(value: str) -> str:
     return value
 
 
-HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(_http_url)]
-Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_not_blank)]
-Username = Annotated[str, Field(min_length=3, max_length=32, pattern=_USERNAME_PATTERN)]
-Email = Annotated[str, Field(max_length=254, pattern=_EMAIL_PATTERN)]
-Password = Annotated[str, Field(min_length=8, max_length=128)]
+HttpUrl = Annotated[Text, Field(max_length=2048), AfterValidator(_http_url)]
+Name = Annotated[Text, Field(min_length=1, max_length=100), AfterValidator(_not_blank)]
+Username = Annotated[Text, Field(min_length=3, max_length=32, pattern=_USERNAME_PATTERN)]
+Email = Annotated[Text, Field(max_length=254, pattern=_EMAIL_PATTERN)]
+Password = Annotated[Text, Field(min_length=8, max_length=128)]
+ClientId = Annotated[Text, Field(pattern=_CLIENT_ID_PATTERN)]
 ChannelId = Annotated[StrictInt, Field(gt=0, le=2**53)]
 
 
@@ -66,12 +96,12 @@ class SignupBody(_Body):
 
 
 class LoginBody(_Body):
-    identity: Annotated[str, Field(min_length=1, max_length=254)]
-    password: Annotated[str, Field(min_length=1, max_length=128)]
+    identity: Annotated[Text, Field(min_length=1, max_length=254)]
+    password: Annotated[Text, Field(min_length=1, max_length=128)]
 
 
 class ChangePasswordBody(_Body):
-    old_password: Annotated[str, Field(min_length=1, max_length=128)]
+    old_password: Annotated[Text, Field(min_length=1, max_length=128)]
     new_password: Password
 
 
@@ -83,8 +113,8 @@ class EditUserBody(_Body):
 
 
 class NewChannelBody(_Body):
-    name: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_not_blank)]
-    description: Annotated[str, Field(max_length=500)] = ""
+    name: Annotated[Text, Field(min_length=1, max_length=64), AfterValidator(_not_blank)]
+    description: Annotated[Text, Field(max_length=500)] = ""
     image_url: HttpUrl | None = None
 
 
@@ -97,18 +127,18 @@ class ChannelRefBody(_Body):
 
 class TextFrame(_Body):
     type: Literal["text"]
-    content: Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
-    client_id: Annotated[str, Field(pattern=_CLIENT_ID_PATTERN)] | None = None
+    content: Annotated[Text, Field(min_length=1), AfterValidator(_not_blank)]
+    client_id: ClientId | None = None
 
 
 class FileFrame(_Body):
     type: Literal["file"]
-    file_id: Annotated[str, Field(min_length=1, max_length=128)]
-    filename: Annotated[str, Field(min_length=1, max_length=255)]
-    mime_type: Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+$")]
+    file_id: Annotated[Text, Field(min_length=1, max_length=128)]
+    filename: Annotated[Text, Field(min_length=1, max_length=255)]
+    mime_type: Annotated[Text, Field(min_length=3, max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+$")]
     url: HttpUrl
-    size_in_bytes: Annotated[StrictInt, Field(ge=0)]
-    client_id: Annotated[str, Field(pattern=_CLIENT_ID_PATTERN)] | None = None
+    size_in_bytes: Annotated[StrictInt, Field(ge=0, le=JS_SAFE_MAX)]
+    client_id: ClientId | None = None
 
 
 ChatFrame = Annotated[TextFrame | FileFrame, Field(discriminator="type")]
@@ -116,6 +146,49 @@ CHAT_FRAME: TypeAdapter[TextFrame | FileFrame] = TypeAdapter(ChatFrame)
 
 
 _TRANSPORT_FIELDS = {"client_id"}
+
+_Parsed = TypeVar("_Parsed")
+
+
+def parse_json(adapter: TypeAdapter[_Parsed], raw: bytes) -> _Parsed:
+    """Validate a JSON body or chat frame.
+
+    Raises InvalidJsonError when `raw` is not JSON, InvalidBodyError (listing
+    the fields) when it is JSON that the model refuses.
+    """
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        if not any(error["type"] == "json_invalid" for error in exc.errors()):
+            raise InvalidBodyError(details=validation_details(exc)) from None
+    # pydantic's parser refuses an escaped lone surrogate ("\ud800") as invalid
+    # JSON, though JSON's grammar allows it: it is a string we cannot store, so
+    # it is refused like one, with its field. Only refused input gets here.
+    try:
+        value = json.loads(raw.decode(), parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        raise InvalidJsonError() from None
+    try:
+        adapter.validate_python(value)
+    except ValidationError as exc:
+        raise InvalidBodyError(details=validation_details(exc)) from None
+    raise InvalidJsonError()  # the lenient parser read more than JSON: never accept that
+
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
+
+
+# One validator per REST body model, built at its first request.
+_BODY_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def body_adapter(model: type[_Parsed]) -> TypeAdapter[_Parsed]:
+    """The validator of a REST body model, for `parse_json`."""
+    adapter = _BODY_ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _BODY_ADAPTERS[model] = TypeAdapter(model)
+    return adapter
 
 
 def frame_body(frame: TextFrame | FileFrame) -> bytes:

@@ -6,13 +6,13 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from gateway.app_keys import SETTINGS
 from gateway.auth import TokenClaims, bearer_token, verify_token
 from shared.db.records import Channel, Member, User
-from shared.errors import InvalidBodyError, InvalidJsonError, InvalidParameterError
-from shared.wire import iso_from_datetime, success, validation_details
+from shared.errors import InvalidParameterError
+from shared.wire import body_adapter, iso_from_datetime, parse_json, success
 
 Body = TypeVar("Body", bound=BaseModel)
 
@@ -25,13 +25,7 @@ def ok(message: str, data: object, *, status: int = 200) -> web.Response:
 
 async def read_body(request: web.Request, model: type[Body]) -> Body:
     """Parse and validate a JSON body: InvalidJsonError or InvalidBodyError listing fields."""
-    raw = await request.read()
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        if any(error["type"] == "json_invalid" for error in exc.errors()):
-            raise InvalidJsonError() from None
-        raise InvalidBodyError(details=validation_details(exc)) from None
+    return parse_json(body_adapter(model), await request.read())
 
 
 def path_id(request: web.Request, name: str) -> int:
