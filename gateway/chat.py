@@ -103,6 +103,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     try:
         # Read after the subscription: every later message reaches the connection live.
         head = await backlog.head(session.channel_id)
+        head = app[BROKER].known_head(session.channel_id, head)
     except AppError as exc:
         await hub.leave(connection)
         return _refuse(request, sockets, exc)

@@ -143,6 +143,19 @@ class Connection:
             self._held = deque()
             self._start_catch_up(self.last_seq, goal=None)
 
+    def rewound(self, replay_after: int, frame: bytes) -> None:
+        """The channel's counter went back (Redis lost writes): send `frame` (the
+        `channel_rewound` error), then replay from Redis and PostgreSQL what follows
+        the lower of `last_seq` and `replay_after`, so that a new message which took
+        a seq this socket already saw is delivered, not dropped as a repeat."""
+        if self._close_request is not None:
+            return
+        self.enqueue(frame)
+        if self._held is None:
+            self.last_seq = min(self.last_seq, replay_after)
+            self.resync()
+        # Catching up already: that replay goes on from where it is.
+
     def enqueue(self, payload: bytes) -> None:
         """Send or queue a frame without waiting. A full queue closes the socket as too slow."""
         self._send(text_frame(payload))

@@ -19,8 +19,8 @@ from typing import Protocol
 from gateway.connection import Connection
 from gateway.metrics import GatewayMetrics
 from gateway.websocket import text_frame
-from shared.errors import CloseCode
-from shared.wire import frame_created_ms, frame_seq
+from shared.errors import ChannelRewoundError, CloseCode
+from shared.wire import error_frame, frame_created_ms, frame_seq
 
 log = logging.getLogger(__name__)
 
@@ -73,23 +73,25 @@ class Hub:
         if channel_id not in self._channels and not self._locks[channel_id].locked():
             self._locks.pop(channel_id, None)
 
-    def deliver(self, channel_id: int, frame: bytes) -> None:
-        """Offer one pre-encoded message frame to every local member of the channel."""
+    def deliver(self, channel_id: int, frame: bytes) -> int:
+        """Offer one pre-encoded message frame to every local member of the channel;
+        return its seq (0 when there was nobody to offer it to)."""
         members = self._channels.get(channel_id)
         if not members:
-            return
+            return 0
         try:
             seq = frame_seq(frame)
             created_ms = frame_created_ms(frame)
         except ValueError:
             log.warning("published frame without a seq dropped", extra={"channel_id": channel_id})
-            return
+            return 0
         metrics = self._metrics
         metrics.delivery_seconds.observe(max(0.0, time.time() - created_ms / 1000))
         metrics.frames_out.inc(len(members))
         wire = text_frame(frame)  # framed once: every member writes the same bytes
         for connection in members:
             connection.offer(seq, wire)
+        return seq
 
     def resync(self, channel_ids: list[int]) -> None:
         """Publishes to these channels may have been missed (their pub/sub link was
@@ -98,6 +100,18 @@ class Hub:
         for channel_id in channel_ids:
             for connection in self._channels.get(channel_id, ()):
                 connection.resync()
+
+    def rewound(self, channel_id: int, after_seq: int, to_seq: int, *, replay_after: int) -> None:
+        """The channel's counter went back (Redis lost writes): seqs `after_seq`+1 to
+        `to_seq` may have been lost or given to other messages. Tell each socket that
+        saw any of them, and replay it from `replay_after` if it is past that."""
+        self._metrics.channel_rewinds.inc()
+        told = [c for c in self._channels.get(channel_id, ()) if c.last_seq > after_seq]
+        if told:
+            error = ChannelRewoundError(details=[{"from_seq": after_seq + 1, "to_seq": to_seq}])
+            frame = error_frame(error.code, error.message, error.details)
+            for connection in told:
+                connection.rewound(replay_after, frame)
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None:
         """Close the sockets of a user who lost access to a channel."""

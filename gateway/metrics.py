@@ -51,6 +51,10 @@ class GatewayMetrics:
         self.history_gaps = registry.counter(
             "chat_history_gaps_total", "Replays that reported a missing range (history_gap)."
         )
+        self.channel_rewinds = registry.counter(
+            "chat_channel_rewinds_total",
+            "channel_rewound events: a channel's seq counter was found behind and raised.",
+        )
         self.pubsub_resyncs = registry.counter(
             "redis_pubsub_resyncs_total", "Pub/sub (re)connections confirmed, the first included."
         )

@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     DRAINING = "draining"
     SINCE_AHEAD = "since_ahead"
     HISTORY_GAP = "history_gap"
+    CHANNEL_REWOUND = "channel_rewound"
     INTERNAL = "internal"
 
 
@@ -105,6 +106,11 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.HISTORY_GAP: ErrorSpec(
         410, CloseCode.BAD_REQUEST, "Some messages could not be replayed; fetch them from history"
     ),
+    ErrorCode.CHANNEL_REWOUND: ErrorSpec(
+        410,
+        CloseCode.BAD_REQUEST,
+        "The channel's sequence went back (the broker lost messages); replaying from history",
+    ),
     ErrorCode.INTERNAL: ErrorSpec(500, CloseCode.INTERNAL_ERROR, "Internal server error"),
 }
 
@@ -165,4 +171,5 @@ UnavailableError = _error("UnavailableError", ErrorCode.UNAVAILABLE)
 DrainingError = _error("DrainingError", ErrorCode.DRAINING)
 SinceAheadError = _error("SinceAheadError", ErrorCode.SINCE_AHEAD)
 HistoryGapError = _error("HistoryGapError", ErrorCode.HISTORY_GAP)
+ChannelRewoundError = _error("ChannelRewoundError", ErrorCode.CHANNEL_REWOUND)
 InternalError = _error("InternalError", ErrorCode.INTERNAL)

@@ -299,10 +299,14 @@ def frame_seq(frame: bytes) -> int:
     return int(frame[start : frame.index(b",", start)])
 
 
+def frame_id(frame: bytes) -> int:
+    """The message id of a message frame the send script built (its first field)."""
+    return int(frame[_ID_START : frame.index(b",", _ID_START)])
+
+
 def frame_created_ms(frame: bytes) -> int:
     """When a message frame was created (ms since the Unix epoch), read from its id."""
-    message_id = int(frame[_ID_START : frame.index(b",", _ID_START)])
-    return (message_id >> ID_TIME_SHIFT) + ID_EPOCH_MS
+    return (frame_id(frame) >> ID_TIME_SHIFT) + ID_EPOCH_MS
 
 
 def author_json(user_id: int, name: str, username: str, avatar_url: str | None) -> dict[str, Any]:
