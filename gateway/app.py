@@ -83,6 +83,8 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/api/v1/chat/{channel_id}", chat_socket)
+    # Ids in REST paths match digits only, so `GET /api/v1/channels/join` is the
+    # POST-only resource answering 405, not channel "join" answering 422.
     rest = [
         app.router.add_post("/api/v1/auth/signup", auth.signup),
         app.router.add_post("/api/v1/auth/login", auth.login),
@@ -90,14 +92,14 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_put("/api/v1/auth/change-password", auth.change_password),
         app.router.add_get("/api/v1/users", users.list_users),
         app.router.add_put("/api/v1/users/edit", users.edit_user),
-        app.router.add_get("/api/v1/users/{id}", users.get_user),
+        app.router.add_get("/api/v1/users/{id:[0-9]+}", users.get_user),
         app.router.add_get("/api/v1/channels", channels.list_channels),
         app.router.add_post("/api/v1/channels/new", channels.new_channel),
         app.router.add_post("/api/v1/channels/join", channels.join_channel),
         app.router.add_post("/api/v1/channels/leave", channels.leave_channel),
-        app.router.add_get("/api/v1/channels/{id}", channels.get_channel),
-        app.router.add_get("/api/v1/channels/{id}/members", channels.list_members),
-        app.router.add_get("/api/v1/channels/{id}/messages", channels.list_messages),
+        app.router.add_get("/api/v1/channels/{id:[0-9]+}", channels.get_channel),
+        app.router.add_get("/api/v1/channels/{id:[0-9]+}/members", channels.list_members),
+        app.router.add_get("/api/v1/channels/{id:[0-9]+}/messages", channels.list_messages),
     ]
     _enable_cors(app, settings, rest)
 

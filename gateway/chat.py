@@ -23,7 +23,7 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.api.common import path_id, query_int
+from gateway.api.common import MAX_ID, IntParam, path_id
 from gateway.app_keys import (
     BACKLOG,
     BROKER,
@@ -69,8 +69,7 @@ from shared.wire import (
 
 log = logging.getLogger(__name__)
 
-# Sequence numbers stay within what JavaScript clients read exactly.
-_MAX_SEQ = 2**53
+SINCE = IntParam("since", 0, MAX_ID, None, "Replay every message after this seq first.")
 # Frames a socket may have read but not yet sent before it stops reading.
 _INBOX_LIMIT = 64
 
@@ -283,7 +282,7 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
     if origin is not None and not settings.origin_allowed(origin):
         raise OriginNotAllowedError()
     channel_id = path_id(request, "channel_id")
-    since = query_int(request, "since", default=None, low=0, high=_MAX_SEQ)
+    since = SINCE.query(request)
     token = request.query.get("token", "").strip()
     if not token:
         raise MissingTokenError()

@@ -6,13 +6,14 @@ import asyncpg
 from aiohttp import web
 
 from gateway.api.common import (
+    MAX_ID,
+    IntParam,
     caller,
     channel_json,
     member_json,
     ok,
     page,
     path_id,
-    query_int,
     read_body,
 )
 from gateway.app_keys import BROKER, PG_POOL
@@ -23,6 +24,7 @@ from shared.errors import (
     InvalidParameterError,
     NotAMemberError,
 )
+from shared.responses import ChannelWithMembersJson, MessagePageJson
 from shared.wire import (
     ChannelRefBody,
     NewChannelBody,
@@ -30,7 +32,10 @@ from shared.wire import (
 )
 
 _CHANNEL_MEMBERS_SHOWN = 100
-_MAX_SEQ = 2**53
+
+HISTORY_LIMIT = IntParam("limit", 1, 200, 50, "Messages per page.")
+BEFORE = IntParam("before", 1, MAX_ID, None, "Messages with seq below it, newest first.")
+AFTER_SEQ = IntParam("after_seq", 0, MAX_ID, None, "Messages with seq above it, oldest first.")
 
 
 async def _why_not_a_member(pool: asyncpg.Pool[asyncpg.Record], channel_id: int) -> AppError:
@@ -53,7 +58,10 @@ async def get_channel(request: web.Request) -> web.Response:
     if channel is None:
         raise ChannelNotFoundError()
     members = await channels.list_members(pool, channel_id, limit=_CHANNEL_MEMBERS_SHOWN, offset=0)
-    data = channel_json(channel) | {"members": [member_json(member) for member in members]}
+    data: ChannelWithMembersJson = {
+        **channel_json(channel),
+        "members": [member_json(member) for member in members],
+    }
     return ok("channel retrieved", data)
 
 
@@ -107,10 +115,9 @@ async def list_messages(request: web.Request) -> web.Response:
     claims = caller(request)
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
-    limit = query_int(request, "limit", default=50, low=1, high=200)
-    before = query_int(request, "before", default=None, low=1, high=_MAX_SEQ)
-    after_seq = query_int(request, "after_seq", default=None, low=0, high=_MAX_SEQ)
-    assert limit is not None  # it has a default
+    limit = HISTORY_LIMIT.query(request)
+    before = BEFORE.query(request)
+    after_seq = AFTER_SEQ.query(request)
     if before is not None and after_seq is not None:
         raise InvalidParameterError("use either before or after_seq, not both")
     if await channels.member_role(pool, channel_id, claims.user_id) is None:
@@ -120,7 +127,7 @@ async def list_messages(request: web.Request) -> web.Response:
     else:
         found = await messages.list_messages_before(pool, channel_id, before, limit)
     next_cursor = found[-1].seq if len(found) == limit else None
-    data = {
+    data: MessagePageJson = {
         "messages": [stored_message_json(m) for m in found],
         "next_cursor": next_cursor,
     }
