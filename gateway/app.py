@@ -22,13 +22,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.api import auth, channels, health, users
+from gateway.api import auth, channels, health, openapi, users
 from gateway.app_keys import (
     BACKLOG,
     BROKER,
     HUB,
     KEYS,
     METRICS,
+    OPENAPI,
     PG_POOL,
     READINESS,
     REDIS,
@@ -74,6 +75,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_postgres, _redis, _broker, _heartbeat])
     app.on_shutdown.append(drain)
     _add_routes(app, settings)
+    app[OPENAPI] = openapi.build_document(app)  # refuses an undocumented route
     return app
 
 
@@ -86,6 +88,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     # Ids in REST paths match digits only, so `GET /api/v1/channels/join` is the
     # POST-only resource answering 405, not channel "join" answering 422.
     rest = [
+        app.router.add_get(openapi.PATH, openapi.openapi_json),
         app.router.add_post("/api/v1/auth/signup", auth.signup),
         app.router.add_post("/api/v1/auth/login", auth.login),
         app.router.add_get("/api/v1/auth/me", auth.me),

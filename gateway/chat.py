@@ -24,6 +24,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from gateway.api.common import MAX_ID, IntParam, path_id
+from gateway.api.docs import Auth, documented
 from gateway.app_keys import (
     BACKLOG,
     BROKER,
@@ -47,6 +48,7 @@ from shared.errors import (
     DrainingError,
     InvalidBodyError,
     InvalidJsonError,
+    InvalidParameterError,
     InvalidTokenError,
     MessageTooLargeError,
     MissingTokenError,
@@ -82,6 +84,17 @@ class _Session:
     since: int | None
 
 
+@documented(
+    "The chat socket (WebSocket)",
+    description="An RFC 6455 upgrade; a request that is not one is answered 422 "
+    "`invalid_parameter`. Admission (Origin, token, channel, membership) is decided after the "
+    "upgrade: a refused socket gets an error frame and a close code. Frames, resume with "
+    "`since` and close codes are described in the README.",
+    status=101,
+    query=(SINCE,),
+    errors=(InvalidParameterError,),
+    auth=Auth.QUERY,
+)
 async def chat_socket(request: web.Request) -> web.StreamResponse:
     check_upgrade(request)
     app = request.app

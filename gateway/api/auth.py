@@ -5,13 +5,28 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.common import caller, ok, read_body, user_private
+from gateway.api.docs import Auth, documented
 from gateway.app_keys import PG_POOL, SETTINGS
 from gateway.auth import burn_password_check, hash_password, issue_token, verify_password
 from shared.db import users
-from shared.errors import InvalidCredentialsError, InvalidTokenError, WrongPasswordError
+from shared.errors import (
+    EmailTakenError,
+    InvalidCredentialsError,
+    InvalidTokenError,
+    UsernameTakenError,
+    WrongPasswordError,
+)
+from shared.responses import OwnUserJson, Token
 from shared.wire import ChangePasswordBody, LoginBody, SignupBody
 
 
+@documented(
+    "Create an account; `data` is a token",
+    body=SignupBody,
+    data=Token,
+    status=201,
+    errors=(UsernameTakenError, EmailTakenError),
+)
 async def signup(request: web.Request) -> web.Response:
     body = await read_body(request, SignupBody)
     user = await users.create_user(
@@ -26,6 +41,13 @@ async def signup(request: web.Request) -> web.Response:
     return ok("user created", token, status=201)
 
 
+@documented(
+    "Log in with the e-mail or the username; `data` is a token",
+    description="Unknown identity and wrong password get the same answer, in the same time.",
+    body=LoginBody,
+    data=Token,
+    errors=(InvalidCredentialsError,),
+)
 async def login(request: web.Request) -> web.Response:
     body = await read_body(request, LoginBody)
     pool = request.app[PG_POOL]
@@ -44,6 +66,7 @@ async def login(request: web.Request) -> web.Response:
     return ok("login successful", issue_token(request.app[SETTINGS], user.id, user.username))
 
 
+@documented("The caller's own user, with e-mail and role", data=OwnUserJson, auth=Auth.REQUIRED)
 async def me(request: web.Request) -> web.Response:
     claims = caller(request)
     user = await users.get_user(request.app[PG_POOL], claims.user_id)
@@ -52,6 +75,13 @@ async def me(request: web.Request) -> web.Response:
     return ok("user retrieved", user_private(user))
 
 
+@documented(
+    "Change the caller's password",
+    description="Tokens issued before stay valid until they expire.",
+    body=ChangePasswordBody,
+    errors=(WrongPasswordError,),
+    auth=Auth.REQUIRED,
+)
 async def change_password(request: web.Request) -> web.Response:
     claims = caller(request)
     body = await read_body(request, ChangePasswordBody)

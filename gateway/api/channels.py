@@ -7,6 +7,7 @@ from aiohttp import web
 
 from gateway.api.common import (
     MAX_ID,
+    PAGE,
     IntParam,
     caller,
     channel_json,
@@ -16,15 +17,24 @@ from gateway.api.common import (
     path_id,
     read_body,
 )
+from gateway.api.docs import Auth, documented
 from gateway.app_keys import BROKER, PG_POOL
 from shared.db import channels, messages
 from shared.errors import (
+    AlreadyMemberError,
     AppError,
+    ChannelNameTakenError,
     ChannelNotFoundError,
     InvalidParameterError,
     NotAMemberError,
 )
-from shared.responses import ChannelWithMembersJson, MessagePageJson
+from shared.responses import (
+    ChannelJson,
+    ChannelRefJson,
+    ChannelWithMembersJson,
+    MemberJson,
+    MessagePageJson,
+)
 from shared.wire import (
     ChannelRefBody,
     NewChannelBody,
@@ -45,12 +55,18 @@ async def _why_not_a_member(pool: asyncpg.Pool[asyncpg.Record], channel_id: int)
     return NotAMemberError()
 
 
+@documented("Channels", data=list[ChannelJson], query=PAGE)
 async def list_channels(request: web.Request) -> web.Response:
     limit, offset = page(request)
     found = await channels.list_channels(request.app[PG_POOL], limit=limit, offset=offset)
     return ok("channels retrieved", [channel_json(channel) for channel in found])
 
 
+@documented(
+    f"One channel and its first {_CHANNEL_MEMBERS_SHOWN} members",
+    data=ChannelWithMembersJson,
+    errors=(ChannelNotFoundError,),
+)
 async def get_channel(request: web.Request) -> web.Response:
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
@@ -65,6 +81,14 @@ async def get_channel(request: web.Request) -> web.Response:
     return ok("channel retrieved", data)
 
 
+@documented(
+    "Create a channel; the caller becomes its owner",
+    body=NewChannelBody,
+    data=ChannelJson,
+    status=201,
+    errors=(ChannelNameTakenError,),
+    auth=Auth.REQUIRED,
+)
 async def new_channel(request: web.Request) -> web.Response:
     claims = caller(request)
     body = await read_body(request, NewChannelBody)
@@ -78,6 +102,13 @@ async def new_channel(request: web.Request) -> web.Response:
     return ok("channel created", channel_json(channel), status=201)
 
 
+@documented(
+    "Join a channel",
+    body=ChannelRefBody,
+    data=ChannelRefJson,
+    errors=(ChannelNotFoundError, AlreadyMemberError),
+    auth=Auth.REQUIRED,
+)
 async def join_channel(request: web.Request) -> web.Response:
     claims = caller(request)
     body = await read_body(request, ChannelRefBody)
@@ -85,6 +116,14 @@ async def join_channel(request: web.Request) -> web.Response:
     return ok("joined channel", {"channel_id": body.channel_id})
 
 
+@documented(
+    "Leave a channel",
+    description="The caller's sockets in the channel, on every gateway, are closed with 4403.",
+    body=ChannelRefBody,
+    data=ChannelRefJson,
+    errors=(ChannelNotFoundError, NotAMemberError),
+    auth=Auth.REQUIRED,
+)
 async def leave_channel(request: web.Request) -> web.Response:
     claims = caller(request)
     body = await read_body(request, ChannelRefBody)
@@ -96,6 +135,9 @@ async def leave_channel(request: web.Request) -> web.Response:
     return ok("left channel", {"channel_id": body.channel_id})
 
 
+@documented(
+    "A channel's members", data=list[MemberJson], query=PAGE, errors=(ChannelNotFoundError,)
+)
 async def list_members(request: web.Request) -> web.Response:
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
@@ -106,6 +148,16 @@ async def list_members(request: web.Request) -> web.Response:
     return ok("members retrieved", [member_json(member) for member in members])
 
 
+@documented(
+    "A channel's history, members only",
+    description="Newest first below `before` (the default: from the newest message), or oldest "
+    "first above `after_seq`; not both (`invalid_parameter`). Read from PostgreSQL only: a "
+    "message acknowledged but not yet written by the worker is not in it yet.",
+    data=MessagePageJson,
+    query=(HISTORY_LIMIT, BEFORE, AFTER_SEQ),
+    errors=(ChannelNotFoundError, NotAMemberError),
+    auth=Auth.REQUIRED,
+)
 async def list_messages(request: web.Request) -> web.Response:
     """History, members only: newest first below `before`, or oldest first after `after_seq`.
 

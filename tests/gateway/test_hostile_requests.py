@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestClient
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from gateway.api.docs import doc_of
 from shared.errors import ErrorCode
 from tests.gateway.api_client import Account, create_channel, error_of, signup
 
@@ -78,14 +79,6 @@ _DIGITS = re.compile(r"[0-9]*")
 # Routes whose success is not the envelope (the OpenAPI document, Prometheus, `GET /`).
 _ENVELOPE_KEYS = {"status", "message", "data"}
 _ERROR_CODES = {str(code) for code in ErrorCode}
-_PAGE = frozenset({"limit", "offset"})
-_READS = {
-    "/api/v1/users": _PAGE,
-    "/api/v1/channels": _PAGE,
-    "/api/v1/channels/{id}/members": _PAGE,
-    "/api/v1/channels/{id}/messages": frozenset({"limit", "before", "after_seq"}),
-    "/api/v1/chat/{channel_id}": frozenset({"since"}),
-}
 # aiohttp's HTTP parser refuses longer request lines itself.
 _MAX_TARGET = 8000
 
@@ -96,8 +89,10 @@ def _routes(client: TestClient[Any, Any]) -> list[tuple[str, str, frozenset[str]
     for route in client.app.router.routes():
         if route.method in (hdrs.METH_HEAD, hdrs.METH_OPTIONS) or route.resource is None:
             continue
-        path = route.resource.canonical
-        found.append((route.method, path, _READS.get(path, frozenset())))
+        doc = doc_of(route.handler)
+        assert doc is not None
+        names = frozenset(param.name for param in doc.query)
+        found.append((route.method, route.resource.canonical, names))
     return found
 
 
