@@ -40,6 +40,8 @@ _IMPLICIT_METHODS = frozenset({hdrs.METH_HEAD, hdrs.METH_OPTIONS})
 _PATH_PARAMETER = re.compile(r"\{(\w+)")
 _JSON = "application/json"
 _BODILESS = frozenset({101, 204, 304})
+# The document changes only with a deploy: clients see a new one within five
+# minutes, and the ETag makes checking for it cheap.
 _CACHE_SECONDS = 300
 
 _HEADERS: dict[str, dict[str, object]] = {
@@ -185,10 +187,10 @@ class _Components:
     def error_response(self, status: int, codes: list[ErrorCode]) -> dict[str, object]:
         """A `$ref` to the response of an error envelope with one of `codes`."""
         name = "-or-".join(codes)
-        headers = ("X-Request-ID", "Retry-After", *_RATE_HEADERS) if status == 429 else ()
+        limit_headers = ("Retry-After", *_RATE_HEADERS) if status == 429 else ()
         self._responses[name] = {
             "description": "; ".join(f"`{code}`: {ERROR_TABLE[code].message}" for code in codes),
-            "headers": _header_refs("X-Request-ID", *headers),
+            "headers": _header_refs("X-Request-ID", *limit_headers),
             "content": {
                 _JSON: {
                     "schema": {
