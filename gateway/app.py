@@ -179,7 +179,7 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     broker.bind(hub)
     app[BROKER] = broker
     app[HUB] = hub
-    app[BACKLOG] = Backlog(app[REDIS], app[PG_POOL], app[KEYS])
+    app[BACKLOG] = Backlog(app[REDIS], app[PG_POOL], app[KEYS], metrics)
     listener = asyncio.create_task(broker.subscriber.run(), name="pubsub-listener")
     try:
         async with asyncio.timeout(app[SETTINGS].redis_timeout_seconds):
@@ -190,6 +190,7 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     listener.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await listener
+    await app[BACKLOG].aclose()
     await broker.aclose()
 
 

@@ -48,6 +48,14 @@ class GatewayMetrics:
         self.replayed_frames = registry.counter(
             "chat_replayed_frames_total", "Frames sent by replays."
         )
+        self.backlog_reads = registry.counter(
+            "chat_backlog_reads_total",
+            "Resume pages read from Redis or PostgreSQL (a read shared by sockets counts once).",
+        )
+        self.backlog_read_joins = registry.counter(
+            "chat_backlog_read_joins_total",
+            "Resume pages served by a read already in flight for another socket.",
+        )
         self.history_gaps = registry.counter(
             "chat_history_gaps_total", "Replays that reported a missing range (history_gap)."
         )

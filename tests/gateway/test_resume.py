@@ -11,12 +11,14 @@ import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
 
+from gateway.app_keys import HUB, METRICS
 from persistence.worker import Worker
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 from tests.gateway.api_client import (
     Account,
     connect,
+    eventually,
     expect_refusal,
     receive_json,
     receive_messages,
@@ -179,3 +181,82 @@ async def test_publishes_missed_while_pubsub_reconnects_are_replayed(
     assert [frame["seq"] for frame in frames] == list(range(6, 36))
     await send_texts(ws_alice, 1, "after")
     assert (await receive_until(ws_bob, "message"))["seq"] == 36
+
+
+async def test_socket_closed_mid_read_leaves_the_shared_read_to_the_others(
+    make_gateway: MakeGateway,
+    make_settings: Any,
+    pg_pool: asyncpg.Pool,
+    redis_url: str,
+    database_dsn: str,
+) -> None:
+    """Regression: two sockets resuming from the same seq share one read; the first
+    one's socket closing mid-read cancelled that read for both, and the second
+    socket's catch-up ended silently: it never received anything again."""
+    gateway = await make_gateway(recent_history_size=0)  # every page comes from PostgreSQL
+    channel_id, (alice, bob, carol) = await room(gateway, "alice", "bob", "carol")
+    ws_alice = await connect(gateway, alice, channel_id)
+    await send_texts(ws_alice, 300, "a")  # more than a page: carol's catch-up goes on after it
+    assert await _persist(make_settings(), pg_pool, redis_url) == 300
+    metrics, hub = gateway.app[METRICS], gateway.app[HUB]
+
+    async def carol_waits_for_bobs_read() -> bool:
+        return metrics.backlog_read_joins.value == 1
+
+    async def bob_is_gone() -> bool:
+        return hub.connection_count == 2
+
+    locker = await asyncpg.connect(database_dsn)
+    try:
+        async with locker.transaction():
+            # Holds every read of the table, so the shared read blocks until the commit.
+            await locker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+            ws_bob = await connect(gateway, bob, channel_id, params={"since": "0"})
+            ws_carol = await connect(gateway, carol, channel_id, params={"since": "0"})
+            await eventually(carol_waits_for_bobs_read)
+            await ws_bob.close()  # cancels bob's catch-up, the read's first caller
+            await eventually(bob_is_gone)
+            assert metrics.backlog_reads.value == 1  # still the one read, still blocked
+    finally:
+        await locker.close()
+
+    frames = await receive_messages(ws_carol, 300)
+    assert [frame["seq"] for frame in frames] == list(range(1, 301))
+
+
+async def test_read_nobody_waits_for_is_cancelled(
+    make_gateway: MakeGateway,
+    make_settings: Any,
+    pg_pool: asyncpg.Pool,
+    redis_url: str,
+    database_dsn: str,
+) -> None:
+    """A shared read outlives a cancelled caller, but not the last one: its query stops."""
+    gateway = await make_gateway(recent_history_size=0)
+    channel_id, (alice, bob) = await room(gateway, "alice", "bob")
+    await send_texts(await connect(gateway, alice, channel_id), 3, "a")
+    assert await _persist(make_settings(), pg_pool, redis_url) == 3
+
+    async def blocked_reads() -> int:
+        count: int = await pg_pool.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return count
+
+    async def read_blocked() -> bool:
+        return await blocked_reads() == 1
+
+    async def read_cancelled() -> bool:
+        return await blocked_reads() == 0
+
+    locker = await asyncpg.connect(database_dsn)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+            ws_bob = await connect(gateway, bob, channel_id, params={"since": "0"})
+            await eventually(read_blocked)
+            await ws_bob.close()
+            await eventually(read_cancelled)  # while the lock is still held
+    finally:
+        await locker.close()
