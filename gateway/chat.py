@@ -99,6 +99,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
             replay=backlog,
             metrics=app[METRICS],
             resume_wait_seconds=settings.ws_resume_wait_seconds,
+            replay_stall_seconds=settings.ws_replay_stall_seconds,
         )
         await hub.join(connection)
     except AppError as exc:

@@ -15,7 +15,10 @@ catching up, live frames are held (bounded, like the queue), the missing ones
 are replayed from the backlog, and the held ones follow without duplicates.
 A socket starts in that state: it catches up from its `since` (or from the
 channel's head) before it goes live, so a resume has no gap and no
-duplicate even while messages keep arriving.
+duplicate even while messages keep arriving. A replay reads one page at a
+time and queues it at the writer's pace, so however long the gap, a
+catching-up socket holds one page and its queue; one whose queue stays full
+for `replay_stall_seconds` is closed as too slow, like a live one.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ class Replay(Protocol):
     async def page_after(self, channel_id: int, after_seq: int) -> Sequence[tuple[int, bytes]]: ...
 
 
+class _StalledError(Exception):
+    """A replay found its socket's queue full for longer than the stall bound."""
+
+
 class Connection:
     """The outbound half of one WebSocket.
 
@@ -60,6 +67,7 @@ class Connection:
         "_replay",
         "_resume_wait_seconds",
         "_socket",
+        "_stall_seconds",
         "_writer",
         "channel_id",
         "last_seq",
@@ -75,6 +83,7 @@ class Connection:
         replay: Replay,
         metrics: GatewayMetrics,
         resume_wait_seconds: float,
+        replay_stall_seconds: float,
     ) -> None:
         self.user_id = user_id
         self.channel_id = channel_id
@@ -87,6 +96,7 @@ class Connection:
         self._replay = replay
         self._metrics = metrics
         self._resume_wait_seconds = resume_wait_seconds
+        self._stall_seconds = replay_stall_seconds
         # Live frames held while catching up; None once live. A new socket
         # holds from the start: it is subscribed before it has caught up.
         self._held: deque[tuple[int, bytes]] | None = deque()
@@ -195,6 +205,8 @@ class Connection:
     async def _run_catch_up(self, after_seq: int, goal: int | None) -> None:
         try:
             await self._replay_then_go_live(after_seq, goal)
+        except _StalledError:
+            self._too_slow()
         except AppError as exc:
             frame = error_frame(exc.code, exc.message)
             self.close(exc.close_code, exc.message, last_frame=frame)
@@ -257,9 +269,18 @@ class Connection:
         return last
 
     async def _put(self, frame: bytes) -> None:
-        """Queue a finished frame once the queue has room (replays wait for the writer)."""
+        """Queue a finished frame once the queue has room (replays wait for the writer).
+
+        This wait is the replay's backpressure: the next page is read only once
+        this one is queued. Raises _StalledError when the writer could not hand
+        the queue to the transport within the stall bound (a client that stopped
+        reading): it would hold a page and a queue for as long as it liked.
+        """
         while len(self._pending) >= self._queue_size and self._writer is not None:
-            await asyncio.wait({self._writer})  # it ends once the queue is written
+            # The writer ends once the queue is written.
+            done, _ = await asyncio.wait({self._writer}, timeout=self._stall_seconds)
+            if not done:
+                raise _StalledError
         self._send(frame)
 
     def _start_writer(self) -> None:

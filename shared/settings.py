@@ -150,6 +150,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a resume waits for messages neither in Redis nor yet in PostgreSQL.",
     )
+    ws_replay_stall_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long a replay waits for a socket whose queue stays full (the client"
+        " does not read) before closing it as too slow (4408).",
+    )
     drain_delay_seconds: float = Field(
         0.0,
         ge=0,

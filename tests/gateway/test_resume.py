@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import aiohttp
@@ -12,6 +13,7 @@ import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
 
 from gateway.app_keys import HUB, METRICS
+from gateway.backlog import PAGE_SIZE
 from persistence.worker import Worker
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
@@ -25,6 +27,7 @@ from tests.gateway.api_client import (
     receive_until,
     room,
     send_texts,
+    tiny_receive_buffer,
 )
 from tests.gateway.conftest import MakeGateway
 
@@ -260,3 +263,65 @@ async def test_read_nobody_waits_for_is_cancelled(
             await eventually(read_cancelled)  # while the lock is still held
     finally:
         await locker.close()
+
+
+async def _store_history(
+    pg_pool: asyncpg.Pool, channel_id: int, user_id: int, count: int, content_bytes: int
+) -> None:
+    """`count` messages already written by a worker, and no counter or recent stream in
+    Redis: the channel's head comes from PostgreSQL, and so does every replayed page."""
+    await pg_pool.execute(
+        """INSERT INTO messages (id, channel_id, seq, user_id, body, created_at)
+           SELECT s, $1, s, $2, jsonb_build_object('type', 'text', 'content', repeat('x', $4)),
+                  now()
+           FROM generate_series(1, $3) AS s""",
+        channel_id,
+        user_id,
+        count,
+        content_bytes,
+    )
+
+
+async def test_large_gap_is_replayed_in_pages(
+    gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool
+) -> None:
+    channel_id, (alice,) = await room(gateway, "alice")
+    await _store_history(pg_pool, channel_id, alice.user_id, 3000, 100)
+
+    ws = await connect(gateway, alice, channel_id, params={"since": "0"})
+    frames = await receive_messages(ws, 3000)
+
+    assert [frame["seq"] for frame in frames] == list(range(1, 3001))
+    metrics = gateway.app[METRICS]
+    assert metrics.backlog_reads.value == math.ceil(3000 / PAGE_SIZE)
+    assert metrics.replayed_frames.value == 3000
+
+
+async def test_client_that_reads_nothing_stops_the_replay_and_is_closed_as_too_slow(
+    make_gateway: MakeGateway, pg_pool: asyncpg.Pool
+) -> None:
+    """A client that resumes from 0 on a long channel and never reads: no page is read
+    past the one that filled its queue, and the socket is closed (4408), so it cannot
+    hold a page and a queue of the gateway's memory for as long as it likes."""
+    gateway = await make_gateway(
+        ws_send_queue_size=16, ws_socket_send_buffer_bytes=4096, ws_replay_stall_seconds=0.5
+    )
+    channel_id, (alice,) = await room(gateway, "alice")
+    # 8 KB frames: the buffers between the two ends take far fewer than a page of them.
+    await _store_history(pg_pool, channel_id, alice.user_id, 3000, 8000)
+    metrics = gateway.app[METRICS]
+
+    async def closed_as_too_slow() -> bool:
+        return metrics.slow_disconnects.value == 1
+
+    connector = aiohttp.TCPConnector(socket_factory=tiny_receive_buffer)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        stuck = await session.ws_connect(
+            gateway.make_url(f"/api/v1/chat/{channel_id}"),
+            params={"token": alice.token, "since": "0"},
+            autoping=False,
+        )
+        await eventually(closed_as_too_slow)
+        assert metrics.backlog_reads.value == 1
+        assert metrics.replayed_frames.value == 0  # not even the first page was taken whole
+        assert not stuck.closed  # it is the server that gave up
