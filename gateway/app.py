@@ -42,6 +42,7 @@ from gateway.backlog import Backlog
 from gateway.broker import Broker
 from gateway.chat import chat_socket
 from gateway.hub import Hub
+from gateway.membership_audit import MembershipAudit
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import error_middleware, rate_limit_middleware, request_id_middleware
 from gateway.pipelined_redis import PipelinedRedis
@@ -71,7 +72,7 @@ def create_app(settings: Settings) -> web.Application:
         max_size=settings.ws_max_frame_bytes,
         send_buffer_bytes=settings.ws_socket_send_buffer_bytes,
     )
-    app.cleanup_ctx.extend([_postgres, _redis, _broker, _heartbeat])
+    app.cleanup_ctx.extend([_postgres, _redis, _broker, _membership_audit, _heartbeat])
     app.on_shutdown.append(drain)
     _add_routes(app, settings)
     return app
@@ -192,6 +193,21 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         await listener
     await app[BACKLOG].aclose()
     await broker.aclose()
+
+
+async def _membership_audit(app: web.Application) -> AsyncIterator[None]:
+    audit = MembershipAudit(
+        app[HUB],
+        app[PG_POOL],
+        app[METRICS],
+        interval_seconds=app[SETTINGS].membership_recheck_seconds,
+    )
+    app[HUB].on_resync(audit.wake)
+    checks = asyncio.create_task(audit.run(), name="membership-audit")
+    yield
+    checks.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await checks
 
 
 async def _heartbeat(app: web.Application) -> AsyncIterator[None]:

@@ -32,7 +32,7 @@ from gateway.pipelined_redis import PipelinedRedis
 from gateway.subscriber import Subscriber
 from shared.db.messages import max_seq
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
-from shared.errors import CloseCode, RateLimitedError, UnavailableError
+from shared.errors import RateLimitedError, UnavailableError
 from shared.redis_keys import RedisKeys, partition_of
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -52,7 +52,7 @@ class Deliveries(Protocol):
 
     def deliver(self, channel_id: int, frame: bytes) -> None: ...
 
-    def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None: ...
+    def remove_user(self, channel_id: int, user_id: int) -> None: ...
 
     def resync(self, channel_ids: list[int]) -> None: ...
 
@@ -248,12 +248,7 @@ class Broker:
         try:
             event = orjson.loads(payload[1:])
             if event["event"] == "member_removed":
-                self._deliveries.remove_user(
-                    channel_id,
-                    int(event["user_id"]),
-                    CloseCode.FORBIDDEN,
-                    "no longer a member of this channel",
-                )
+                self._deliveries.remove_user(channel_id, int(event["user_id"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("malformed control event ignored", extra={"channel_id": channel_id})
 

@@ -190,7 +190,8 @@ class _ChatSocket:
 
     async def on_closed(self) -> None:
         request_id_var.set(self._request_id)
-        # Frames read before the close are still sent (and durable); their acks are dropped.
+        # Frames read before the close are still sent (and durable); their acks are
+        # dropped. Not so for a user who lost access: `_send_next` drops them.
         while self._sender is not None or self._in_flight is not None:
             if self._sender is not None:
                 await asyncio.wait({self._sender})
@@ -210,6 +211,10 @@ class _ChatSocket:
 
     def _send_next(self) -> None:
         """Send the inbox's frames in order, as far as it goes without waiting."""
+        if self._connection.revoked:
+            # The user lost access: what the socket read before its close is not sent.
+            self._inbox.clear()
+            return
         broker, route = self._app[BROKER], self._route
         assert route is not None  # built before the first frame is sent
         while self._inbox and self._sender is None and self._in_flight is None:

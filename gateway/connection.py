@@ -188,6 +188,16 @@ class Connection:
             last = None if last_frame is None else text_frame(last_frame)
             self._socket.close(code, reason, last_frame=last)
 
+    def revoke(self) -> None:
+        """Close because the user lost access to the channel (4403), as a live removal does."""
+        self.close(CloseCode.FORBIDDEN, "no longer a member of this channel")
+
+    @property
+    def revoked(self) -> bool:
+        """Closed because the user lost access: what the socket read is no longer sent."""
+        request = self._close_request
+        return request is not None and request[0] is CloseCode.FORBIDDEN
+
     def _too_slow(self) -> None:
         self._metrics.slow_disconnects.inc()
         self._metrics.dropped_frames.inc(len(self._pending) + len(self._held or ()))

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Protocol
 
 from gateway.connection import Connection
@@ -46,6 +47,7 @@ class Hub:
         # Serializes subscribe/unsubscribe per channel, so a join racing the last
         # leave never ends with members and no subscription.
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._resync_listeners: list[Callable[[], None]] = []
 
     async def join(self, connection: Connection) -> None:
         """Register a connection; subscribes the node if it is the channel's first.
@@ -98,12 +100,26 @@ class Hub:
         for channel_id in channel_ids:
             for connection in self._channels.get(channel_id, ()):
                 connection.resync()
+        for listener in self._resync_listeners:
+            listener()
 
-    def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None:
-        """Close the sockets of a user who lost access to a channel."""
+    def remove_user(self, channel_id: int, user_id: int) -> None:
+        """Close the sockets of a user who lost access to a channel (4403)."""
         for connection in list(self._channels.get(channel_id, ())):
             if connection.user_id == user_id:
-                connection.close(code, reason)
+                connection.revoke()
+
+    def members(self) -> dict[tuple[int, int], list[Connection]]:
+        """Every local connection, by (channel_id, user_id): what the membership audit checks."""
+        found: dict[tuple[int, int], list[Connection]] = {}
+        for channel_id, connections in self._channels.items():
+            for connection in connections:
+                found.setdefault((channel_id, connection.user_id), []).append(connection)
+        return found
+
+    def on_resync(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each resync too (events may have been missed meanwhile)."""
+        self._resync_listeners.append(listener)
 
     def close_all(self, code: CloseCode, reason: str) -> None:
         for members in list(self._channels.values()):

@@ -59,6 +59,10 @@ class GatewayMetrics:
         self.history_gaps = registry.counter(
             "chat_history_gaps_total", "Replays that reported a missing range (history_gap)."
         )
+        self.membership_revocations = registry.counter(
+            "chat_membership_revocations_total",
+            "Sockets the membership audit closed: their removal event never reached this gateway.",
+        )
         self.pubsub_resyncs = registry.counter(
             "redis_pubsub_resyncs_total", "Pub/sub (re)connections confirmed, the first included."
         )

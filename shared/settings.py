@@ -150,6 +150,13 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a resume waits for messages neither in Redis nor yet in PostgreSQL.",
     )
+    membership_recheck_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often a gateway checks in PostgreSQL that its sockets' users are still"
+        " members (also after every pub/sub reconnect); the bound on how long a removed member"
+        " whose removal event was missed keeps a socket.",
+    )
     ws_replay_stall_seconds: float = Field(
         10.0,
         gt=0,

@@ -1,7 +1,8 @@
-"""SQL for channels and memberships: create, list, join, leave, access checks."""
+"""SQL for channels and memberships: create, list, join, leave, access checks and audits."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
@@ -132,3 +133,29 @@ async def chat_access(db: Executor, channel_id: int, user_id: int) -> ChatAccess
     return ChatAccess(
         channel_exists=row["channel_exists"], role=row["member_role"], user=User.from_record(row)
     )
+
+
+# The membership audit's question for a whole gateway at once: which of these
+# (channel, user) pairs may no longer hold a socket. Every reason a socket
+# must go is a condition of this one WHERE clause: today a membership that is
+# gone; a revoked token (users column, migration 002) adds its own with OR.
+_PAIRS_WITHOUT_ACCESS = """
+SELECT p.channel_id, p.user_id
+FROM unnest($1::bigint[], $2::bigint[]) AS p(channel_id, user_id)
+WHERE NOT EXISTS (
+    SELECT 1 FROM memberships m WHERE m.channel_id = p.channel_id AND m.user_id = p.user_id
+)
+"""
+
+
+async def pairs_without_access(
+    db: Executor, channel_ids: Sequence[int], user_ids: Sequence[int]
+) -> list[tuple[int, int]]:
+    """Which of the pairs `(channel_ids[i], user_ids[i])` may no longer hold a chat socket.
+
+    One statement for any number of pairs (arrays in, unnest to rows). A pair
+    is listed when the user is no longer a member of the channel (removed, or
+    the channel or the user deleted).
+    """
+    rows = await db.fetch(_PAIRS_WITHOUT_ACCESS, channel_ids, user_ids)
+    return [(row["channel_id"], row["user_id"]) for row in rows]
