@@ -28,6 +28,7 @@ from gateway.app_keys import (
     BROKER,
     HUB,
     KEYS,
+    MESSAGE_LIMITS,
     METRICS,
     PG_POOL,
     READINESS,
@@ -43,6 +44,7 @@ from gateway.broker import Broker
 from gateway.chat import chat_socket
 from gateway.hub import Hub
 from gateway.membership_audit import MembershipAudit
+from gateway.message_budget import BudgetLimits
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import error_middleware, rate_limit_middleware, request_id_middleware
 from gateway.pipelined_redis import PipelinedRedis
@@ -68,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     app[KEYS] = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
     app[READINESS] = Readiness()
     app[METRICS] = GatewayMetrics()
+    app[MESSAGE_LIMITS] = BudgetLimits.from_settings(settings)
     app[SOCKETS] = Sockets(
         max_size=settings.ws_max_frame_bytes,
         send_buffer_bytes=settings.ws_socket_send_buffer_bytes,

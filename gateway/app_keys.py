@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from gateway.backlog import Backlog
 from gateway.broker import Broker
 from gateway.hub import Hub
+from gateway.message_budget import BudgetLimits
 from gateway.metrics import GatewayMetrics
 from gateway.pipelined_redis import PipelinedRedis
 from gateway.websocket import Sockets
@@ -40,4 +41,6 @@ HUB = web.AppKey("HUB", Hub)
 SOCKETS = web.AppKey("SOCKETS", Sockets)
 BACKLOG = web.AppKey("BACKLOG", Backlog)
 METRICS = web.AppKey("METRICS", GatewayMetrics)
+# Each chat socket's local message budget; None when WS_MESSAGE_RATE is 0.
+MESSAGE_LIMITS: web.AppKey[BudgetLimits | None] = web.AppKey("MESSAGE_LIMITS")
 READINESS = web.AppKey("READINESS", Readiness)

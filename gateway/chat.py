@@ -1,8 +1,10 @@
 """The chat socket: `WS /api/v1/chat/{channel_id}?token=<jwt>[&since=<seq>]`.
 
 Step one of the send path: admit the socket (Origin, token, channel,
-membership), subscribe it and read the channel's head before completing the
-upgrade, then read frames, validate each, and hand valid ones to
+membership, the user's socket cap), subscribe it and read the channel's head
+before completing the upgrade, then read frames, check each against the
+socket's message budget (`gateway.message_budget`: a flood is refused before
+it reaches Redis) and validate it, and hand valid ones to
 `Broker.start_send`. A refused socket gets the Go server's error frame with a
 `code` and a 44xx close code a browser can read; a bad frame gets an error
 frame and the socket stays open. Outbound frames go through the connection,
@@ -28,6 +30,7 @@ from gateway.app_keys import (
     BACKLOG,
     BROKER,
     HUB,
+    MESSAGE_LIMITS,
     METRICS,
     PG_POOL,
     READINESS,
@@ -37,6 +40,7 @@ from gateway.app_keys import (
 from gateway.auth import verify_token
 from gateway.broker import Broker, PendingSend, SendResult, SendRoute
 from gateway.connection import Connection
+from gateway.message_budget import MessageBudget
 from gateway.websocket import Sockets, WebSocket, check_upgrade, text_frame
 from shared.db.channels import chat_access
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
@@ -52,6 +56,7 @@ from shared.errors import (
     MissingTokenError,
     NotAMemberError,
     OriginNotAllowedError,
+    RateLimitedError,
     SinceAheadError,
     UnavailableError,
 )
@@ -155,6 +160,7 @@ class _ChatSocket:
 
     __slots__ = (
         "_app",
+        "_budget",
         "_connection",
         "_context",
         "_in_flight",
@@ -174,6 +180,7 @@ class _ChatSocket:
         # What sending needs, built at the first frame: most sockets mostly listen.
         self._route: SendRoute | None = None
         self._context: contextvars.Context | None = None
+        self._budget: MessageBudget | None = None
         self._inbox: list[bytes] = []
         # The first script call out, the send it belongs to, and its start time.
         self._in_flight: tuple[asyncio.Future[Any], PendingSend, float] | None = None
@@ -202,6 +209,9 @@ class _ChatSocket:
 
     def _start_sending(self) -> contextvars.Context:
         self._route = self._app[BROKER].route(self._session.channel_id, self._session.user_id)
+        limits = self._app[MESSAGE_LIMITS]
+        if limits is not None:
+            self._budget = MessageBudget(limits, time.perf_counter())
         # Frames arrive in transport callbacks, outside the upgrade request's
         # context: what handles them runs in a context of the socket's own,
         # which carries the request's id, so it logs under that id.
@@ -222,6 +232,10 @@ class _ChatSocket:
             if len(self._inbox) == _INBOX_LIMIT - 1 and self.websocket is not None:
                 self.websocket.resume_reading()
             started = time.perf_counter()
+            budget = self._budget
+            if budget is not None and not budget.spend(started):
+                self._over_budget(budget, started)  # refused here: Redis never sees it
+                continue
             try:
                 pending = _start_send(
                     payload, route, self._session.author, broker, self._app[SETTINGS]
@@ -275,6 +289,20 @@ class _ChatSocket:
         self._connection.enqueue(
             ack_frame(result.message_id, result.seq, pending.client_id, duplicate=result.duplicate)
         )
+
+    def _over_budget(self, budget: MessageBudget, now: float) -> None:
+        retry_after, close = budget.refuse(now)
+        exc = RateLimitedError("Too many messages, slow down", retry_after=retry_after)
+        if not close:
+            self._rejected(exc)
+            return
+        self._inbox.clear()  # a flood's frames already read are dropped too
+        metrics = self._app[METRICS]
+        metrics.send_rejections.inc(exc.code)
+        metrics.rate_limit_closes.inc()
+        log.info("closing a socket that keeps sending over its rate limit")
+        frame = error_frame(exc.code, exc.message, exc.details, exc.retry_after)
+        self._connection.close(exc.close_code, "too many messages", last_frame=frame)
 
     def _rejected(self, exc: AppError) -> None:
         self._app[METRICS].send_rejections.inc(exc.code)

@@ -23,6 +23,10 @@ class GatewayMetrics:
         self.send_rejections = registry.labeled_counter(
             "chat_send_rejections_total", "Inbound frames refused, by error code.", "code"
         )
+        self.rate_limit_closes = registry.counter(
+            "chat_rate_limit_closes_total",
+            "Sockets closed with 4429: they kept sending over their message budget.",
+        )
         self.send_seconds = registry.histogram(
             "chat_send_seconds",
             "Send path: frame received to acknowledgement queued.",

@@ -139,6 +139,12 @@ class Settings(BaseSettings):
         30, ge=0, description="Messages a user may send per channel per window; 0 disables."
     )
     ws_message_rate_window_seconds: int = Field(10, ge=1, description="Message-rate window.")
+    ws_message_rate_close_after: int = Field(
+        10,
+        ge=0,
+        description="Message-rate refusals a socket may collect within about one window before"
+        " it is closed with 4429 (the count decays at this many per window); 0 never closes.",
+    )
     recent_history_size: int = Field(
         1000, ge=0, description="Messages per channel kept in Redis for fast resume."
     )
