@@ -173,7 +173,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 async def _broker(app: web.Application) -> AsyncIterator[None]:
     broker = Broker(app[SETTINGS], app[REDIS], app[SENDS], app[SCRIPTS], app[PG_POOL])
     metrics = app[METRICS]
-    hub = Hub(broker, metrics)
+    hub = Hub(broker, metrics, max_sockets_per_user=app[SETTINGS].ws_max_sockets_per_user)
     metrics.registry.gauge(
         "chat_connections", "Chat sockets open on this gateway.", lambda: hub.connection_count
     )

@@ -20,7 +20,7 @@ from typing import Protocol
 from gateway.connection import Connection
 from gateway.metrics import GatewayMetrics
 from gateway.websocket import text_frame
-from shared.errors import CloseCode
+from shared.errors import CloseCode, TooManySocketsError
 from shared.wire import frame_created_ms, frame_seq
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,16 @@ class Subscriptions(Protocol):
 
 
 class Hub:
-    def __init__(self, subscriptions: Subscriptions, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, subscriptions: Subscriptions, metrics: GatewayMetrics, *, max_sockets_per_user: int
+    ) -> None:
         self._subscriptions = subscriptions
         self._metrics = metrics
         self._channels: dict[int, set[Connection]] = {}
+        # Per gateway, not per cluster: what the cap protects is this node's
+        # memory, and counting here costs no round trip per connect.
+        self._max_sockets_per_user = max_sockets_per_user
+        self._sockets_of_user: dict[int, int] = {}
         # Serializes subscribe/unsubscribe per channel, so a join racing the last
         # leave never ends with members and no subscription.
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -52,28 +58,46 @@ class Hub:
     async def join(self, connection: Connection) -> None:
         """Register a connection; subscribes the node if it is the channel's first.
 
-        Raises whatever `subscribe` raises, with the hub left unchanged.
+        Raises TooManySocketsError when its user already holds the most sockets
+        allowed here, or whatever `subscribe` raises, with the hub left unchanged.
         """
-        channel_id = connection.channel_id
-        async with self._locks[channel_id]:
-            members = self._channels.get(channel_id)
-            if members is None:
-                await self._subscriptions.subscribe(channel_id)
-                members = self._channels[channel_id] = set()
-            members.add(connection)
+        channel_id, user_id = connection.channel_id, connection.user_id
+        # Counted before the first await, so concurrent joins cannot overshoot the cap.
+        held = self._sockets_of_user.get(user_id, 0)
+        if held >= self._max_sockets_per_user:
+            raise TooManySocketsError()
+        self._sockets_of_user[user_id] = held + 1
+        try:
+            async with self._locks[channel_id]:
+                members = self._channels.get(channel_id)
+                if members is None:
+                    await self._subscriptions.subscribe(channel_id)
+                    members = self._channels[channel_id] = set()
+                members.add(connection)
+        except BaseException:
+            self._release(user_id)
+            raise
 
     async def leave(self, connection: Connection) -> None:
         channel_id = connection.channel_id
         async with self._locks[channel_id]:
             members = self._channels.get(channel_id)
-            if members is None:
+            if members is None or connection not in members:
                 return
-            members.discard(connection)
+            members.remove(connection)
+            self._release(connection.user_id)
             if not members:
                 del self._channels[channel_id]
                 await self._subscriptions.unsubscribe(channel_id)
         if channel_id not in self._channels and not self._locks[channel_id].locked():
             self._locks.pop(channel_id, None)
+
+    def _release(self, user_id: int) -> None:
+        held = self._sockets_of_user[user_id] - 1
+        if held:
+            self._sockets_of_user[user_id] = held
+        else:
+            del self._sockets_of_user[user_id]
 
     def deliver(self, channel_id: int, frame: bytes) -> None:
         """Offer one pre-encoded message frame to every local member of the channel."""

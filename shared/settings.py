@@ -132,6 +132,12 @@ class Settings(BaseSettings):
         description="Kernel send buffer per chat socket (SO_SNDBUF), which bounds what a"
         " stalled client holds beyond its queue; 0 leaves it to the kernel.",
     )
+    ws_max_sockets_per_user: int = Field(
+        32,
+        ge=1,
+        description="Chat sockets one user may hold open on one gateway, all channels together;"
+        " more are refused with too_many_sockets (4429).",
+    )
     ws_heartbeat_seconds: float = Field(
         30.0, gt=0, description="Ping interval; a peer silent for this long is dropped."
     )
