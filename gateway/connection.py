@@ -188,9 +188,12 @@ class Connection:
             last = None if last_frame is None else text_frame(last_frame)
             self._socket.close(code, reason, last_frame=last)
 
-    def revoke(self) -> None:
-        """Close because the user lost access to the channel (4403), as a live removal does."""
+    def revoke(self) -> bool:
+        """Close because the user lost access to the channel (4403); False if already closing."""
+        if self._close_request is not None:
+            return False
         self.close(CloseCode.FORBIDDEN, "no longer a member of this channel")
+        return True
 
     @property
     def revoked(self) -> bool:

@@ -78,9 +78,7 @@ class MembershipAudit:
         closed = 0
         for pair in revoked:
             for connection in members[pair]:
-                if not connection.revoked:
-                    connection.revoke()
-                    closed += 1
+                closed += connection.revoke()
         if closed:
             self._metrics.membership_revocations.inc(closed)
             log.info("closed sockets of removed members", extra={"count": closed})

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -186,6 +188,19 @@ async def test_publishes_missed_while_pubsub_reconnects_are_replayed(
     assert (await receive_until(ws_bob, "message"))["seq"] == 36
 
 
+@contextlib.asynccontextmanager
+async def _messages_locked(database_dsn: str) -> AsyncIterator[None]:
+    """Every read of the messages table blocks until the block ends: a replay page read
+    from PostgreSQL stays in flight for as long as a test needs."""
+    locker = await asyncpg.connect(database_dsn)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
+            yield
+    finally:
+        await locker.close()
+
+
 async def test_socket_closed_mid_read_leaves_the_shared_read_to_the_others(
     make_gateway: MakeGateway,
     make_settings: Any,
@@ -209,19 +224,13 @@ async def test_socket_closed_mid_read_leaves_the_shared_read_to_the_others(
     async def bob_is_gone() -> bool:
         return hub.connection_count == 2
 
-    locker = await asyncpg.connect(database_dsn)
-    try:
-        async with locker.transaction():
-            # Holds every read of the table, so the shared read blocks until the commit.
-            await locker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-            ws_bob = await connect(gateway, bob, channel_id, params={"since": "0"})
-            ws_carol = await connect(gateway, carol, channel_id, params={"since": "0"})
-            await eventually(carol_waits_for_bobs_read)
-            await ws_bob.close()  # cancels bob's catch-up, the read's first caller
-            await eventually(bob_is_gone)
-            assert metrics.backlog_reads.value == 1  # still the one read, still blocked
-    finally:
-        await locker.close()
+    async with _messages_locked(database_dsn):
+        ws_bob = await connect(gateway, bob, channel_id, params={"since": "0"})
+        ws_carol = await connect(gateway, carol, channel_id, params={"since": "0"})
+        await eventually(carol_waits_for_bobs_read)
+        await ws_bob.close()  # cancels bob's catch-up, the read's first caller
+        await eventually(bob_is_gone)
+        assert metrics.backlog_reads.value == 1  # still the one read, still blocked
 
     frames = await receive_messages(ws_carol, 300)
     assert [frame["seq"] for frame in frames] == list(range(1, 301))
@@ -253,16 +262,11 @@ async def test_read_nobody_waits_for_is_cancelled(
     async def read_cancelled() -> bool:
         return await blocked_reads() == 0
 
-    locker = await asyncpg.connect(database_dsn)
-    try:
-        async with locker.transaction():
-            await locker.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")
-            ws_bob = await connect(gateway, bob, channel_id, params={"since": "0"})
-            await eventually(read_blocked)
-            await ws_bob.close()
-            await eventually(read_cancelled)  # while the lock is still held
-    finally:
-        await locker.close()
+    async with _messages_locked(database_dsn):
+        ws_bob = await connect(gateway, bob, channel_id, params={"since": "0"})
+        await eventually(read_blocked)
+        await ws_bob.close()
+        await eventually(read_cancelled)  # while the lock is still held
 
 
 async def _store_history(
