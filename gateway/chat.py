@@ -223,7 +223,7 @@ class _ChatSocket:
         """Send the inbox's frames in order, as far as it goes without waiting."""
         if self._connection.revoked:
             # The user lost access: what the socket read before its close is not sent.
-            self._inbox.clear()
+            self._drop_inbox()
             return
         broker, route = self._app[BROKER], self._route
         assert route is not None  # built before the first frame is sent
@@ -296,13 +296,19 @@ class _ChatSocket:
         if not close:
             self._rejected(exc)
             return
-        self._inbox.clear()  # a flood's frames already read are dropped too
+        self._drop_inbox()  # a flood's frames already read are dropped too
         metrics = self._app[METRICS]
         metrics.send_rejections.inc(exc.code)
         metrics.rate_limit_closes.inc()
         log.info("closing a socket that keeps sending over its rate limit")
         frame = error_frame(exc.code, exc.message, exc.details, exc.retry_after)
         self._connection.close(exc.close_code, "too many messages", last_frame=frame)
+
+    def _drop_inbox(self) -> None:
+        self._inbox.clear()
+        if self.websocket is not None:
+            # A full inbox paused reading; the closing handshake needs the peer's close frame.
+            self.websocket.resume_reading()
 
     def _rejected(self, exc: AppError) -> None:
         self._app[METRICS].send_rejections.inc(exc.code)

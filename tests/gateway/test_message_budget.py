@@ -14,10 +14,18 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from gateway.app_keys import METRICS
+from gateway.app_keys import HUB, METRICS
 from gateway.message_budget import BudgetLimits, MessageBudget
+from gateway.websocket import CLOSE_TIMEOUT_SECONDS
 from shared.settings import Settings
-from tests.gateway.api_client import RECEIVE_TIMEOUT, connect, receive_json, room, send_texts
+from tests.gateway.api_client import (
+    RECEIVE_TIMEOUT,
+    connect,
+    eventually,
+    receive_json,
+    room,
+    send_texts,
+)
 from tests.gateway.conftest import MakeGateway
 
 _SCRIPT_COMMANDS = ("evalsha", "eval")  # EVAL after a NOSCRIPT
@@ -103,6 +111,13 @@ async def test_socket_that_keeps_flooding_is_closed_with_4429(
     assert acks == 5
     assert await _script_calls(redis_url) == 11
     assert gateway.app[METRICS].rate_limit_closes.value == 1
+
+    async def closing_handshake_done() -> bool:
+        return gateway.app[HUB].connection_count == 1  # bob's socket only
+
+    # The flood had paused reading (a full inbox): the gateway must still read the
+    # client's close frame, rather than abort the connection after CLOSE_TIMEOUT_SECONDS.
+    await eventually(closing_handshake_done, within=CLOSE_TIMEOUT_SECONDS / 2)
 
 
 def _accepted_by_the_redis_window(times_ms: list[int], rate: int, window_ms: int) -> list[int]:
