@@ -8,6 +8,7 @@ none of the chat's admission, so a conformance run exercises the framing alone.
 
 from __future__ import annotations
 
+import asyncio
 from http import HTTPStatus
 
 from aiohttp import web
@@ -22,7 +23,8 @@ ECHOES = web.AppKey("ECHOES", list["Echo"])
 class Echo:
     """One socket's listener: each message goes straight back."""
 
-    def __init__(self) -> None:
+    def __init__(self, transport: asyncio.Transport | None) -> None:
+        self.transport = transport  # what the socket reads from and writes to
         self.websocket: WebSocket | None = None
         self.messages = 0
 
@@ -52,7 +54,7 @@ def echo_app(settings: Settings) -> web.Application:
 
 async def _echo_socket(request: web.Request) -> web.StreamResponse:
     check_upgrade(request)
-    echo = Echo()
+    echo = Echo(request.transport)
     echo.websocket = request.app[ECHO_SOCKETS].upgrade(request, echo)
     request.app[ECHOES].append(echo)
     # aiohttp no longer holds the transport, so this answer is never written.
