@@ -8,12 +8,25 @@ life, about 9 KB of Python objects per idle socket; a `WebSocket` is one
 object with slots and its transport. Inbound frames are parsed in
 `data_received` and handed to the listener synchronously, with no task switch.
 
-It speaks RFC 6455 without extensions: client frames must be masked, control
-frames short and final; a frame or message over `max_size` fails the socket
-with 1009, any other violation with 1002. Pings from the peer are answered;
-`Sockets.heartbeat` pings every socket and aborts the ones that stayed silent
-for a whole interval. `close` sends a close frame and waits, bounded, for the
-peer's; a peer that never reads is aborted after `CLOSE_TIMEOUT_SECONDS`.
+It speaks RFC 6455 without extensions, and passes the Autobahn TestSuite's
+sections 1-7 and 10 (tests/gateway/test_autobahn.py). Client frames must be
+masked, control frames short and final; a text message must be valid UTF-8,
+checked fragment by fragment, or the socket fails with 1007; a close frame
+must carry a code a peer may send and a UTF-8 reason, or it is answered with
+1002. A frame or message over `max_size`, or a message in more than
+`max_fragments` frames, fails the socket with 1009; any other violation with
+1002. A failed socket sends its close frame and a FIN, then reads and drops
+whatever the peer still sends, so the close frame is not lost to a reset.
+Pings from the peer are answered. Reading pauses while the transport's write
+buffer is over its high-water mark, so a peer that sends and never reads
+cannot grow the gateway's memory; `Sockets.heartbeat` pings every socket and
+aborts the ones that stayed silent, or unwritable, for a whole interval.
+`close` sends a close frame and waits, bounded, for the peer's; a peer that
+never reads is aborted after `CLOSE_TIMEOUT_SECONDS`.
+
+Hand-written rather than a maintained Sans-I/O implementation because it is
+the cheapest per frame and per idle socket of those measured (README, "Design
+decisions beyond DESIGN.md"; `python -m loadtests.ws_framing`).
 """
 
 from __future__ import annotations
@@ -451,7 +464,8 @@ class Sockets:
             self._all_closed.set()
 
     async def heartbeat(self, interval: float) -> None:
-        """Ping every socket each `interval`; drop the ones silent for a whole interval."""
+        """Ping every socket each `interval`; drop the ones silent, or unwritable, for a
+        whole interval."""
         while True:
             await asyncio.sleep(interval)
             for websocket in list(self._open):
