@@ -330,6 +330,8 @@ class WebSocket(asyncio.Protocol):
         if fragments.count > self._sockets.max_fragments:
             # Each frame costs a call however small it is: 40,000 empty
             # continuations would hold the loop for as long as they are read.
+            # 1009, not 1008: the cap bounds the message's size, counted in
+            # frames, and a client should treat it as it treats the byte limit.
             self._fail(CloseCode.MESSAGE_TOO_BIG, "message in too many fragments")
             return False
         if fragments.decoder is not None:
