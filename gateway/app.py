@@ -69,6 +69,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = GatewayMetrics()
     app[SOCKETS] = Sockets(
         max_size=settings.ws_max_frame_bytes,
+        max_fragments=settings.ws_max_fragments,
         send_buffer_bytes=settings.ws_socket_send_buffer_bytes,
     )
     app.cleanup_ctx.extend([_postgres, _redis, _broker, _heartbeat])

@@ -44,6 +44,7 @@ from shared.db.records import User
 from shared.errors import (
     AppError,
     ChannelNotFoundError,
+    CloseCode,
     DrainingError,
     InvalidBodyError,
     InvalidJsonError,
@@ -180,7 +181,11 @@ class _ChatSocket:
         self._sender: asyncio.Task[None] | None = None
         self.websocket: WebSocket | None = None
 
-    def on_message(self, payload: bytes) -> None:
+    def on_message(self, payload: bytes, binary: bool) -> None:
+        if binary:
+            # Chat frames are JSON text; a client sending binary is broken, not wrong once.
+            self._connection.close(CloseCode.UNSUPPORTED_DATA, "binary messages are not accepted")
+            return
         self._inbox.append(payload)
         if self._sender is None and self._in_flight is None:
             (self._context or self._start_sending()).run(self._send_next)

@@ -123,6 +123,12 @@ class Settings(BaseSettings):
         ge=1024,
         description="Hard frame limit: larger frames close the socket (1009).",
     )
+    ws_max_fragments: int = Field(
+        128,
+        ge=1,
+        description="Most frames one fragmented WebSocket message may arrive in;"
+        " more close the socket (1009).",
+    )
     ws_send_queue_size: int = Field(
         1024, ge=1, description="Outbound frames queued per socket before it counts as too slow."
     )

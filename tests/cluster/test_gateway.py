@@ -184,8 +184,8 @@ async def test_subscribing_after_an_unseen_slot_move_follows_the_redirect(
     await migrate_slot(topic, source, target, valkey_cluster.ports)
 
     ws_moved = await connect(gateway, alice, moved)
-    await ws_moved.send_bytes(orjson.dumps({"type": "text", "content": "after the move"}))
-    await ws_steady.send_bytes(orjson.dumps({"type": "text", "content": "elsewhere"}))
+    await ws_moved.send_str(orjson.dumps({"type": "text", "content": "after the move"}).decode())
+    await ws_steady.send_str(orjson.dumps({"type": "text", "content": "elsewhere"}).decode())
 
     assert (await receive_until(ws_moved, "message"))["seq"] == 1
     assert (await receive_until(ws_steady, "message"))["seq"] == 1
