@@ -14,6 +14,7 @@ from gateway.backlog import Backlog
 from gateway.broker import Broker
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
+from gateway.passwords import PasswordHasher
 from gateway.pipelined_redis import PipelinedRedis
 from gateway.websocket import Sockets
 from shared.redis_keys import RedisKeys
@@ -40,4 +41,5 @@ HUB = web.AppKey("HUB", Hub)
 SOCKETS = web.AppKey("SOCKETS", Sockets)
 BACKLOG = web.AppKey("BACKLOG", Backlog)
 METRICS = web.AppKey("METRICS", GatewayMetrics)
+PASSWORDS = web.AppKey("PASSWORDS", PasswordHasher)
 READINESS = web.AppKey("READINESS", Readiness)

@@ -418,10 +418,14 @@ class Sockets:
     def __len__(self) -> int:
         return len(self._open)
 
-    def upgrade(self, request: web.Request, listener: Listener | None) -> WebSocket:
+    def upgrade(
+        self, request: web.Request, listener: Listener | None, *, subprotocol: str | None = None
+    ) -> WebSocket:
         """Answer 101 and take the connection from aiohttp.
 
-        Call `check_upgrade` first; raises ConnectionResetError when the peer is gone.
+        `subprotocol` is the one the answer selects (`Sec-WebSocket-Protocol`), which
+        must be one the client offered; None selects none. Call `check_upgrade`
+        first; raises ConnectionResetError when the peer is gone.
         """
         transport = request.transport
         protocol = request.protocol
@@ -429,9 +433,10 @@ class Sockets:
             raise ConnectionResetError("peer gone before the upgrade")
         key = request.headers[hdrs.SEC_WEBSOCKET_KEY].encode()
         accept = base64.b64encode(hashlib.sha1(key + _GUID, usedforsecurity=False).digest())
+        selected = b"Sec-WebSocket-Protocol: %b\r\n" % subprotocol.encode() if subprotocol else b""
         transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n" + selected + b"\r\n"
         )
         sock = transport.get_extra_info("socket")
         if self._send_buffer_bytes and sock is not None:
