@@ -30,6 +30,7 @@ from gateway.app_keys import (
     KEYS,
     MESSAGE_LIMITS,
     METRICS,
+    PASSWORDS,
     PG_POOL,
     READINESS,
     REDIS,
@@ -47,6 +48,7 @@ from gateway.membership_audit import MembershipAudit
 from gateway.message_budget import BudgetLimits
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import error_middleware, rate_limit_middleware, request_id_middleware
+from gateway.passwords import PasswordHasher, hash_concurrency
 from gateway.pipelined_redis import PipelinedRedis
 from gateway.websocket import Sockets
 from shared.db.pool import create_pool
@@ -73,9 +75,10 @@ def create_app(settings: Settings) -> web.Application:
     app[MESSAGE_LIMITS] = BudgetLimits.from_settings(settings)
     app[SOCKETS] = Sockets(
         max_size=settings.ws_max_frame_bytes,
+        max_fragments=settings.ws_max_fragments,
         send_buffer_bytes=settings.ws_socket_send_buffer_bytes,
     )
-    app.cleanup_ctx.extend([_postgres, _redis, _broker, _membership_audit, _heartbeat])
+    app.cleanup_ctx.extend([_passwords, _postgres, _redis, _broker, _membership_audit, _heartbeat])
     app.on_shutdown.append(drain)
     _add_routes(app, settings)
     return app
@@ -90,8 +93,10 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     rest = [
         app.router.add_post("/api/v1/auth/signup", auth.signup),
         app.router.add_post("/api/v1/auth/login", auth.login),
+        app.router.add_post("/api/v1/auth/logout", auth.logout),
         app.router.add_get("/api/v1/auth/me", auth.me),
         app.router.add_put("/api/v1/auth/change-password", auth.change_password),
+        app.router.add_post("/api/v1/auth/ws-ticket", auth.ws_ticket),
         app.router.add_get("/api/v1/users", users.list_users),
         app.router.add_put("/api/v1/users/edit", users.edit_user),
         app.router.add_get("/api/v1/users/{id}", users.get_user),
@@ -123,6 +128,12 @@ def _enable_cors(app: web.Application, settings: Settings, routes: list[web.Abst
     cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(settings.allowed_origins, options))
     for route in routes:
         cors.add(route)
+
+
+async def _passwords(app: web.Application) -> AsyncIterator[None]:
+    app[PASSWORDS] = PasswordHasher(hash_concurrency(app[SETTINGS].password_hash_concurrency))
+    yield
+    app[PASSWORDS].close()
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:

@@ -1,4 +1,5 @@
-"""The chat socket: `WS /api/v1/chat/{channel_id}?token=<jwt>[&since=<seq>]`.
+"""The chat socket: `WS /api/v1/chat/{channel_id}?token=<jwt>[&since=<seq>]` (or the
+token as a subprotocol, or `?ticket=`: see `gateway.auth`).
 
 Step one of the send path: admit the socket (Origin, token, channel,
 membership, the user's socket cap), subscribe it and read the channel's head
@@ -30,14 +31,16 @@ from gateway.app_keys import (
     BACKLOG,
     BROKER,
     HUB,
+    KEYS,
     MESSAGE_LIMITS,
     METRICS,
     PG_POOL,
     READINESS,
+    REDIS,
     SETTINGS,
     SOCKETS,
 )
-from gateway.auth import verify_token
+from gateway.auth import check_generation, socket_claims, socket_protocol
 from gateway.broker import Broker, PendingSend, SendResult, SendRoute
 from gateway.connection import Connection
 from gateway.message_budget import MessageBudget
@@ -48,12 +51,12 @@ from shared.db.records import User
 from shared.errors import (
     AppError,
     ChannelNotFoundError,
+    CloseCode,
     DrainingError,
     InvalidBodyError,
     InvalidJsonError,
     InvalidTokenError,
     MessageTooLargeError,
-    MissingTokenError,
     NotAMemberError,
     OriginNotAllowedError,
     RateLimitedError,
@@ -117,7 +120,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         return _refuse(request, sockets, exc)
     chat = _ChatSocket(session, connection, app)
     try:
-        websocket = sockets.upgrade(request, chat)
+        websocket = sockets.upgrade(request, chat, subprotocol=socket_protocol(request))
     except ConnectionResetError:
         await hub.leave(connection)
         return _handed_over()
@@ -139,7 +142,7 @@ def _handed_over() -> web.StreamResponse:
 
 def _refuse(request: web.Request, sockets: Sockets, exc: AppError) -> web.StreamResponse:
     try:
-        websocket = sockets.upgrade(request, None)
+        websocket = sockets.upgrade(request, None, subprotocol=socket_protocol(request))
     except ConnectionResetError:
         return _handed_over()
     frame = text_frame(error_frame(exc.code, exc.message))
@@ -188,7 +191,11 @@ class _ChatSocket:
         self._sender: asyncio.Task[None] | None = None
         self.websocket: WebSocket | None = None
 
-    def on_message(self, payload: bytes) -> None:
+    def on_message(self, payload: bytes, binary: bool) -> None:
+        if binary:
+            # Chat frames are JSON text; a client sending binary is broken, not wrong once.
+            self._connection.close(CloseCode.UNSUPPORTED_DATA, "binary messages are not accepted")
+            return
         self._inbox.append(payload)
         if self._sender is None and self._in_flight is None:
             (self._context or self._start_sending()).run(self._send_next)
@@ -324,16 +331,15 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
         raise OriginNotAllowedError()
     channel_id = path_id(request, "channel_id")
     since = query_int(request, "since", default=None, low=0, high=_MAX_SEQ)
-    token = request.query.get("token", "").strip()
-    if not token:
-        raise MissingTokenError()
-    claims = verify_token(settings, token)
+    claims = await socket_claims(request, settings, request.app[REDIS], request.app[KEYS])
     try:
         access = await chat_access(request.app[PG_POOL], channel_id, claims.user_id)
     except POSTGRES_OUTAGE_ERRORS as exc:
         raise UnavailableError() from exc
+    # Refuses a revoked token, and one signed for a user that no longer exists.
+    check_generation(claims, access.token_generation)
     if access.user is None:
-        raise InvalidTokenError()  # signed for a user that no longer exists
+        raise InvalidTokenError()
     if not access.channel_exists:
         raise ChannelNotFoundError()
     if access.role is None:

@@ -46,6 +46,10 @@ class Replay(Protocol):
     async def page_after(self, channel_id: int, after_seq: int) -> Sequence[tuple[int, bytes]]: ...
 
 
+# The codes `revoke` closes with; nothing else closes a socket with them.
+_LOST_ACCESS = frozenset({CloseCode.FORBIDDEN, CloseCode.UNAUTHORIZED})
+
+
 class _StalledError(Exception):
     """A replay found its socket's queue full for longer than the stall bound."""
 
@@ -188,18 +192,19 @@ class Connection:
             last = None if last_frame is None else text_frame(last_frame)
             self._socket.close(code, reason, last_frame=last)
 
-    def revoke(self) -> bool:
-        """Close because the user lost access to the channel (4403); False if already closing."""
+    def revoke(self, code: CloseCode, reason: str) -> bool:
+        """Close because the user lost access (`code` 4403: removed from the channel;
+        4401: token revoked); False if the socket was closing already."""
         if self._close_request is not None:
             return False
-        self.close(CloseCode.FORBIDDEN, "no longer a member of this channel")
+        self.close(code, reason)
         return True
 
     @property
     def revoked(self) -> bool:
         """Closed because the user lost access: what the socket read is no longer sent."""
         request = self._close_request
-        return request is not None and request[0] is CloseCode.FORBIDDEN
+        return request is not None and request[0] in _LOST_ACCESS
 
     def _too_slow(self) -> None:
         self._metrics.slow_disconnects.inc()

@@ -127,11 +127,11 @@ class Hub:
         for listener in self._resync_listeners:
             listener()
 
-    def remove_user(self, channel_id: int, user_id: int) -> None:
-        """Close the sockets of a user who lost access to a channel (4403)."""
+    def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None:
+        """Close the sockets of a user who lost access to a channel (see `Connection.revoke`)."""
         for connection in list(self._channels.get(channel_id, ())):
             if connection.user_id == user_id:
-                connection.revoke()
+                connection.revoke(code, reason)
 
     def members(self) -> dict[tuple[int, int], list[Connection]]:
         """Every local connection, by (channel_id, user_id): what the membership audit checks."""

@@ -22,6 +22,7 @@ import logging
 
 import asyncpg
 
+from gateway.broker import CONTROL_CLOSES
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
 from shared.db.channels import pairs_without_access
@@ -78,7 +79,7 @@ class MembershipAudit:
         closed = 0
         for pair in revoked:
             for connection in members[pair]:
-                closed += connection.revoke()
+                closed += connection.revoke(*CONTROL_CLOSES["member_removed"])
         if closed:
             self._metrics.membership_revocations.inc(closed)
             log.info("closed sockets of removed members", extra={"count": closed})

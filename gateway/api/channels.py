@@ -47,18 +47,27 @@ async def list_channels(request: web.Request) -> web.Response:
 
 
 async def get_channel(request: web.Request) -> web.Response:
+    """The channel, for anyone; with `members` (the first 100) only for a valid token,
+    since who is in a channel is not public. A bad token is refused (401)."""
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
+    signed_in = "Authorization" in request.headers
+    if signed_in:
+        await caller(request)  # a token that is sent must be valid
     channel = await channels.get_channel(pool, channel_id)
     if channel is None:
         raise ChannelNotFoundError()
-    members = await channels.list_members(pool, channel_id, limit=_CHANNEL_MEMBERS_SHOWN, offset=0)
-    data = channel_json(channel) | {"members": [member_json(member) for member in members]}
+    data = channel_json(channel)
+    if signed_in:
+        members = await channels.list_members(
+            pool, channel_id, limit=_CHANNEL_MEMBERS_SHOWN, offset=0
+        )
+        data["members"] = [member_json(member) for member in members]
     return ok("channel retrieved", data)
 
 
 async def new_channel(request: web.Request) -> web.Response:
-    claims = caller(request)
+    claims = await caller(request)
     body = await read_body(request, NewChannelBody)
     channel = await channels.create_channel(
         request.app[PG_POOL],
@@ -71,14 +80,14 @@ async def new_channel(request: web.Request) -> web.Response:
 
 
 async def join_channel(request: web.Request) -> web.Response:
-    claims = caller(request)
+    claims = await caller(request)
     body = await read_body(request, ChannelRefBody)
     await channels.add_member(request.app[PG_POOL], body.channel_id, claims.user_id)
     return ok("joined channel", {"channel_id": body.channel_id})
 
 
 async def leave_channel(request: web.Request) -> web.Response:
-    claims = caller(request)
+    claims = await caller(request)
     body = await read_body(request, ChannelRefBody)
     pool = request.app[PG_POOL]
     if not await channels.remove_member(pool, body.channel_id, claims.user_id):
@@ -89,6 +98,8 @@ async def leave_channel(request: web.Request) -> web.Response:
 
 
 async def list_members(request: web.Request) -> web.Response:
+    """Members need a valid token: who is in a channel is not public."""
+    await caller(request)
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
     if await channels.get_channel(pool, channel_id) is None:
@@ -104,7 +115,7 @@ async def list_messages(request: web.Request) -> web.Response:
     `next_cursor` is the value to pass as the same parameter for the next page,
     or null when there is none.
     """
-    claims = caller(request)
+    claims = await caller(request)
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
     limit = query_int(request, "limit", default=50, low=1, high=200)

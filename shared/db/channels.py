@@ -114,11 +114,13 @@ async def list_members(db: Executor, channel_id: int, *, limit: int, offset: int
 
 
 async def chat_access(db: Executor, channel_id: int, user_id: int) -> ChatAccess:
-    """Channel existence, the user's role in it and the user's profile, in one query."""
+    """Channel existence, the user's role in it, the user's profile and token
+    generation, in one query."""
     row = await db.fetchrow(
         """SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1) AS channel_exists,
                   m.role AS member_role,
-                  u.id, u.name, u.username, u.email, u.avatar_url, u.role, u.created_at
+                  u.id, u.name, u.username, u.email, u.avatar_url, u.role, u.created_at,
+                  u.token_generation
            FROM users u
            LEFT JOIN memberships m ON m.channel_id = $1 AND m.user_id = u.id
            WHERE u.id = $2""",
@@ -129,9 +131,12 @@ async def chat_access(db: Executor, channel_id: int, user_id: int) -> ChatAccess
         exists = await db.fetchval(
             "SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1)", channel_id
         )
-        return ChatAccess(channel_exists=bool(exists), role=None, user=None)
+        return ChatAccess(channel_exists=bool(exists), role=None, user=None, token_generation=None)
     return ChatAccess(
-        channel_exists=row["channel_exists"], role=row["member_role"], user=User.from_record(row)
+        channel_exists=row["channel_exists"],
+        role=row["member_role"],
+        user=User.from_record(row),
+        token_generation=row["token_generation"],
     )
 
 

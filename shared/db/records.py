@@ -48,6 +48,15 @@ class User:
 class Credentials:
     user_id: int
     password_hash: str
+    token_generation: int  # read with the hash: a token issued after checking it carries this
+
+    @classmethod
+    def from_record(cls, row: Record) -> Credentials:
+        return cls(
+            user_id=row["id"],
+            password_hash=row["password"],
+            token_generation=row["token_generation"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,3 +106,4 @@ class ChatAccess:
     channel_exists: bool
     role: str | None
     user: User | None
+    token_generation: int | None  # the user's, for the token check; None without a user

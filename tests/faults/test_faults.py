@@ -82,7 +82,7 @@ async def test_postgres_stopped_then_started(
         body = await response.json()
         assert (response.status, body["code"]) == (503, "unavailable")
         assert "postgres" in body["message"]
-    async with session.get(f"{gateways[1].url}/api/v1/users") as response:
+    async with session.get(f"{gateways[1].url}/api/v1/channels") as response:
         body = await response.json()
         assert (response.status, body["status"], body["code"]) == (503, "error", "unavailable")
     # Sends need only Redis: they keep being acknowledged while PostgreSQL is down.

@@ -77,10 +77,10 @@ class Sent:
 async def send_texts(ws: aiohttp.ClientWebSocketResponse, count: int, tag: str) -> Sent:
     """Send `count` text messages (client ids `<tag>-<n>`) and wait for every ack."""
     for index in range(count):
-        await ws.send_bytes(
+        await ws.send_str(
             orjson.dumps(
                 {"type": "text", "content": f"{tag} {index}", "client_id": f"{tag}-{index}"}
-            )
+            ).decode()
         )
     sent = Sent([], [])
     async with asyncio.timeout(RECEIVE_TIMEOUT):

@@ -105,7 +105,7 @@ async def test_file_message_keeps_the_go_fields(gateway: TestClient[Any, Any]) -
         "url": "https://files.example.com/f-1",
         "size_in_bytes": 2048,
     }
-    await ws.send_bytes(orjson.dumps(body))
+    await ws.send_str(orjson.dumps(body).decode())
     assert (await receive_until(ws, "message"))["body"] == body
 
 

@@ -61,7 +61,7 @@ async def _script_calls(redis_url: str) -> int:
 async def _flood(ws: aiohttp.ClientWebSocketResponse, count: int) -> None:
     """`count` valid frames at once: the gateway reads them far faster than the budget refills."""
     for index in range(count):
-        await ws.send_bytes(orjson.dumps({"type": "text", "content": f"m{index}"}))
+        await ws.send_str(orjson.dumps({"type": "text", "content": f"m{index}"}).decode())
 
 
 async def _replies(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[str, Any]]:
