@@ -87,6 +87,7 @@ _INBOX_LIMIT = 64
 class _Session:
     user_id: int
     channel_id: int
+    token_generation: int
     author: bytes  # the `user` object of every frame this socket sends, encoded once
     since: int | None
 
@@ -103,6 +104,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         connection = Connection(
             user_id=session.user_id,
             channel_id=session.channel_id,
+            token_generation=session.token_generation,
             queue_size=settings.ws_send_queue_size,
             replay=backlog,
             metrics=app[METRICS],
@@ -345,7 +347,11 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
     if access.role is None:
         raise NotAMemberError()
     return _Session(
-        user_id=claims.user_id, channel_id=channel_id, author=_author(access.user), since=since
+        user_id=claims.user_id,
+        channel_id=channel_id,
+        token_generation=claims.generation,
+        author=_author(access.user),
+        since=since,
     )
 
 

@@ -75,6 +75,7 @@ class Connection:
         "_writer",
         "channel_id",
         "last_seq",
+        "token_generation",
         "user_id",
     )
 
@@ -83,6 +84,7 @@ class Connection:
         *,
         user_id: int,
         channel_id: int,
+        token_generation: int,
         queue_size: int,
         replay: Replay,
         metrics: GatewayMetrics,
@@ -91,6 +93,8 @@ class Connection:
     ) -> None:
         self.user_id = user_id
         self.channel_id = channel_id
+        # Of the token the socket was opened with: the membership audit re-checks it.
+        self.token_generation = token_generation
         self.last_seq = 0  # the last message seq queued to this socket
         # Lists, not deques, for what every socket holds: an empty deque costs
         # ten times the memory of an empty list, and the writer swaps the list whole.

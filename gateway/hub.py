@@ -133,12 +133,14 @@ class Hub:
             if connection.user_id == user_id:
                 connection.revoke(code, reason)
 
-    def members(self) -> dict[tuple[int, int], list[Connection]]:
-        """Every local connection, by (channel_id, user_id): what the membership audit checks."""
-        found: dict[tuple[int, int], list[Connection]] = {}
+    def members(self) -> dict[tuple[int, int, int], list[Connection]]:
+        """Every local connection, by (channel_id, user_id, token_generation): what the
+        membership audit checks."""
+        found: dict[tuple[int, int, int], list[Connection]] = {}
         for channel_id, connections in self._channels.items():
             for connection in connections:
-                found.setdefault((channel_id, connection.user_id), []).append(connection)
+                key = (channel_id, connection.user_id, connection.token_generation)
+                found.setdefault(key, []).append(connection)
         return found
 
     def on_resync(self, listener: Callable[[], None]) -> None:

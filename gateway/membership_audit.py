@@ -1,17 +1,20 @@
 """The membership audit: sockets of users who lost access close even when the event was missed.
 
-A removal reaches the gateways as a control event on the channel's topic
-(`Broker.publish_member_removed`), which a gateway whose pub/sub link is
-reconnecting never hears, and a membership deleted straight in PostgreSQL
-publishes nothing. So every `MEMBERSHIP_RECHECK_SECONDS`, and at once after
-each pub/sub resync, the audit asks PostgreSQL in one query which of this
-gateway's (channel, user) pairs may no longer hold a socket, and closes those
-sockets with the code a live removal uses (4403). That interval bounds how
-long a removed member keeps a socket, and with it the send path (a revoked
-socket sends nothing more, not even what it had already read).
+A removal from a channel, and a revocation of a user's tokens (log-out,
+password change), reach the gateways as control events on the channels'
+topics (`Broker.publish_member_removed`, `publish_tokens_revoked`), which a
+gateway whose pub/sub link is reconnecting never hears; and a membership
+deleted straight in PostgreSQL publishes nothing. So every
+`MEMBERSHIP_RECHECK_SECONDS`, and at once after each pub/sub resync, the
+audit asks PostgreSQL in one query which of this gateway's sockets, each
+(channel, user, token generation), may no longer stay open, and closes them
+with the code the missed event would have: 4403 for a removal, 4401 for a
+revoked token. That interval bounds how long a user who lost access keeps a
+socket, and with it the send path (a revoked socket sends nothing more, not
+even what it had already read).
 
 Only the connections open before the query are closed: one admitted after
-it was checked against a membership at least as recent as the answer.
+it was checked against a row at least as recent as the answer.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import asyncpg
 from gateway.broker import CONTROL_CLOSES
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
-from shared.db.channels import pairs_without_access
+from shared.db.channels import sockets_without_access
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
 
 log = logging.getLogger(__name__)
@@ -72,14 +75,18 @@ class MembershipAudit:
         members = self._hub.members()
         if not members:
             return 0
-        pairs = list(members)
-        revoked = await pairs_without_access(
-            self._pool, [channel_id for channel_id, _ in pairs], [user_id for _, user_id in pairs]
+        keys = list(members)
+        lost = await sockets_without_access(
+            self._pool,
+            [channel_id for channel_id, _, _ in keys],
+            [user_id for _, user_id, _ in keys],
+            [generation for _, _, generation in keys],
         )
         closed = 0
-        for pair in revoked:
-            for connection in members[pair]:
-                closed += connection.revoke(*CONTROL_CLOSES["member_removed"])
+        for found in lost:
+            closing = CONTROL_CLOSES[found.reason]
+            for connection in members[found.channel_id, found.user_id, found.token_generation]:
+                closed += connection.revoke(*closing)
         if closed:
             self._metrics.membership_revocations.inc(closed)
             log.info("closed sockets of removed members", extra={"count": closed})

@@ -65,7 +65,7 @@ class GatewayMetrics:
         )
         self.membership_revocations = registry.counter(
             "chat_membership_revocations_total",
-            "Sockets the membership audit closed: their removal event never reached this gateway.",
+            "Sockets the membership audit closed: their removal or revocation event was missed.",
         )
         self.pubsub_resyncs = registry.counter(
             "redis_pubsub_resyncs_total", "Pub/sub (re)connections confirmed, the first included."

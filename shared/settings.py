@@ -206,8 +206,8 @@ class Settings(BaseSettings):
         10.0,
         gt=0,
         description="How often a gateway checks in PostgreSQL that its sockets' users are still"
-        " members (also after every pub/sub reconnect); the bound on how long a removed member"
-        " whose removal event was missed keeps a socket.",
+        " members and their tokens not revoked (also after every pub/sub reconnect); the bound"
+        " on how long a socket whose removal or revocation event was missed stays open.",
     )
     ws_replay_stall_seconds: float = Field(
         10.0,

@@ -1,5 +1,6 @@
-"""The membership audit: a removed member's sockets close even when no removal event
-reached the gateway, within MEMBERSHIP_RECHECK_SECONDS, and send nothing more."""
+"""The membership audit: the sockets of a removed member, or opened with a revoked token,
+close even when no event reached the gateway, within MEMBERSHIP_RECHECK_SECONDS, and send
+nothing more."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from gateway.app_keys import METRICS
 from shared.local_servers import ServerProcess
 from tests.gateway.api_client import (
     RECEIVE_TIMEOUT,
+    Account,
     connect,
     expect_refusal,
     receive_until,
@@ -114,3 +116,27 @@ async def test_frames_a_removed_member_had_sent_are_not_sent_after_the_close(
     first = await receive_until(ws_alice, "message")
     assert (first["seq"], first["user_id"]) == (1, bob.user_id)
     assert (await send_texts(ws_alice, 1, "after")).acked_seqs == [2]
+
+
+async def test_tokens_revoked_without_an_event_close_only_the_sockets_opened_with_them(
+    make_gateway: MakeGateway, pg_pool: asyncpg.Pool
+) -> None:
+    """A revocation (what log-out does, minus the control event every gateway may miss)
+    closes the sockets opened with the revoked tokens (4401); a socket opened with a
+    token issued since stays open."""
+    gateway = await make_gateway(membership_recheck_seconds=_RECHECK_SECONDS)
+    channel_id, (alice,) = await room(gateway, "alice")
+    ws_old = await connect(gateway, alice, channel_id)
+
+    await pg_pool.execute(
+        "UPDATE users SET token_generation = token_generation + 1 WHERE id = $1", alice.user_id
+    )
+    response = await gateway.post(
+        "/api/v1/auth/login", json={"identity": "alice", "password": "correct horse"}
+    )
+    assert response.status == 200
+    fresh = Account(alice.user_id, "alice", (await response.json())["data"])
+    ws_new = await connect(gateway, fresh, channel_id)
+
+    assert await _close_code(ws_old) == 4401  # the code of a live revocation
+    assert (await send_texts(ws_new, 1, "fresh")).acked_seqs == [1]
