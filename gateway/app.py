@@ -28,6 +28,7 @@ from gateway.app_keys import (
     BROKER,
     HUB,
     KEYS,
+    MESSAGE_LIMITS,
     METRICS,
     PASSWORDS,
     PG_POOL,
@@ -43,6 +44,8 @@ from gateway.backlog import Backlog
 from gateway.broker import Broker
 from gateway.chat import chat_socket
 from gateway.hub import Hub
+from gateway.membership_audit import MembershipAudit
+from gateway.message_budget import BudgetLimits
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import error_middleware, rate_limit_middleware, request_id_middleware
 from gateway.passwords import PasswordHasher, hash_concurrency
@@ -69,12 +72,13 @@ def create_app(settings: Settings) -> web.Application:
     app[KEYS] = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
     app[READINESS] = Readiness()
     app[METRICS] = GatewayMetrics()
+    app[MESSAGE_LIMITS] = BudgetLimits.from_settings(settings)
     app[SOCKETS] = Sockets(
         max_size=settings.ws_max_frame_bytes,
         max_fragments=settings.ws_max_fragments,
         send_buffer_bytes=settings.ws_socket_send_buffer_bytes,
     )
-    app.cleanup_ctx.extend([_passwords, _postgres, _redis, _broker, _heartbeat])
+    app.cleanup_ctx.extend([_passwords, _postgres, _redis, _broker, _membership_audit, _heartbeat])
     app.on_shutdown.append(drain)
     _add_routes(app, settings)
     return app
@@ -180,7 +184,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 async def _broker(app: web.Application) -> AsyncIterator[None]:
     broker = Broker(app[SETTINGS], app[REDIS], app[SENDS], app[SCRIPTS], app[PG_POOL])
     metrics = app[METRICS]
-    hub = Hub(broker, metrics)
+    hub = Hub(broker, metrics, max_sockets_per_user=app[SETTINGS].ws_max_sockets_per_user)
     metrics.registry.gauge(
         "chat_connections", "Chat sockets open on this gateway.", lambda: hub.connection_count
     )
@@ -190,7 +194,7 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     broker.bind(hub)
     app[BROKER] = broker
     app[HUB] = hub
-    app[BACKLOG] = Backlog(app[REDIS], app[PG_POOL], app[KEYS])
+    app[BACKLOG] = Backlog(app[REDIS], app[PG_POOL], app[KEYS], metrics)
     listener = asyncio.create_task(broker.subscriber.run(), name="pubsub-listener")
     try:
         async with asyncio.timeout(app[SETTINGS].redis_timeout_seconds):
@@ -201,7 +205,23 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     listener.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await listener
+    await app[BACKLOG].aclose()
     await broker.aclose()
+
+
+async def _membership_audit(app: web.Application) -> AsyncIterator[None]:
+    audit = MembershipAudit(
+        app[HUB],
+        app[PG_POOL],
+        app[METRICS],
+        interval_seconds=app[SETTINGS].membership_recheck_seconds,
+    )
+    app[HUB].on_resync(audit.wake)
+    checks = asyncio.create_task(audit.run(), name="membership-audit")
+    yield
+    checks.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await checks
 
 
 async def _heartbeat(app: web.Application) -> AsyncIterator[None]:

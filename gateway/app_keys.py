@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from gateway.backlog import Backlog
 from gateway.broker import Broker
 from gateway.hub import Hub
+from gateway.message_budget import BudgetLimits
 from gateway.metrics import GatewayMetrics
 from gateway.passwords import PasswordHasher
 from gateway.pipelined_redis import PipelinedRedis
@@ -41,5 +42,7 @@ HUB = web.AppKey("HUB", Hub)
 SOCKETS = web.AppKey("SOCKETS", Sockets)
 BACKLOG = web.AppKey("BACKLOG", Backlog)
 METRICS = web.AppKey("METRICS", GatewayMetrics)
+# Each chat socket's local message budget; None when WS_MESSAGE_RATE is 0.
+MESSAGE_LIMITS: web.AppKey[BudgetLimits | None] = web.AppKey("MESSAGE_LIMITS")
 PASSWORDS = web.AppKey("PASSWORDS", PasswordHasher)
 READINESS = web.AppKey("READINESS", Readiness)

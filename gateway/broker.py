@@ -43,8 +43,9 @@ _CONTROL_PREFIX = b"!"
 # send.lua takes 7 keys and 12 arguments.
 _SEND_KEY_COUNT = 7
 _SEND_ARGV_COUNT = 12
-# What each control event closes, and with which code.
-_CONTROL_CLOSES: dict[str, tuple[CloseCode, str]] = {
+# What each control event closes, and with which code (the membership audit closes
+# with the same when it finds what an event it missed would have closed).
+CONTROL_CLOSES: dict[str, tuple[CloseCode, str]] = {
     "member_removed": (CloseCode.FORBIDDEN, "no longer a member of this channel"),
     "tokens_revoked": (CloseCode.UNAUTHORIZED, "token revoked, log in again"),
 }
@@ -252,7 +253,7 @@ class Broker:
         assert self._deliveries is not None  # checked by the caller
         try:
             event = orjson.loads(payload[1:])
-            closing = _CONTROL_CLOSES.get(event["event"])
+            closing = CONTROL_CLOSES.get(event["event"])
             if closing is not None:
                 self._deliveries.remove_user(channel_id, int(event["user_id"]), *closing)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):

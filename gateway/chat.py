@@ -2,8 +2,10 @@
 token as a subprotocol, or `?ticket=`: see `gateway.auth`).
 
 Step one of the send path: admit the socket (Origin, token, channel,
-membership), subscribe it and read the channel's head before completing the
-upgrade, then read frames, validate each, and hand valid ones to
+membership, the user's socket cap), subscribe it and read the channel's head
+before completing the upgrade, then read frames, check each against the
+socket's message budget (`gateway.message_budget`: a flood is refused before
+it reaches Redis) and validate it, and hand valid ones to
 `Broker.start_send`. A refused socket gets the Go server's error frame with a
 `code` and a 44xx close code a browser can read; a bad frame gets an error
 frame and the socket stays open. Outbound frames go through the connection,
@@ -30,6 +32,7 @@ from gateway.app_keys import (
     BROKER,
     HUB,
     KEYS,
+    MESSAGE_LIMITS,
     METRICS,
     PG_POOL,
     READINESS,
@@ -40,6 +43,7 @@ from gateway.app_keys import (
 from gateway.auth import check_generation, socket_claims, socket_protocol
 from gateway.broker import Broker, PendingSend, SendResult, SendRoute
 from gateway.connection import Connection
+from gateway.message_budget import MessageBudget
 from gateway.websocket import Sockets, WebSocket, check_upgrade, text_frame
 from shared.db.channels import chat_access
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
@@ -55,6 +59,7 @@ from shared.errors import (
     MessageTooLargeError,
     NotAMemberError,
     OriginNotAllowedError,
+    RateLimitedError,
     SinceAheadError,
     UnavailableError,
 )
@@ -82,6 +87,7 @@ _INBOX_LIMIT = 64
 class _Session:
     user_id: int
     channel_id: int
+    token_generation: int
     author: bytes  # the `user` object of every frame this socket sends, encoded once
     since: int | None
 
@@ -98,10 +104,12 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         connection = Connection(
             user_id=session.user_id,
             channel_id=session.channel_id,
+            token_generation=session.token_generation,
             queue_size=settings.ws_send_queue_size,
             replay=backlog,
             metrics=app[METRICS],
             resume_wait_seconds=settings.ws_resume_wait_seconds,
+            replay_stall_seconds=settings.ws_replay_stall_seconds,
         )
         await hub.join(connection)
     except AppError as exc:
@@ -157,6 +165,7 @@ class _ChatSocket:
 
     __slots__ = (
         "_app",
+        "_budget",
         "_connection",
         "_context",
         "_in_flight",
@@ -176,6 +185,7 @@ class _ChatSocket:
         # What sending needs, built at the first frame: most sockets mostly listen.
         self._route: SendRoute | None = None
         self._context: contextvars.Context | None = None
+        self._budget: MessageBudget | None = None
         self._inbox: list[bytes] = []
         # The first script call out, the send it belongs to, and its start time.
         self._in_flight: tuple[asyncio.Future[Any], PendingSend, float] | None = None
@@ -196,7 +206,8 @@ class _ChatSocket:
 
     async def on_closed(self) -> None:
         request_id_var.set(self._request_id)
-        # Frames read before the close are still sent (and durable); their acks are dropped.
+        # Frames read before the close are still sent (and durable); their acks are
+        # dropped. Not so for a user who lost access: `_send_next` drops them.
         while self._sender is not None or self._in_flight is not None:
             if self._sender is not None:
                 await asyncio.wait({self._sender})
@@ -207,6 +218,9 @@ class _ChatSocket:
 
     def _start_sending(self) -> contextvars.Context:
         self._route = self._app[BROKER].route(self._session.channel_id, self._session.user_id)
+        limits = self._app[MESSAGE_LIMITS]
+        if limits is not None:
+            self._budget = MessageBudget(limits, time.perf_counter())
         # Frames arrive in transport callbacks, outside the upgrade request's
         # context: what handles them runs in a context of the socket's own,
         # which carries the request's id, so it logs under that id.
@@ -216,6 +230,10 @@ class _ChatSocket:
 
     def _send_next(self) -> None:
         """Send the inbox's frames in order, as far as it goes without waiting."""
+        if self._connection.revoked:
+            # The user lost access: what the socket read before its close is not sent.
+            self._drop_inbox()
+            return
         broker, route = self._app[BROKER], self._route
         assert route is not None  # built before the first frame is sent
         while self._inbox and self._sender is None and self._in_flight is None:
@@ -223,6 +241,10 @@ class _ChatSocket:
             if len(self._inbox) == _INBOX_LIMIT - 1 and self.websocket is not None:
                 self.websocket.resume_reading()
             started = time.perf_counter()
+            budget = self._budget
+            if budget is not None and not budget.spend(started):
+                self._over_budget(budget, started)  # refused here: Redis never sees it
+                continue
             try:
                 pending = _start_send(
                     payload, route, self._session.author, broker, self._app[SETTINGS]
@@ -277,6 +299,26 @@ class _ChatSocket:
             ack_frame(result.message_id, result.seq, pending.client_id, duplicate=result.duplicate)
         )
 
+    def _over_budget(self, budget: MessageBudget, now: float) -> None:
+        retry_after, close = budget.refuse(now)
+        exc = RateLimitedError("Too many messages, slow down", retry_after=retry_after)
+        if not close:
+            self._rejected(exc)
+            return
+        self._drop_inbox()  # a flood's frames already read are dropped too
+        metrics = self._app[METRICS]
+        metrics.send_rejections.inc(exc.code)
+        metrics.rate_limit_closes.inc()
+        log.info("closing a socket that keeps sending over its rate limit")
+        frame = error_frame(exc.code, exc.message, exc.details, exc.retry_after)
+        self._connection.close(exc.close_code, "too many messages", last_frame=frame)
+
+    def _drop_inbox(self) -> None:
+        self._inbox.clear()
+        if self.websocket is not None:
+            # A full inbox paused reading; the closing handshake needs the peer's close frame.
+            self.websocket.resume_reading()
+
     def _rejected(self, exc: AppError) -> None:
         self._app[METRICS].send_rejections.inc(exc.code)
         self._connection.enqueue(error_frame(exc.code, exc.message, exc.details, exc.retry_after))
@@ -305,7 +347,11 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
     if access.role is None:
         raise NotAMemberError()
     return _Session(
-        user_id=claims.user_id, channel_id=channel_id, author=_author(access.user), since=since
+        user_id=claims.user_id,
+        channel_id=channel_id,
+        token_generation=claims.generation,
+        author=_author(access.user),
+        since=since,
     )
 
 

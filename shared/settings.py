@@ -172,6 +172,12 @@ class Settings(BaseSettings):
         description="Kernel send buffer per chat socket (SO_SNDBUF), which bounds what a"
         " stalled client holds beyond its queue; 0 leaves it to the kernel.",
     )
+    ws_max_sockets_per_user: int = Field(
+        32,
+        ge=1,
+        description="Chat sockets one user may hold open on one gateway, all channels together;"
+        " more are refused with too_many_sockets (4429).",
+    )
     ws_heartbeat_seconds: float = Field(
         30.0, gt=0, description="Ping interval; a peer silent for this long is dropped."
     )
@@ -179,6 +185,12 @@ class Settings(BaseSettings):
         30, ge=0, description="Messages a user may send per channel per window; 0 disables."
     )
     ws_message_rate_window_seconds: int = Field(10, ge=1, description="Message-rate window.")
+    ws_message_rate_close_after: int = Field(
+        10,
+        ge=0,
+        description="Message-rate refusals a socket may collect within about one window before"
+        " it is closed with 4429 (the count decays at this many per window); 0 never closes.",
+    )
     recent_history_size: int = Field(
         1000, ge=0, description="Messages per channel kept in Redis for fast resume."
     )
@@ -189,6 +201,19 @@ class Settings(BaseSettings):
         10.0,
         gt=0,
         description="How long a resume waits for messages neither in Redis nor yet in PostgreSQL.",
+    )
+    membership_recheck_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often a gateway checks in PostgreSQL that its sockets' users are still"
+        " members and their tokens not revoked (also after every pub/sub reconnect); the bound"
+        " on how long a socket whose removal or revocation event was missed stays open.",
+    )
+    ws_replay_stall_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long a replay waits for a socket whose queue stays full (the client"
+        " does not read) before closing it as too slow (4408).",
     )
     drain_delay_seconds: float = Field(
         0.0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import asyncpg
 
@@ -97,6 +97,17 @@ class Member:
             role=row["role"],
             joined_at=row["joined_at"],
         )
+
+
+@dataclass(frozen=True, slots=True)
+class LostAccess:
+    """Sockets that may no longer stay open: a user's in a channel, opened with tokens
+    of one generation, and why (a control event's name: see the membership audit)."""
+
+    channel_id: int
+    user_id: int
+    token_generation: int
+    reason: Literal["member_removed", "tokens_revoked"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 import redis.asyncio as redis
+from aiohappyeyeballs import AddrInfoType
 from aiohttp.test_utils import TestClient
 
 RECEIVE_TIMEOUT = 5.0
@@ -173,3 +175,12 @@ async def subscriber_count(redis_url: str, topic: str) -> int:
         return int(counts[0][1])
     finally:
         await client.aclose()
+
+
+def tiny_receive_buffer(addr_info: AddrInfoType) -> socket.socket:
+    """A client socket whose kernel buffer holds almost nothing, so not reading shows fast
+    (an `aiohttp.TCPConnector(socket_factory=...)`)."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=kind, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
