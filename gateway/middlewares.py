@@ -1,4 +1,5 @@
-"""Cross-cutting request handling: request ids, the error envelope, rate limits.
+"""Cross-cutting request handling: request ids, the error envelope, rate limits and
+the client address they count against.
 
 Order, outermost first: request id -> errors -> rate limit. The error
 middleware is the only place an error response is built: typed `AppError`s,
@@ -125,6 +126,26 @@ def client_ip(request: web.Request, settings: Settings) -> str:
     return chain[0]
 
 
+# One IPv6 client usually holds a whole /64 (SLAAC, privacy addresses): limits
+# per address would give it 2**64 budgets. Its limits count per /64 instead.
+_IPV6_CLIENT_PREFIX = 64
+
+
+def client_key(request: web.Request, settings: Settings) -> str:
+    """Who rate limits count against: the client IP, an IPv6 one as its /64 network
+    (`2001:db8:1:2::/64`), an IPv4-mapped IPv6 one as the IPv4 address."""
+    client = client_ip(request, settings)
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, _IPV6_CLIENT_PREFIX), strict=False))
+    return client
+
+
 class _RateLimitState:
     """Logs a broker outage once, not once per request."""
 
@@ -139,7 +160,7 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
         return await handler(request)
     window_ms = settings.rate_limit_window_seconds * 1000
     window = int(time.time() * 1000) // window_ms
-    key = request.app[KEYS].http_rate(client_ip(request, settings), window)
+    key = request.app[KEYS].http_rate(client_key(request, settings), window)
     try:
         count, reset_ms = await request.app[SCRIPTS].http_rate(keys=[key], args=[window_ms])
         _RateLimitState.redis_down_logged = False

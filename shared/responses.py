@@ -96,6 +96,14 @@ class ChannelRefJson(TypedDict):
 
 
 @with_config(_CLOSED)
+class TicketJson(TypedDict):
+    """Opens one chat socket as `?ticket=`, once, within `expires_in` seconds."""
+
+    ticket: str
+    expires_in: int
+
+
+@with_config(_CLOSED)
 class AuthorJson(TypedDict):
     """A message's author as embedded in every message frame: public fields only."""
 

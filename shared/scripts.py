@@ -24,6 +24,7 @@ def _source(name: str) -> str:
 class Scripts:
     send: AsyncScript
     http_rate: AsyncScript
+    login_failures: AsyncScript
     send_source: str  # for EVAL by a connection that is not a redis-py client
 
 
@@ -32,5 +33,6 @@ def register_scripts(redis: RedisClient) -> Scripts:
     return Scripts(
         send=redis.register_script(send),
         http_rate=redis.register_script(_source("http_rate")),
+        login_failures=redis.register_script(_source("login_failures")),
         send_source=send,
     )

@@ -63,16 +63,26 @@ async def list_channels(request: web.Request) -> web.Response:
 
 
 @documented(
-    f"One channel and its first {_CHANNEL_MEMBERS_SHOWN} members",
-    data=ChannelWithMembersJson,
+    "One channel",
+    description=f"With a token, also its first {_CHANNEL_MEMBERS_SHOWN} `members`: who is in a "
+    "channel is not public.",
+    data=ChannelWithMembersJson | ChannelJson,
     errors=(ChannelNotFoundError,),
+    auth=Auth.OPTIONAL,
 )
 async def get_channel(request: web.Request) -> web.Response:
+    """The channel, for anyone; with `members` (the first 100) only for a valid token,
+    since who is in a channel is not public. A bad token is refused (401)."""
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
+    signed_in = "Authorization" in request.headers
+    if signed_in:
+        await caller(request)  # a token that is sent must be valid
     channel = await channels.get_channel(pool, channel_id)
     if channel is None:
         raise ChannelNotFoundError()
+    if not signed_in:
+        return ok("channel retrieved", channel_json(channel))
     members = await channels.list_members(pool, channel_id, limit=_CHANNEL_MEMBERS_SHOWN, offset=0)
     data: ChannelWithMembersJson = {
         **channel_json(channel),
@@ -90,7 +100,7 @@ async def get_channel(request: web.Request) -> web.Response:
     auth=Auth.REQUIRED,
 )
 async def new_channel(request: web.Request) -> web.Response:
-    claims = caller(request)
+    claims = await caller(request)
     body = await read_body(request, NewChannelBody)
     channel = await channels.create_channel(
         request.app[PG_POOL],
@@ -110,7 +120,7 @@ async def new_channel(request: web.Request) -> web.Response:
     auth=Auth.REQUIRED,
 )
 async def join_channel(request: web.Request) -> web.Response:
-    claims = caller(request)
+    claims = await caller(request)
     body = await read_body(request, ChannelRefBody)
     await channels.add_member(request.app[PG_POOL], body.channel_id, claims.user_id)
     return ok("joined channel", {"channel_id": body.channel_id})
@@ -125,7 +135,7 @@ async def join_channel(request: web.Request) -> web.Response:
     auth=Auth.REQUIRED,
 )
 async def leave_channel(request: web.Request) -> web.Response:
-    claims = caller(request)
+    claims = await caller(request)
     body = await read_body(request, ChannelRefBody)
     pool = request.app[PG_POOL]
     if not await channels.remove_member(pool, body.channel_id, claims.user_id):
@@ -136,9 +146,15 @@ async def leave_channel(request: web.Request) -> web.Response:
 
 
 @documented(
-    "A channel's members", data=list[MemberJson], query=PAGE, errors=(ChannelNotFoundError,)
+    "A channel's members",
+    data=list[MemberJson],
+    query=PAGE,
+    errors=(ChannelNotFoundError,),
+    auth=Auth.REQUIRED,
 )
 async def list_members(request: web.Request) -> web.Response:
+    """Members need a valid token: who is in a channel is not public."""
+    await caller(request)
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
     if await channels.get_channel(pool, channel_id) is None:
@@ -164,7 +180,7 @@ async def list_messages(request: web.Request) -> web.Response:
     `next_cursor` is the value to pass as the same parameter for the next page,
     or null when there is none.
     """
-    claims = caller(request)
+    claims = await caller(request)
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
     limit = HISTORY_LIMIT.query(request)

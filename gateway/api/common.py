@@ -10,8 +10,9 @@ from typing import Generic, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from gateway.app_keys import SETTINGS
-from gateway.auth import TokenClaims, bearer_token, verify_token
+from gateway.app_keys import PG_POOL, SETTINGS
+from gateway.auth import TokenClaims, bearer_token, check_generation, verify_token
+from shared.db import users
 from shared.db.records import Channel, Member, User
 from shared.errors import InvalidBodyError, InvalidJsonError, InvalidParameterError
 from shared.responses import ChannelJson, MemberJson, OwnUserJson, PublicUserJson
@@ -94,9 +95,17 @@ def page(request: web.Request) -> tuple[int, int]:
     return LIMIT.query(request), OFFSET.query(request)
 
 
-def caller(request: web.Request) -> TokenClaims:
-    """The authenticated caller: MissingTokenError (400) or InvalidTokenError (401)."""
-    return verify_token(request.app[SETTINGS], bearer_token(request))
+async def caller(request: web.Request) -> TokenClaims:
+    """The authenticated caller: MissingTokenError (400), or InvalidTokenError (401)
+    for a bad, expired or revoked token or a user who no longer exists.
+
+    Revocation costs one primary-key read of PostgreSQL per authenticated request
+    (see `gateway.auth`): PostgreSQL is what every gateway reads, so a log-out is
+    seen everywhere at once, with no cache to keep coherent.
+    """
+    claims = verify_token(request.app[SETTINGS], bearer_token(request))
+    check_generation(claims, await users.token_generation(request.app[PG_POOL], claims.user_id))
+    return claims
 
 
 def user_public(user: User) -> PublicUserJson:

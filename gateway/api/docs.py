@@ -33,7 +33,7 @@ class Auth(StrEnum):
     NONE = "none"  # anyone; no token is read
     OPTIONAL = "optional"  # anyone, but a token that is sent must be valid
     REQUIRED = "required"  # `Authorization: Bearer <jwt>`
-    QUERY = "query"  # `?token=<jwt>`, checked after the WebSocket upgrade
+    QUERY = "query"  # the chat socket's: `?token=`, `?ticket=` or the `bearer` subprotocol
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,18 +78,20 @@ _REQUEST_ID_PARAMETER = {
 }
 _SECURITY_SCHEMES = {
     "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-    "queryToken": {
+    # The chat socket's credentials, checked after the upgrade (browsers cannot set
+    # headers on a WebSocket). The third, the `bearer` subprotocol, has no scheme.
+    "queryToken": {"type": "apiKey", "in": "query", "name": "token"},
+    "queryTicket": {
         "type": "apiKey",
         "in": "query",
-        "name": "token",
-        "description": "The chat socket's token, checked after the upgrade (browsers cannot "
-        "set headers on a WebSocket).",
+        "name": "ticket",
+        "description": "Single-use, from `POST /api/v1/auth/ws-ticket`.",
     },
 }
 _SECURITY: dict[Auth, list[dict[str, list[str]]]] = {
     Auth.REQUIRED: [{"bearerAuth": []}],
     Auth.OPTIONAL: [{}, {"bearerAuth": []}],
-    Auth.QUERY: [{"queryToken": []}],
+    Auth.QUERY: [{"queryToken": []}, {"queryTicket": []}],
 }
 _DESCRIPTION = """\
 Real-time group chat: REST for accounts and channels, a WebSocket per channel

@@ -1,4 +1,4 @@
-"""`/api/v1/users*`: public listings and the caller's profile edit."""
+"""`/api/v1/users*`: listings for signed-in users and the caller's profile edit."""
 
 from __future__ import annotations
 
@@ -21,15 +21,13 @@ from shared.errors import EmailTakenError, InvalidTokenError, UsernameTakenError
 from shared.responses import OwnUserJson, PublicUserJson
 from shared.wire import EditUserBody
 
-_ADMINS_SEE_MORE = "An admin who sends a token also sees e-mail addresses and roles."
+_ADMINS_SEE_MORE = "Who is signed up is not public; admins also see e-mail addresses and roles."
 
 
 async def _viewer_is_admin(request: web.Request) -> bool:
-    """Listings are public; a caller who sends a token must send a valid one, and
-    admins among them also see e-mail addresses and roles."""
-    if "Authorization" not in request.headers:
-        return False
-    viewer = await users.get_user(request.app[PG_POOL], caller(request).user_id)
+    """Listings need a valid token (who is signed up is not public); admins also
+    see e-mail addresses and roles."""
+    viewer = await users.get_user(request.app[PG_POOL], (await caller(request)).user_id)
     return viewer is not None and viewer.role == "admin"
 
 
@@ -38,7 +36,7 @@ async def _viewer_is_admin(request: web.Request) -> bool:
     description=_ADMINS_SEE_MORE,
     data=list[PublicUserJson] | list[OwnUserJson],
     query=PAGE,
-    auth=Auth.OPTIONAL,
+    auth=Auth.REQUIRED,
 )
 async def list_users(request: web.Request) -> web.Response:
     limit, offset = page(request)
@@ -52,7 +50,7 @@ async def list_users(request: web.Request) -> web.Response:
     description=_ADMINS_SEE_MORE,
     data=PublicUserJson | OwnUserJson,
     errors=(UserNotFoundError,),
-    auth=Auth.OPTIONAL,
+    auth=Auth.REQUIRED,
 )
 async def get_user(request: web.Request) -> web.Response:
     show = user_private if await _viewer_is_admin(request) else user_public
@@ -71,7 +69,7 @@ async def get_user(request: web.Request) -> web.Response:
     auth=Auth.REQUIRED,
 )
 async def edit_user(request: web.Request) -> web.Response:
-    claims = caller(request)
+    claims = await caller(request)
     body = await read_body(request, EditUserBody)
     user = await users.update_profile(
         request.app[PG_POOL],

@@ -25,7 +25,7 @@ from gateway.api import openapi
 from gateway.api.docs import documented
 from gateway.app import create_app
 from tests.conftest import SettingsFactory
-from tests.gateway.api_client import Account, create_channel, signup
+from tests.gateway.api_client import PASSWORD, Account, create_channel, signup
 
 # Some of what the document must hold; the test compares it with the router itself.
 KNOWN_ROUTES = {
@@ -44,6 +44,10 @@ _RUN_DEADLINE_SECONDS = 150.0
 
 # Shared by both runs.
 _CONFIG = """
+# Credentials are the test's to give (below), not schemathesis's to make up.
+[auth]
+auto-signup = false
+
 [generation]
 database = "none"
 # U+0000 in a body string reaches PostgreSQL, which refuses it (500). The wire
@@ -65,6 +69,14 @@ checks.positive_data_acceptance.enabled = false
 [[operations]]
 include-operation-id = "list_messages"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
+"""
+# The run with a token logs in as the test's user, and again whenever a 401 says
+# the token is gone: a generated log-out or password change revokes it.
+_LOGIN = """
+[auth.dynamic.openapi.bearerAuth]
+path = "/api/v1/auth/login"
+payload = {{ identity = "{username}", password = "{password}" }}
+extract_selector = "/data"
 """
 
 
@@ -103,14 +115,14 @@ def test_a_route_without_documentation_stops_the_start(make_settings: SettingsFa
     """What a merge that adds a route without `@documented(...)` runs into."""
     app = create_app(make_settings())
 
-    async def logout(_request: web.Request) -> web.Response:
+    async def list_sessions(_request: web.Request) -> web.Response:
         return web.Response()
 
-    app.router.add_post("/api/v1/auth/logout", logout)
-    with pytest.raises(openapi.UndocumentedRouteError, match=r"POST /api/v1/auth/logout \("):
+    app.router.add_get("/api/v1/auth/sessions", list_sessions)
+    with pytest.raises(openapi.UndocumentedRouteError, match=r"GET /api/v1/auth/sessions \("):
         openapi.build_document(app)
-    documented("Log out", errors=())(logout)
-    assert ("post", "/api/v1/auth/logout") in {
+    documented("The caller's sessions", errors=())(list_sessions)
+    assert ("get", "/api/v1/auth/sessions") in {
         (method, path) for path, item in _document(app)["paths"].items() for method in item
     }
 
@@ -146,13 +158,15 @@ async def owner(gateway: TestClient[Any, Any]) -> Account:
     return account
 
 
-async def _schemathesis(gateway: TestClient[Any, Any], folder: Path, *args: str) -> str:
+async def _schemathesis(
+    gateway: TestClient[Any, Any], folder: Path, *args: str, auth: str = ""
+) -> str:
     """Run the schemathesis CLI against the gateway, in its own process (its requests
     block; the gateway answers them on this test's event loop meanwhile). Fails the
     test with schemathesis's report if it found anything."""
     url = str(gateway.make_url(openapi.PATH))
     config = folder / "schemathesis.toml"
-    config.write_text(_CONFIG)
+    config.write_text(_CONFIG + auth)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -188,11 +202,11 @@ async def test_schemathesis_finds_no_5xx_and_nothing_undocumented_with_a_token(
     await _schemathesis(
         gateway,
         tmp_path,
-        *("--header", f"Authorization: Bearer {owner.token}"),
         *("--max-examples", str(_MAX_EXAMPLES)),
         # With a valid token on every request, this check also sends none and
         # wants 401, not our 400; the run without a token covers it.
         *("--exclude-checks", "ignored_auth"),
+        auth=_LOGIN.format(username=owner.username, password=PASSWORD),
     )
 
 
