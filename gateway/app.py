@@ -22,13 +22,16 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.api import auth, channels, health, users
+from gateway.api import auth, channels, health, openapi, users
 from gateway.app_keys import (
     BACKLOG,
     BROKER,
     HUB,
     KEYS,
+    MESSAGE_LIMITS,
     METRICS,
+    OPENAPI,
+    PASSWORDS,
     PG_POOL,
     READINESS,
     REDIS,
@@ -42,8 +45,11 @@ from gateway.backlog import Backlog
 from gateway.broker import Broker
 from gateway.chat import chat_socket
 from gateway.hub import Hub
+from gateway.membership_audit import MembershipAudit
+from gateway.message_budget import BudgetLimits
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import error_middleware, rate_limit_middleware, request_id_middleware
+from gateway.passwords import PasswordHasher, hash_concurrency
 from gateway.pipelined_redis import PipelinedRedis
 from gateway.websocket import Sockets
 from shared.db.pool import create_pool
@@ -67,13 +73,16 @@ def create_app(settings: Settings) -> web.Application:
     app[KEYS] = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
     app[READINESS] = Readiness()
     app[METRICS] = GatewayMetrics()
+    app[MESSAGE_LIMITS] = BudgetLimits.from_settings(settings)
     app[SOCKETS] = Sockets(
         max_size=settings.ws_max_frame_bytes,
+        max_fragments=settings.ws_max_fragments,
         send_buffer_bytes=settings.ws_socket_send_buffer_bytes,
     )
-    app.cleanup_ctx.extend([_postgres, _redis, _broker, _heartbeat])
+    app.cleanup_ctx.extend([_passwords, _postgres, _redis, _broker, _membership_audit, _heartbeat])
     app.on_shutdown.append(drain)
     _add_routes(app, settings)
+    app[OPENAPI] = openapi.build_document(app)  # refuses an undocumented route
     return app
 
 
@@ -83,21 +92,26 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/api/v1/chat/{channel_id}", chat_socket)
+    # Ids in REST paths match digits only, so `GET /api/v1/channels/join` is the
+    # POST-only resource answering 405, not channel "join" answering 422.
     rest = [
+        app.router.add_get(openapi.PATH, openapi.openapi_json),
         app.router.add_post("/api/v1/auth/signup", auth.signup),
         app.router.add_post("/api/v1/auth/login", auth.login),
+        app.router.add_post("/api/v1/auth/logout", auth.logout),
         app.router.add_get("/api/v1/auth/me", auth.me),
         app.router.add_put("/api/v1/auth/change-password", auth.change_password),
+        app.router.add_post("/api/v1/auth/ws-ticket", auth.ws_ticket),
         app.router.add_get("/api/v1/users", users.list_users),
         app.router.add_put("/api/v1/users/edit", users.edit_user),
-        app.router.add_get("/api/v1/users/{id}", users.get_user),
+        app.router.add_get("/api/v1/users/{id:[0-9]+}", users.get_user),
         app.router.add_get("/api/v1/channels", channels.list_channels),
         app.router.add_post("/api/v1/channels/new", channels.new_channel),
         app.router.add_post("/api/v1/channels/join", channels.join_channel),
         app.router.add_post("/api/v1/channels/leave", channels.leave_channel),
-        app.router.add_get("/api/v1/channels/{id}", channels.get_channel),
-        app.router.add_get("/api/v1/channels/{id}/members", channels.list_members),
-        app.router.add_get("/api/v1/channels/{id}/messages", channels.list_messages),
+        app.router.add_get("/api/v1/channels/{id:[0-9]+}", channels.get_channel),
+        app.router.add_get("/api/v1/channels/{id:[0-9]+}/members", channels.list_members),
+        app.router.add_get("/api/v1/channels/{id:[0-9]+}/messages", channels.list_messages),
     ]
     _enable_cors(app, settings, rest)
 
@@ -119,6 +133,12 @@ def _enable_cors(app: web.Application, settings: Settings, routes: list[web.Abst
     cors = aiohttp_cors.setup(app, defaults=dict.fromkeys(settings.allowed_origins, options))
     for route in routes:
         cors.add(route)
+
+
+async def _passwords(app: web.Application) -> AsyncIterator[None]:
+    app[PASSWORDS] = PasswordHasher(hash_concurrency(app[SETTINGS].password_hash_concurrency))
+    yield
+    app[PASSWORDS].close()
 
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
@@ -169,7 +189,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 async def _broker(app: web.Application) -> AsyncIterator[None]:
     broker = Broker(app[SETTINGS], app[REDIS], app[SENDS], app[SCRIPTS], app[PG_POOL])
     metrics = app[METRICS]
-    hub = Hub(broker, metrics)
+    hub = Hub(broker, metrics, max_sockets_per_user=app[SETTINGS].ws_max_sockets_per_user)
     metrics.registry.gauge(
         "chat_connections", "Chat sockets open on this gateway.", lambda: hub.connection_count
     )
@@ -179,7 +199,7 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     broker.bind(hub)
     app[BROKER] = broker
     app[HUB] = hub
-    app[BACKLOG] = Backlog(app[REDIS], app[PG_POOL], app[KEYS])
+    app[BACKLOG] = Backlog(app[REDIS], app[PG_POOL], app[KEYS], metrics)
     listener = asyncio.create_task(broker.subscriber.run(), name="pubsub-listener")
     try:
         async with asyncio.timeout(app[SETTINGS].redis_timeout_seconds):
@@ -190,7 +210,23 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     listener.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await listener
+    await app[BACKLOG].aclose()
     await broker.aclose()
+
+
+async def _membership_audit(app: web.Application) -> AsyncIterator[None]:
+    audit = MembershipAudit(
+        app[HUB],
+        app[PG_POOL],
+        app[METRICS],
+        interval_seconds=app[SETTINGS].membership_recheck_seconds,
+    )
+    app[HUB].on_resync(audit.wake)
+    checks = asyncio.create_task(audit.run(), name="membership-audit")
+    yield
+    checks.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await checks
 
 
 async def _heartbeat(app: web.Application) -> AsyncIterator[None]:

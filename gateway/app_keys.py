@@ -6,6 +6,8 @@ the application factory that imports them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
@@ -13,7 +15,9 @@ from redis.asyncio import Redis
 from gateway.backlog import Backlog
 from gateway.broker import Broker
 from gateway.hub import Hub
+from gateway.message_budget import BudgetLimits
 from gateway.metrics import GatewayMetrics
+from gateway.passwords import PasswordHasher
 from gateway.pipelined_redis import PipelinedRedis
 from gateway.websocket import Sockets
 from shared.redis_keys import RedisKeys
@@ -28,6 +32,14 @@ class Readiness:
         self.draining = False
 
 
+@dataclass(frozen=True, slots=True)
+class OpenApiDocument:
+    """The OpenAPI document, built once at start-up (`gateway.api.openapi`)."""
+
+    body: bytes
+    etag: str
+
+
 SETTINGS = web.AppKey("SETTINGS", Settings)
 KEYS = web.AppKey("KEYS", RedisKeys)
 PG_POOL = web.AppKey("PG_POOL", asyncpg.Pool)
@@ -40,4 +52,8 @@ HUB = web.AppKey("HUB", Hub)
 SOCKETS = web.AppKey("SOCKETS", Sockets)
 BACKLOG = web.AppKey("BACKLOG", Backlog)
 METRICS = web.AppKey("METRICS", GatewayMetrics)
+# Each chat socket's local message budget; None when WS_MESSAGE_RATE is 0.
+MESSAGE_LIMITS: web.AppKey[BudgetLimits | None] = web.AppKey("MESSAGE_LIMITS")
+PASSWORDS = web.AppKey("PASSWORDS", PasswordHasher)
 READINESS = web.AppKey("READINESS", Readiness)
+OPENAPI = web.AppKey("OPENAPI", OpenApiDocument)

@@ -12,8 +12,8 @@ went back with lost Redis writes is raised instead of handing out a seq again.
 
 Incoming publishes reach `Deliveries.deliver` as the bytes that were published;
 frames are never decoded or re-encoded on the way to the sockets. Control
-events (a member removed) share the channel's topic and start with `!`, which
-no JSON frame does: a member removed, a channel's counter raised.
+events (a member removed, a user's tokens revoked, a channel's counter raised)
+share the channel's topic and start with `!`, which no JSON frame does.
 """
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ _SEND_ARGV_COUNT = 13
 _NEEDS_COUNTER = (b"noseq", b"behind")
 # Raises before a send gives up: one suffices unless the floor moves meanwhile.
 _COUNTER_REPAIRS = 3
+# What each control event closes, and with which code (the membership audit closes
+# with the same when it finds what an event it missed would have closed).
+CONTROL_CLOSES: dict[str, tuple[CloseCode, str]] = {
+    "member_removed": (CloseCode.FORBIDDEN, "no longer a member of this channel"),
+    "tokens_revoked": (CloseCode.UNAUTHORIZED, "token revoked, log in again"),
+}
 # Recent history outlives a quiet weekend, then frees its memory.
 _RECENT_TTL_MS = 7 * 24 * 3600 * 1000
 
@@ -295,13 +301,9 @@ class Broker:
         assert self._deliveries is not None  # checked by the caller
         try:
             event = orjson.loads(payload[1:])
-            if event["event"] == "member_removed":
-                self._deliveries.remove_user(
-                    channel_id,
-                    int(event["user_id"]),
-                    CloseCode.FORBIDDEN,
-                    "no longer a member of this channel",
-                )
+            closing = CONTROL_CLOSES.get(event["event"])
+            if closing is not None:
+                self._deliveries.remove_user(channel_id, int(event["user_id"]), *closing)
             elif event["event"] == CHANNEL_REWOUND:
                 seq = int(event["seq"])
                 self._deliveries.rewound(channel_id, int(event["after_seq"]), seq, replay_after=seq)
@@ -314,13 +316,26 @@ class Broker:
 
     async def publish_member_removed(self, channel_id: int, user_id: int) -> None:
         """Tell every node to close `user_id`'s sockets in the channel."""
-        payload = _CONTROL_PREFIX + orjson.dumps({"event": "member_removed", "user_id": user_id})
-        topic = self._keys.channel_topic(channel_id)
+        await self._publish_control([channel_id], "member_removed", user_id)
+
+    async def publish_tokens_revoked(self, channel_ids: list[int], user_id: int) -> None:
+        """Tell every node to close `user_id`'s sockets in these channels (4401):
+        the tokens they were opened with are revoked."""
+        await self._publish_control(channel_ids, "tokens_revoked", user_id)
+
+    async def _publish_control(self, channel_ids: list[int], event: str, user_id: int) -> None:
+        """Publish one control event on each channel's topic, pipelined: a user in
+        many channels costs one round trip per pipeline, not one per channel."""
+        payload = _CONTROL_PREFIX + orjson.dumps({"event": event, "user_id": user_id})
         try:
-            if self._settings.redis_cluster:
-                await self._redis.spublish(topic, payload)
-            else:
-                await self._redis.publish(topic, payload)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for channel_id in channel_ids:
+                    topic = self._keys.channel_topic(channel_id)
+                    if self._settings.redis_cluster:
+                        pipe.spublish(topic, payload)
+                    else:
+                        pipe.publish(topic, payload)
+                await pipe.execute()
         except (RedisError, OSError) as exc:
             raise UnavailableError() from exc
 

@@ -1,8 +1,11 @@
-"""The chat socket: `WS /api/v1/chat/{channel_id}?token=<jwt>[&since=<seq>]`.
+"""The chat socket: `WS /api/v1/chat/{channel_id}?token=<jwt>[&since=<seq>]` (or the
+token as a subprotocol, or `?ticket=`: see `gateway.auth`).
 
 Step one of the send path: admit the socket (Origin, token, channel,
-membership), subscribe it and read the channel's head before completing the
-upgrade, then read frames, validate each, and hand valid ones to
+membership, the user's socket cap), subscribe it and read the channel's head
+before completing the upgrade, then read frames, check each against the
+socket's message budget (`gateway.message_budget`: a flood is refused before
+it reaches Redis) and validate it, and hand valid ones to
 `Broker.start_send`. A refused socket gets the Go server's error frame with a
 `code` and a 44xx close code a browser can read; a bad frame gets an error
 frame and the socket stays open. Outbound frames go through the connection,
@@ -22,20 +25,25 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.api.common import path_id, query_int
+from gateway.api.common import MAX_ID, IntParam, path_id
+from gateway.api.docs import Auth, documented
 from gateway.app_keys import (
     BACKLOG,
     BROKER,
     HUB,
+    KEYS,
+    MESSAGE_LIMITS,
     METRICS,
     PG_POOL,
     READINESS,
+    REDIS,
     SETTINGS,
     SOCKETS,
 )
-from gateway.auth import verify_token
+from gateway.auth import check_generation, socket_claims, socket_protocol
 from gateway.broker import Broker, PendingSend, SendResult, SendRoute
 from gateway.connection import Connection
+from gateway.message_budget import MessageBudget
 from gateway.websocket import Sockets, WebSocket, check_upgrade, text_frame
 from shared.db.channels import chat_access
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
@@ -43,12 +51,14 @@ from shared.db.records import User
 from shared.errors import (
     AppError,
     ChannelNotFoundError,
+    CloseCode,
     DrainingError,
+    InvalidParameterError,
     InvalidTokenError,
     MessageTooLargeError,
-    MissingTokenError,
     NotAMemberError,
     OriginNotAllowedError,
+    RateLimitedError,
     SinceAheadError,
     UnavailableError,
 )
@@ -66,8 +76,7 @@ from shared.wire import (
 
 log = logging.getLogger(__name__)
 
-# Sequence numbers stay within what JavaScript clients read exactly.
-_MAX_SEQ = 2**53
+SINCE = IntParam("since", 0, MAX_ID, None, "Replay every message after this seq first.")
 # Frames a socket may have read but not yet sent before it stops reading.
 _INBOX_LIMIT = 64
 
@@ -76,10 +85,24 @@ _INBOX_LIMIT = 64
 class _Session:
     user_id: int
     channel_id: int
+    token_generation: int
     author: bytes  # the `user` object of every frame this socket sends, encoded once
     since: int | None
 
 
+@documented(
+    "The chat socket (WebSocket)",
+    description="An RFC 6455 upgrade; a request that is not one is answered 422 "
+    "`invalid_parameter`. The credential is the token after `bearer` among the offered "
+    "subprotocols (`Sec-WebSocket-Protocol: bearer, <jwt>`), `?ticket=` or `?token=`. Admission "
+    "(Origin, credential, channel, membership) is decided after the upgrade: a refused socket "
+    "gets an error frame and a close code. Frames, resume with `since` and close codes are "
+    "described in the README.",
+    status=101,
+    query=(SINCE,),
+    errors=(InvalidParameterError,),
+    auth=Auth.QUERY,
+)
 async def chat_socket(request: web.Request) -> web.StreamResponse:
     check_upgrade(request)
     app = request.app
@@ -92,10 +115,12 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         connection = Connection(
             user_id=session.user_id,
             channel_id=session.channel_id,
+            token_generation=session.token_generation,
             queue_size=settings.ws_send_queue_size,
             replay=backlog,
             metrics=app[METRICS],
             resume_wait_seconds=settings.ws_resume_wait_seconds,
+            replay_stall_seconds=settings.ws_replay_stall_seconds,
         )
         await hub.join(connection)
     except AppError as exc:
@@ -109,7 +134,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         return _refuse(request, sockets, exc)
     chat = _ChatSocket(session, connection, app)
     try:
-        websocket = sockets.upgrade(request, chat)
+        websocket = sockets.upgrade(request, chat, subprotocol=socket_protocol(request))
     except ConnectionResetError:
         await hub.leave(connection)
         return _handed_over()
@@ -131,7 +156,7 @@ def _handed_over() -> web.StreamResponse:
 
 def _refuse(request: web.Request, sockets: Sockets, exc: AppError) -> web.StreamResponse:
     try:
-        websocket = sockets.upgrade(request, None)
+        websocket = sockets.upgrade(request, None, subprotocol=socket_protocol(request))
     except ConnectionResetError:
         return _handed_over()
     frame = text_frame(error_frame(exc.code, exc.message))
@@ -152,6 +177,7 @@ class _ChatSocket:
 
     __slots__ = (
         "_app",
+        "_budget",
         "_connection",
         "_context",
         "_in_flight",
@@ -171,6 +197,7 @@ class _ChatSocket:
         # What sending needs, built at the first frame: most sockets mostly listen.
         self._route: SendRoute | None = None
         self._context: contextvars.Context | None = None
+        self._budget: MessageBudget | None = None
         self._inbox: list[bytes] = []
         # The first script call out, the send it belongs to, and its start time.
         self._in_flight: tuple[asyncio.Future[Any], PendingSend, float] | None = None
@@ -178,7 +205,11 @@ class _ChatSocket:
         self._sender: asyncio.Task[None] | None = None
         self.websocket: WebSocket | None = None
 
-    def on_message(self, payload: bytes) -> None:
+    def on_message(self, payload: bytes, binary: bool) -> None:
+        if binary:
+            # Chat frames are JSON text; a client sending binary is broken, not wrong once.
+            self._connection.close(CloseCode.UNSUPPORTED_DATA, "binary messages are not accepted")
+            return
         self._inbox.append(payload)
         if self._sender is None and self._in_flight is None:
             (self._context or self._start_sending()).run(self._send_next)
@@ -187,7 +218,8 @@ class _ChatSocket:
 
     async def on_closed(self) -> None:
         request_id_var.set(self._request_id)
-        # Frames read before the close are still sent (and durable); their acks are dropped.
+        # Frames read before the close are still sent (and durable); their acks are
+        # dropped. Not so for a user who lost access: `_send_next` drops them.
         while self._sender is not None or self._in_flight is not None:
             if self._sender is not None:
                 await asyncio.wait({self._sender})
@@ -198,6 +230,9 @@ class _ChatSocket:
 
     def _start_sending(self) -> contextvars.Context:
         self._route = self._app[BROKER].route(self._session.channel_id, self._session.user_id)
+        limits = self._app[MESSAGE_LIMITS]
+        if limits is not None:
+            self._budget = MessageBudget(limits, time.perf_counter())
         # Frames arrive in transport callbacks, outside the upgrade request's
         # context: what handles them runs in a context of the socket's own,
         # which carries the request's id, so it logs under that id.
@@ -207,6 +242,10 @@ class _ChatSocket:
 
     def _send_next(self) -> None:
         """Send the inbox's frames in order, as far as it goes without waiting."""
+        if self._connection.revoked:
+            # The user lost access: what the socket read before its close is not sent.
+            self._drop_inbox()
+            return
         broker, route = self._app[BROKER], self._route
         assert route is not None  # built before the first frame is sent
         while self._inbox and self._sender is None and self._in_flight is None:
@@ -214,6 +253,10 @@ class _ChatSocket:
             if len(self._inbox) == _INBOX_LIMIT - 1 and self.websocket is not None:
                 self.websocket.resume_reading()
             started = time.perf_counter()
+            budget = self._budget
+            if budget is not None and not budget.spend(started):
+                self._over_budget(budget, started)  # refused here: Redis never sees it
+                continue
             try:
                 pending = _start_send(
                     payload, route, self._session.author, broker, self._app[SETTINGS]
@@ -268,6 +311,26 @@ class _ChatSocket:
             ack_frame(result.message_id, result.seq, pending.client_id, duplicate=result.duplicate)
         )
 
+    def _over_budget(self, budget: MessageBudget, now: float) -> None:
+        retry_after, close = budget.refuse(now)
+        exc = RateLimitedError("Too many messages, slow down", retry_after=retry_after)
+        if not close:
+            self._rejected(exc)
+            return
+        self._drop_inbox()  # a flood's frames already read are dropped too
+        metrics = self._app[METRICS]
+        metrics.send_rejections.inc(exc.code)
+        metrics.rate_limit_closes.inc()
+        log.info("closing a socket that keeps sending over its rate limit")
+        frame = error_frame(exc.code, exc.message, exc.details, exc.retry_after)
+        self._connection.close(exc.close_code, "too many messages", last_frame=frame)
+
+    def _drop_inbox(self) -> None:
+        self._inbox.clear()
+        if self.websocket is not None:
+            # A full inbox paused reading; the closing handshake needs the peer's close frame.
+            self.websocket.resume_reading()
+
     def _rejected(self, exc: AppError) -> None:
         self._app[METRICS].send_rejections.inc(exc.code)
         self._connection.enqueue(error_frame(exc.code, exc.message, exc.details, exc.retry_after))
@@ -281,23 +344,26 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
     if origin is not None and not settings.origin_allowed(origin):
         raise OriginNotAllowedError()
     channel_id = path_id(request, "channel_id")
-    since = query_int(request, "since", default=None, low=0, high=_MAX_SEQ)
-    token = request.query.get("token", "").strip()
-    if not token:
-        raise MissingTokenError()
-    claims = verify_token(settings, token)
+    since = SINCE.query(request)
+    claims = await socket_claims(request, settings, request.app[REDIS], request.app[KEYS])
     try:
         access = await chat_access(request.app[PG_POOL], channel_id, claims.user_id)
     except POSTGRES_OUTAGE_ERRORS as exc:
         raise UnavailableError() from exc
+    # Refuses a revoked token, and one signed for a user that no longer exists.
+    check_generation(claims, access.token_generation)
     if access.user is None:
-        raise InvalidTokenError()  # signed for a user that no longer exists
+        raise InvalidTokenError()
     if not access.channel_exists:
         raise ChannelNotFoundError()
     if access.role is None:
         raise NotAMemberError()
     return _Session(
-        user_id=claims.user_id, channel_id=channel_id, author=_author(access.user), since=since
+        user_id=claims.user_id,
+        channel_id=channel_id,
+        token_generation=claims.generation,
+        author=_author(access.user),
+        since=since,
     )
 
 

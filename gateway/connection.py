@@ -15,7 +15,10 @@ catching up, live frames are held (bounded, like the queue), the missing ones
 are replayed from the backlog, and the held ones follow without duplicates.
 A socket starts in that state: it catches up from its `since` (or from the
 channel's head) before it goes live, so a resume has no gap and no
-duplicate even while messages keep arriving.
+duplicate even while messages keep arriving. A replay reads one page at a
+time and queues it at the writer's pace, so however long the gap, a
+catching-up socket holds one page and its queue; one whose queue stays full
+for `replay_stall_seconds` is closed as too slow, like a live one.
 """
 
 from __future__ import annotations
@@ -43,6 +46,14 @@ class Replay(Protocol):
     async def page_after(self, channel_id: int, after_seq: int) -> Sequence[tuple[int, bytes]]: ...
 
 
+# The codes `revoke` closes with; nothing else closes a socket with them.
+_LOST_ACCESS = frozenset({CloseCode.FORBIDDEN, CloseCode.UNAUTHORIZED})
+
+
+class _StalledError(Exception):
+    """A replay found its socket's queue full for longer than the stall bound."""
+
+
 class Connection:
     """The outbound half of one WebSocket.
 
@@ -60,9 +71,11 @@ class Connection:
         "_replay",
         "_resume_wait_seconds",
         "_socket",
+        "_stall_seconds",
         "_writer",
         "channel_id",
         "last_seq",
+        "token_generation",
         "user_id",
     )
 
@@ -71,13 +84,17 @@ class Connection:
         *,
         user_id: int,
         channel_id: int,
+        token_generation: int,
         queue_size: int,
         replay: Replay,
         metrics: GatewayMetrics,
         resume_wait_seconds: float,
+        replay_stall_seconds: float,
     ) -> None:
         self.user_id = user_id
         self.channel_id = channel_id
+        # Of the token the socket was opened with: the membership audit re-checks it.
+        self.token_generation = token_generation
         self.last_seq = 0  # the last message seq queued to this socket
         # Lists, not deques, for what every socket holds: an empty deque costs
         # ten times the memory of an empty list, and the writer swaps the list whole.
@@ -87,6 +104,7 @@ class Connection:
         self._replay = replay
         self._metrics = metrics
         self._resume_wait_seconds = resume_wait_seconds
+        self._stall_seconds = replay_stall_seconds
         # Live frames held while catching up; None once live. A new socket
         # holds from the start: it is subscribed before it has caught up.
         self._held: deque[tuple[int, bytes]] | None = deque()
@@ -191,6 +209,20 @@ class Connection:
             last = None if last_frame is None else text_frame(last_frame)
             self._socket.close(code, reason, last_frame=last)
 
+    def revoke(self, code: CloseCode, reason: str) -> bool:
+        """Close because the user lost access (`code` 4403: removed from the channel;
+        4401: token revoked); False if the socket was closing already."""
+        if self._close_request is not None:
+            return False
+        self.close(code, reason)
+        return True
+
+    @property
+    def revoked(self) -> bool:
+        """Closed because the user lost access: what the socket read is no longer sent."""
+        request = self._close_request
+        return request is not None and request[0] in _LOST_ACCESS
+
     def _too_slow(self) -> None:
         self._metrics.slow_disconnects.inc()
         self._metrics.dropped_frames.inc(len(self._pending) + len(self._held or ()))
@@ -208,6 +240,8 @@ class Connection:
     async def _run_catch_up(self, after_seq: int, goal: int | None) -> None:
         try:
             await self._replay_then_go_live(after_seq, goal)
+        except _StalledError:
+            self._too_slow()
         except AppError as exc:
             frame = error_frame(exc.code, exc.message)
             self.close(exc.close_code, exc.message, last_frame=frame)
@@ -270,9 +304,18 @@ class Connection:
         return last
 
     async def _put(self, frame: bytes) -> None:
-        """Queue a finished frame once the queue has room (replays wait for the writer)."""
+        """Queue a finished frame once the queue has room (replays wait for the writer).
+
+        This wait is the replay's backpressure: the next page is read only once
+        this one is queued. Raises _StalledError when the writer could not hand
+        the queue to the transport within the stall bound (a client that stopped
+        reading): it would hold a page and a queue for as long as it liked.
+        """
         while len(self._pending) >= self._queue_size and self._writer is not None:
-            await asyncio.wait({self._writer})  # it ends once the queue is written
+            # The writer ends once the queue is written.
+            done, _ = await asyncio.wait({self._writer}, timeout=self._stall_seconds)
+            if not done:
+                raise _StalledError
         self._send(frame)
 
     def _start_writer(self) -> None:

@@ -14,12 +14,13 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Protocol
 
 from gateway.connection import Connection
 from gateway.metrics import GatewayMetrics
 from gateway.websocket import text_frame
-from shared.errors import ChannelRewoundError, CloseCode
+from shared.errors import ChannelRewoundError, CloseCode, TooManySocketsError
 from shared.wire import error_frame, frame_created_ms, frame_seq
 
 log = logging.getLogger(__name__)
@@ -39,39 +40,64 @@ class Subscriptions(Protocol):
 
 
 class Hub:
-    def __init__(self, subscriptions: Subscriptions, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, subscriptions: Subscriptions, metrics: GatewayMetrics, *, max_sockets_per_user: int
+    ) -> None:
         self._subscriptions = subscriptions
         self._metrics = metrics
         self._channels: dict[int, set[Connection]] = {}
+        # Per gateway, not per cluster: what the cap protects is this node's
+        # memory, and counting here costs no round trip per connect.
+        self._max_sockets_per_user = max_sockets_per_user
+        self._sockets_of_user: dict[int, int] = {}
         # Serializes subscribe/unsubscribe per channel, so a join racing the last
         # leave never ends with members and no subscription.
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._resync_listeners: list[Callable[[], None]] = []
 
     async def join(self, connection: Connection) -> None:
         """Register a connection; subscribes the node if it is the channel's first.
 
-        Raises whatever `subscribe` raises, with the hub left unchanged.
+        Raises TooManySocketsError when its user already holds the most sockets
+        allowed here, or whatever `subscribe` raises, with the hub left unchanged.
         """
-        channel_id = connection.channel_id
-        async with self._locks[channel_id]:
-            members = self._channels.get(channel_id)
-            if members is None:
-                await self._subscriptions.subscribe(channel_id)
-                members = self._channels[channel_id] = set()
-            members.add(connection)
+        channel_id, user_id = connection.channel_id, connection.user_id
+        # Counted before the first await, so concurrent joins cannot overshoot the cap.
+        held = self._sockets_of_user.get(user_id, 0)
+        if held >= self._max_sockets_per_user:
+            raise TooManySocketsError()
+        self._sockets_of_user[user_id] = held + 1
+        try:
+            async with self._locks[channel_id]:
+                members = self._channels.get(channel_id)
+                if members is None:
+                    await self._subscriptions.subscribe(channel_id)
+                    members = self._channels[channel_id] = set()
+                members.add(connection)
+        except BaseException:
+            self._release(user_id)
+            raise
 
     async def leave(self, connection: Connection) -> None:
         channel_id = connection.channel_id
         async with self._locks[channel_id]:
             members = self._channels.get(channel_id)
-            if members is None:
+            if members is None or connection not in members:
                 return
-            members.discard(connection)
+            members.remove(connection)
+            self._release(connection.user_id)
             if not members:
                 del self._channels[channel_id]
                 await self._subscriptions.unsubscribe(channel_id)
         if channel_id not in self._channels and not self._locks[channel_id].locked():
             self._locks.pop(channel_id, None)
+
+    def _release(self, user_id: int) -> None:
+        held = self._sockets_of_user[user_id] - 1
+        if held:
+            self._sockets_of_user[user_id] = held
+        else:
+            del self._sockets_of_user[user_id]
 
     def deliver(self, channel_id: int, frame: bytes) -> int:
         """Offer one pre-encoded message frame to every local member of the channel;
@@ -100,6 +126,8 @@ class Hub:
         for channel_id in channel_ids:
             for connection in self._channels.get(channel_id, ()):
                 connection.resync()
+        for listener in self._resync_listeners:
+            listener()
 
     def rewound(self, channel_id: int, after_seq: int, to_seq: int, *, replay_after: int) -> None:
         """The channel's counter went back (Redis lost writes): seqs `after_seq`+1 to
@@ -114,10 +142,24 @@ class Hub:
                 connection.rewound(replay_after, frame)
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None:
-        """Close the sockets of a user who lost access to a channel."""
+        """Close the sockets of a user who lost access to a channel (see `Connection.revoke`)."""
         for connection in list(self._channels.get(channel_id, ())):
             if connection.user_id == user_id:
-                connection.close(code, reason)
+                connection.revoke(code, reason)
+
+    def members(self) -> dict[tuple[int, int, int], list[Connection]]:
+        """Every local connection, by (channel_id, user_id, token_generation): what the
+        membership audit checks."""
+        found: dict[tuple[int, int, int], list[Connection]] = {}
+        for channel_id, connections in self._channels.items():
+            for connection in connections:
+                key = (channel_id, connection.user_id, connection.token_generation)
+                found.setdefault(key, []).append(connection)
+        return found
+
+    def on_resync(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each resync too (events may have been missed meanwhile)."""
+        self._resync_listeners.append(listener)
 
     def close_all(self, code: CloseCode, reason: str) -> None:
         for members in list(self._channels.values()):

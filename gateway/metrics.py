@@ -23,6 +23,10 @@ class GatewayMetrics:
         self.send_rejections = registry.labeled_counter(
             "chat_send_rejections_total", "Inbound frames refused, by error code.", "code"
         )
+        self.rate_limit_closes = registry.counter(
+            "chat_rate_limit_closes_total",
+            "Sockets closed with 4429: they kept sending over their message budget.",
+        )
         self.send_seconds = registry.histogram(
             "chat_send_seconds",
             "Send path: frame received to acknowledgement queued.",
@@ -48,12 +52,24 @@ class GatewayMetrics:
         self.replayed_frames = registry.counter(
             "chat_replayed_frames_total", "Frames sent by replays."
         )
+        self.backlog_reads = registry.counter(
+            "chat_backlog_reads_total",
+            "Resume pages read from Redis or PostgreSQL (a read shared by sockets counts once).",
+        )
+        self.backlog_read_joins = registry.counter(
+            "chat_backlog_read_joins_total",
+            "Resume pages served by a read already in flight for another socket.",
+        )
         self.history_gaps = registry.counter(
             "chat_history_gaps_total", "Replays that reported a missing range (history_gap)."
         )
         self.channel_rewinds = registry.counter(
             "chat_channel_rewinds_total",
             "channel_rewound events: a channel's seq counter was found behind and raised.",
+        )
+        self.membership_revocations = registry.counter(
+            "chat_membership_revocations_total",
+            "Sockets the membership audit closed: their removal or revocation event was missed.",
         )
         self.pubsub_resyncs = registry.counter(
             "redis_pubsub_resyncs_total", "Pub/sub (re)connections confirmed, the first included."

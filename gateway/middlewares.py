@@ -1,4 +1,5 @@
-"""Cross-cutting request handling: request ids, the error envelope, rate limits.
+"""Cross-cutting request handling: request ids, the error envelope, rate limits and
+the client address they count against.
 
 Order, outermost first: request id -> errors -> rate limit. The error
 middleware is the only place an error response is built: typed `AppError`s,
@@ -24,6 +25,7 @@ from gateway.outages import DEPENDENCY_ERRORS
 from shared.errors import (
     AppError,
     MethodNotAllowedError,
+    OriginNotAllowedError,
     PayloadTooLargeError,
     RateLimitedError,
     RouteNotFoundError,
@@ -39,12 +41,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Probes and the liveness page must never be throttled.
-_UNLIMITED_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+UNLIMITED_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+# aiohttp's own refusals, in the envelope. aiohttp-cors answers a refused
+# preflight (no Origin, or one not allowed) with 403.
 _HTTP_ERRORS: dict[int, type[AppError]] = {
+    403: OriginNotAllowedError,
     404: RouteNotFoundError,
     405: MethodNotAllowedError,
     413: PayloadTooLargeError,
 }
+# Headers of aiohttp's refusals that belong in the envelope's answer:
+# RFC 9110 requires `Allow` on a 405.
+_KEPT_HEADERS = ("Allow",)
 
 
 @web.middleware
@@ -86,7 +94,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         mapped = _HTTP_ERRORS.get(exc.status)
         if mapped is None:
             raise
-        return error_response(mapped())
+        kept = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
+        return error_response(mapped(headers=kept))
     except DEPENDENCY_ERRORS as exc:
         log.warning("dependency unavailable", extra={"error": type(exc).__name__})
         return error_response(UnavailableError())
@@ -117,6 +126,26 @@ def client_ip(request: web.Request, settings: Settings) -> str:
     return chain[0]
 
 
+# One IPv6 client usually holds a whole /64 (SLAAC, privacy addresses): limits
+# per address would give it 2**64 budgets. Its limits count per /64 instead.
+_IPV6_CLIENT_PREFIX = 64
+
+
+def client_key(request: web.Request, settings: Settings) -> str:
+    """Who rate limits count against: the client IP, an IPv6 one as its /64 network
+    (`2001:db8:1:2::/64`), an IPv4-mapped IPv6 one as the IPv4 address."""
+    client = client_ip(request, settings)
+    try:
+        address = ipaddress.ip_address(client)
+    except ValueError:
+        return client
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, _IPV6_CLIENT_PREFIX), strict=False))
+    return client
+
+
 class _RateLimitState:
     """Logs a broker outage once, not once per request."""
 
@@ -127,11 +156,11 @@ class _RateLimitState:
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     limit = settings.rate_limit_requests
-    if limit == 0 or request.path in _UNLIMITED_PATHS or request.method == "OPTIONS":
+    if limit == 0 or request.path in UNLIMITED_PATHS or request.method == "OPTIONS":
         return await handler(request)
     window_ms = settings.rate_limit_window_seconds * 1000
     window = int(time.time() * 1000) // window_ms
-    key = request.app[KEYS].http_rate(client_ip(request, settings), window)
+    key = request.app[KEYS].http_rate(client_key(request, settings), window)
     try:
         count, reset_ms = await request.app[SCRIPTS].http_rate(keys=[key], args=[window_ms])
         _RateLimitState.redis_down_logged = False

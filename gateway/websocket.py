@@ -8,18 +8,32 @@ life, about 9 KB of Python objects per idle socket; a `WebSocket` is one
 object with slots and its transport. Inbound frames are parsed in
 `data_received` and handed to the listener synchronously, with no task switch.
 
-It speaks RFC 6455 without extensions: client frames must be masked, control
-frames short and final; a frame or message over `max_size` fails the socket
-with 1009, any other violation with 1002. Pings from the peer are answered;
-`Sockets.heartbeat` pings every socket and aborts the ones that stayed silent
-for a whole interval. `close` sends a close frame and waits, bounded, for the
-peer's; a peer that never reads is aborted after `CLOSE_TIMEOUT_SECONDS`.
+It speaks RFC 6455 without extensions, and passes the Autobahn TestSuite's
+sections 1-7 and 10 (tests/gateway/test_autobahn.py). Client frames must be
+masked, control frames short and final; a text message must be valid UTF-8,
+checked fragment by fragment, or the socket fails with 1007; a close frame
+must carry a code a peer may send and a UTF-8 reason, or it is answered with
+1002. A frame or message over `max_size`, or a message in more than
+`max_fragments` frames, fails the socket with 1009; any other violation with
+1002. A failed socket sends its close frame and a FIN, then reads and drops
+whatever the peer still sends, so the close frame is not lost to a reset.
+Pings from the peer are answered. Reading pauses while the transport's write
+buffer is over its high-water mark, so a peer that sends and never reads
+cannot grow the gateway's memory; `Sockets.heartbeat` pings every socket and
+aborts the ones that stayed silent, or unwritable, for a whole interval.
+`close` sends a close frame and waits, bounded, for the peer's; a peer that
+never reads is aborted after `CLOSE_TIMEOUT_SECONDS`.
+
+Hand-written rather than a maintained Sans-I/O implementation because it is
+the cheapest per frame and per idle socket of those measured (README, "Design
+decisions beyond DESIGN.md"; `python -m loadtests.ws_framing`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import codecs
 import hashlib
 import logging
 import socket
@@ -46,26 +60,59 @@ _OP_PING = 0x9
 _OP_PONG = 0xA
 _PING = b"\x89\x00"
 _MAX_CONTROL_PAYLOAD = 125
-# Close codes a peer may send (RFC 6455, 7.4): others are a protocol error.
-_RESERVED_CLOSE_CODES = frozenset({1004, 1005, 1006, 1015})
+# Close codes a peer may send (RFC 6455, 7.4.1-2, and IANA's registry): 1004
+# is reserved, 1005, 1006 and 1015 are never sent, 1016-2999 are unassigned
+# protocol codes, 3000-4999 belong to libraries and applications.
+_PEER_CLOSE_CODES = frozenset((*range(1000, 1004), *range(1007, 1015)))
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
 
 class Listener(Protocol):
-    """What a socket's owner hears: each complete message, then the end."""
+    """What a socket's owner hears: each complete message, then the end.
 
-    def on_message(self, payload: bytes) -> None: ...
+    `on_message` gets a text message's payload as valid UTF-8 (a text message
+    that is not fails the socket before it is heard) and says which kind it is.
+    """
+
+    def on_message(self, payload: bytes, binary: bool) -> None: ...
 
     async def on_closed(self) -> None: ...
 
 
 class _State(IntEnum):
     OPEN = 0
-    CLOSING = 1  # our close frame is sent (or the socket failed); waiting for the peer
-    CLOSED = 2
+    CLOSING = 1  # our close frame is sent; waiting for the peer's
+    # Nothing more is parsed (the peer's close frame is in, or the socket
+    # failed): our last frames flush, then a FIN; what the peer still sends is
+    # read and dropped, so that our close frame reaches it instead of a reset.
+    FLUSHING = 2
+    CLOSED = 3
+
+
+class _Fragments:
+    """A fragmented message being reassembled; exists only while one is."""
+
+    __slots__ = ("binary", "count", "decoder", "parts", "size")
+
+    def __init__(self, binary: bool) -> None:
+        self.binary = binary
+        self.parts: list[bytes] = []
+        self.size = 0  # running total: checking the limit never walks the parts
+        self.count = 0  # frames so far, empty ones included
+        # Text is checked fragment by fragment, so bad UTF-8 fails the socket
+        # at the frame that holds it, not at the end of the message.
+        self.decoder = None if binary else _utf8_decoder()
 
 
 class WebSocket(asyncio.Protocol):
-    """One upgraded connection. Writes take finished frames (see `text_frame`)."""
+    """One upgraded connection. Writes take finished frames (see `text_frame`).
+
+    Reading stops for either of two reasons, and resumes only when neither
+    holds: the listener asked (`pause_reading`), or the transport's write
+    buffer is over its high-water mark (`pause_writing`). The second keeps a
+    peer that sends (pings, say) and never reads from growing the buffer of
+    our answers; the heartbeat drops it if it stays so for a whole interval.
+    """
 
     __slots__ = (
         "_abort_handle",
@@ -88,13 +135,17 @@ class WebSocket(asyncio.Protocol):
         self._sockets = sockets
         self.listener = listener
         self._max_size = sockets.max_size
-        self._buffer = b""
-        self._fragments: list[bytes] | None = None
+        # The start of a frame not yet complete; a bytearray grown in place
+        # while one is, so a frame that arrives in many pieces costs linear time.
+        self._buffer: bytearray | None = None
+        self._fragments: _Fragments | None = None
         self._state = _State.OPEN
-        self._seen = True  # data arrived since the last heartbeat
-        self._reading_paused = False
+        # Data arrived (or writes resumed) since the last heartbeat.
+        self._seen = True
+        self._reading_paused = False  # by the listener
         self._abort_handle: asyncio.TimerHandle | None = None
-        # Set while the transport takes writes; None when nobody waits for it.
+        # Set while the transport is over its high-water mark (and reading is
+        # paused for it); None while it takes writes.
         self._writable: asyncio.Future[None] | None = None
 
     # --- writing --------------------------------------------------------------
@@ -125,19 +176,24 @@ class WebSocket(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self._writable is None:
             self._writable = asyncio.get_running_loop().create_future()
+        if self._state < _State.FLUSHING:
+            self._transport.pause_reading()
 
     def resume_writing(self) -> None:
         self._release_writers()
+        self._seen = True  # the peer reads again: it is alive
+        if not self._reading_paused and self._state < _State.FLUSHING:
+            self._transport.resume_reading()
 
     def pause_reading(self) -> None:
         """Stop reading until `resume_reading`; the heartbeat spares the socket meanwhile."""
-        if self._state is not _State.CLOSED:
+        if self._state < _State.FLUSHING:
             self._reading_paused = True
             self._transport.pause_reading()
 
     def resume_reading(self) -> None:
         self._reading_paused = False
-        if self._state is not _State.CLOSED:
+        if self._writable is None and self._state < _State.FLUSHING:
             self._transport.resume_reading()
 
     def close(self, code: CloseCode, reason: str, *, last_frame: bytes | None = None) -> None:
@@ -146,14 +202,20 @@ class WebSocket(asyncio.Protocol):
             return
         frame = close_frame(code, reason)
         self._transport.write(frame if last_frame is None else last_frame + frame)
-        self._closing()
+        self._state = _State.CLOSING
+        self._bound_closing()
 
     def abort(self) -> None:
         if self._state is not _State.CLOSED:
             self._transport.abort()
 
     def heartbeat(self) -> None:
-        """Abort a socket silent since the last beat; ping the others."""
+        """Abort a socket silent since the last beat; ping the others.
+
+        A socket whose reading the listener paused is spared (it cannot hear the
+        pong). One paused because the peer does not read is not: its writes
+        stayed paused for the whole interval.
+        """
         if self._state is not _State.OPEN:
             return
         if not self._seen and not self._reading_paused:
@@ -167,11 +229,15 @@ class WebSocket(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._seen = True
-        if self._transport.is_closing():
-            return  # failed, or the peer's close is in: the rest is not read
-        buffer = self._buffer + data if self._buffer else data
+        if self._state >= _State.FLUSHING:
+            return  # failed, or the peer's close is in: the rest is dropped
+        pending = self._buffer
+        buffer: bytes | bytearray = data
+        if pending is not None:
+            pending += data  # grown in place: amortized, never a copy of all so far
+            buffer = pending
         position, size = 0, len(buffer)
-        while self._state is not _State.CLOSED and size - position >= 2:
+        while size - position >= 2:
             first, second = buffer[position], buffer[position + 1]
             length = second & 0x7F
             header = 6
@@ -198,7 +264,14 @@ class WebSocket(asyncio.Protocol):
             payload = _unmask(buffer[position + header : end], mask)
             position = end
             self._on_frame(first & 0x0F, bool(first & 0x80), payload)
-        self._buffer = buffer[position:] if position < size else b""
+            if self._state is _State.FLUSHING:
+                return
+        if position == size:
+            self._buffer = None
+        elif pending is None:
+            self._buffer = bytearray(memoryview(data)[position:])
+        else:
+            del pending[:position]  # a bytearray drops its head without moving the rest
 
     def _on_frame(self, opcode: int, final: bool, payload: bytes) -> None:
         if opcode >= _OP_CLOSE:
@@ -219,44 +292,73 @@ class WebSocket(asyncio.Protocol):
             if fragments is None:
                 self._fail(CloseCode.PROTOCOL_ERROR, "continuation without a message")
                 return
-            fragments.append(payload)
-            if sum(map(len, fragments)) > self._max_size:
-                self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
+            if not self._add_fragment(fragments, payload, final) or not final:
                 return
-            if not final:
-                return
-            payload = b"".join(fragments)
             self._fragments = None
+            parts = fragments.parts
+            payload = parts[0] if len(parts) == 1 else b"".join(parts)
+            binary = fragments.binary
         elif opcode in (_OP_TEXT, _OP_BINARY):
             if fragments is not None:
                 self._fail(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
                 return
+            binary = opcode == _OP_BINARY
             if not final:
-                self._fragments = [payload]
+                self._add_fragment(self._start_fragments(binary), payload, final)
+                return
+            # isascii is a fast scan that allocates nothing: most chat text is ASCII.
+            if not binary and not payload.isascii() and not _is_utf8(payload):
+                self._fail(CloseCode.INVALID_PAYLOAD, "text message is not valid UTF-8")
                 return
         else:
             self._fail(CloseCode.PROTOCOL_ERROR, "unknown opcode")
             return
         if self.listener is not None:
-            self.listener.on_message(payload)
+            self.listener.on_message(payload, binary)
+
+    def _start_fragments(self, binary: bool) -> _Fragments:
+        fragments = self._fragments = _Fragments(binary)
+        return fragments
+
+    def _add_fragment(self, fragments: _Fragments, payload: bytes, final: bool) -> bool:
+        """Take one fragment of a message; False if the socket failed on it."""
+        fragments.count += 1
+        fragments.size += len(payload)
+        if fragments.size > self._max_size:
+            self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
+            return False
+        if fragments.count > self._sockets.max_fragments:
+            # Each frame costs a call however small it is: 40,000 empty
+            # continuations would hold the loop for as long as they are read.
+            # 1009, not 1008: the cap bounds the message's size, counted in
+            # frames, and a client should treat it as it treats the byte limit.
+            self._fail(CloseCode.MESSAGE_TOO_BIG, "message in too many fragments")
+            return False
+        if fragments.decoder is not None:
+            try:
+                fragments.decoder.decode(payload, final)
+            except UnicodeDecodeError:
+                self._fail(CloseCode.INVALID_PAYLOAD, "text message is not valid UTF-8")
+                return False
+        if payload:
+            fragments.parts.append(payload)
+        return True
 
     def _on_close_frame(self, payload: bytes) -> None:
         if self._state is _State.OPEN:
-            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else CloseCode.NORMAL
-            if len(payload) == 1 or code < 1000 or code in _RESERVED_CLOSE_CODES:
+            code = int.from_bytes(payload[:2], "big") if payload else CloseCode.NORMAL
+            if len(payload) == 1 or not _peer_may_send(code) or not _is_utf8(payload[2:]):
                 code = CloseCode.PROTOCOL_ERROR
             self._transport.write(close_frame(code, ""))
         # The server ends the TCP connection once both close frames are out (RFC 6455, 7.1.1).
-        self._closing()
-        self._transport.close()
+        self._finish()
 
     def _fail(self, code: CloseCode, reason: str) -> None:
         # Failing a WebSocket (RFC 6455, 7.1.7): the close frame goes out, then
-        # the TCP connection ends; nothing more the peer sent is read.
+        # the TCP connection ends; nothing more the peer sent is processed.
         log.info("closing a socket that broke the protocol", extra={"close_code": int(code)})
-        self.close(code, reason)  # an open socket is closing from here on
-        self._buffer = b""
-        self._transport.close()
+        self.close(code, reason)  # an open socket sends its close frame
+        self._finish()
 
     # --- lifecycle ------------------------------------------------------------
 
@@ -271,10 +373,27 @@ class WebSocket(asyncio.Protocol):
         self._release_writers()
         self._sockets.closed(self)
 
-    def _closing(self) -> None:
+    def _finish(self) -> None:
+        """Parse nothing more; flush, send a FIN, and drop what the peer still sends."""
+        self._state = _State.FLUSHING
+        self._bound_closing()
+        self._buffer = None
+        self._fragments = None
+        transport = self._transport
+        if transport.is_closing():
+            return
+        # Reading on (whatever paused it) empties the kernel's receive queue:
+        # closing over unread data would send a reset, which can destroy our
+        # close frame before the peer reads it.
+        transport.resume_reading()
+        if transport.can_write_eof():
+            transport.write_eof()  # the peer's FIN (eof_received) then closes it
+        else:
+            transport.close()
+
+    def _bound_closing(self) -> None:
         # Every way of closing ends here: the abort bounds the flush of the
         # last frames, and the close handshake, for a peer that stopped reading.
-        self._state = _State.CLOSING
         if self._abort_handle is None:
             loop = asyncio.get_running_loop()
             self._abort_handle = loop.call_later(CLOSE_TIMEOUT_SECONDS, self._transport.abort)
@@ -288,8 +407,9 @@ class WebSocket(asyncio.Protocol):
 class Sockets:
     """This node's upgraded sockets: the upgrade itself, heartbeats, and the wait at shutdown."""
 
-    def __init__(self, *, max_size: int, send_buffer_bytes: int) -> None:
+    def __init__(self, *, max_size: int, max_fragments: int, send_buffer_bytes: int) -> None:
         self.max_size = max_size
+        self.max_fragments = max_fragments
         self._send_buffer_bytes = send_buffer_bytes
         self._open: set[WebSocket] = set()
         self._finishing: set[asyncio.Task[None]] = set()
@@ -298,10 +418,14 @@ class Sockets:
     def __len__(self) -> int:
         return len(self._open)
 
-    def upgrade(self, request: web.Request, listener: Listener | None) -> WebSocket:
+    def upgrade(
+        self, request: web.Request, listener: Listener | None, *, subprotocol: str | None = None
+    ) -> WebSocket:
         """Answer 101 and take the connection from aiohttp.
 
-        Call `check_upgrade` first; raises ConnectionResetError when the peer is gone.
+        `subprotocol` is the one the answer selects (`Sec-WebSocket-Protocol`), which
+        must be one the client offered; None selects none. Call `check_upgrade`
+        first; raises ConnectionResetError when the peer is gone.
         """
         transport = request.transport
         protocol = request.protocol
@@ -309,9 +433,10 @@ class Sockets:
             raise ConnectionResetError("peer gone before the upgrade")
         key = request.headers[hdrs.SEC_WEBSOCKET_KEY].encode()
         accept = base64.b64encode(hashlib.sha1(key + _GUID, usedforsecurity=False).digest())
+        selected = b"Sec-WebSocket-Protocol: %b\r\n" % subprotocol.encode() if subprotocol else b""
         transport.write(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n" + selected + b"\r\n"
         )
         sock = transport.get_extra_info("socket")
         if self._send_buffer_bytes and sock is not None:
@@ -346,7 +471,8 @@ class Sockets:
             self._all_closed.set()
 
     async def heartbeat(self, interval: float) -> None:
-        """Ping every socket each `interval`; drop the ones silent for a whole interval."""
+        """Ping every socket each `interval`; drop the ones silent, or unwritable, for a
+        whole interval."""
         while True:
             await asyncio.sleep(interval)
             for websocket in list(self._open):
@@ -403,10 +529,22 @@ def _control_frame(opcode: int, payload: bytes) -> bytes:
     return bytes((0x80 | opcode, len(payload))) + payload
 
 
-def _unmask(payload: bytes, mask: bytes) -> bytes:
+def _peer_may_send(code: int) -> bool:
+    return code in _PEER_CLOSE_CODES or 3000 <= code <= 4999
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
     size = len(payload)
     if not size:
-        return payload
+        return b""
     key = (mask * (size // 4 + 1))[:size]
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(
         size, "little"

@@ -25,7 +25,8 @@ LOCUST_REST_WAIT ("min,max" seconds between REST tasks, default "0.5,2"),
 LOCUST_RUN_ID (prefix of the accounts and rooms, default random per process).
 
 The server's per-IP HTTP rate limit (10 per 30 s by default) would refuse
-most of this from one machine: start the stack with `RATE_LIMIT_REQUESTS=0`.
+most of this from one machine: start the stack with `RATE_LIMIT_REQUESTS=0`
+(and `LOGIN_MAX_FAILURES_PER_IP=0`: log-ins in flight count against it).
 Locust runs on gevent, so this file uses blocking clients (requests through
 HttpUser, websocket-client) and never asyncio.
 """

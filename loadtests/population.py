@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from gateway.auth import hash_password, issue_token
+from gateway.auth import FIRST_GENERATION, issue_token
+from gateway.passwords import PasswordHasher
 from shared.db.channels import create_channel
 from shared.db.users import create_user
 from shared.settings import Settings
@@ -93,7 +94,11 @@ class Population:
         if len(self._users) >= wanted:
             return
         settings = Settings(jwt_secret=self.jwt_secret, database_url=self.database_url)
-        password_hash = await hash_password(_PASSWORD)
+        hasher = PasswordHasher(1)
+        try:
+            password_hash = await hasher.hash(_PASSWORD)
+        finally:
+            hasher.close()
         limit = asyncio.Semaphore(_INSERT_CONCURRENCY)
 
         async def make(number: int) -> Member:
@@ -107,7 +112,7 @@ class Population:
                     password_hash=password_hash,
                     avatar_url=None,
                 )
-            return Member(user.id, issue_token(settings, user.id, username))
+            return Member(user.id, issue_token(settings, user.id, username, FIRST_GENERATION))
 
         self._users += await asyncio.gather(
             *(make(number) for number in range(len(self._users), wanted))

@@ -163,6 +163,8 @@ class BenchStack:
             JWT_SECRET=self.jwt_secret,
             REDIS_KEY_PREFIX=key_prefix,
             RATE_LIMIT_REQUESTS="0",
+            LOGIN_MAX_FAILURES="0",
+            LOGIN_MAX_FAILURES_PER_IP="0",
             WS_MESSAGE_RATE="0",
             ALLOWED_ORIGINS="*",
             LOG_LEVEL="WARNING",

@@ -33,6 +33,7 @@ class ErrorCode(StrEnum):
     CHANNEL_NAME_TAKEN = "channel_name_taken"
     ALREADY_MEMBER = "already_member"
     RATE_LIMITED = "rate_limited"
+    TOO_MANY_SOCKETS = "too_many_sockets"
     UNAVAILABLE = "unavailable"
     DRAINING = "draining"
     SINCE_AHEAD = "since_ahead"
@@ -47,6 +48,8 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
     PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    INVALID_PAYLOAD = 1007
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     SERVICE_RESTART = 1012
@@ -94,6 +97,9 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
         409, CloseCode.BAD_REQUEST, "You are already a member of this channel"
     ),
     ErrorCode.RATE_LIMITED: ErrorSpec(429, CloseCode.RATE_LIMITED, "Too many requests"),
+    ErrorCode.TOO_MANY_SOCKETS: ErrorSpec(
+        429, CloseCode.RATE_LIMITED, "Too many open sockets for this user"
+    ),
     ErrorCode.UNAVAILABLE: ErrorSpec(
         503, CloseCode.TRY_AGAIN_LATER, "Service temporarily unavailable"
     ),
@@ -167,6 +173,7 @@ EmailTakenError = _error("EmailTakenError", ErrorCode.EMAIL_TAKEN)
 ChannelNameTakenError = _error("ChannelNameTakenError", ErrorCode.CHANNEL_NAME_TAKEN)
 AlreadyMemberError = _error("AlreadyMemberError", ErrorCode.ALREADY_MEMBER)
 RateLimitedError = _error("RateLimitedError", ErrorCode.RATE_LIMITED)
+TooManySocketsError = _error("TooManySocketsError", ErrorCode.TOO_MANY_SOCKETS)
 UnavailableError = _error("UnavailableError", ErrorCode.UNAVAILABLE)
 DrainingError = _error("DrainingError", ErrorCode.DRAINING)
 SinceAheadError = _error("SinceAheadError", ErrorCode.SINCE_AHEAD)

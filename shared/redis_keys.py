@@ -74,6 +74,18 @@ class RedisKeys:
         """Fixed-window counter of one client IP's HTTP requests."""
         return f"{self.prefix}:httprate:{client_ip}:{window}"
 
+    def login_failures_of_identity(self, identity_digest: str) -> str:
+        """Failed log-ins with one identity (the digest of its lower-cased form) in a window."""
+        return f"{self.prefix}:loginfail:id:{identity_digest}"
+
+    def login_failures_of_client(self, client: str) -> str:
+        """Failed log-ins from one client address (an IPv6 /64) in a window."""
+        return f"{self.prefix}:loginfail:ip:{client}"
+
+    def ws_ticket(self, ticket_digest: str) -> str:
+        """A single-use socket ticket, under the digest of its value, with a TTL."""
+        return f"{self.prefix}:wsticket:{ticket_digest}"
+
     def worker_health(self, consumer: str) -> str:
         """Heartbeat key a worker refreshes with a TTL."""
         return f"{self.prefix}:worker:{consumer}:alive"

@@ -25,6 +25,7 @@ class Scripts:
     send: AsyncScript
     http_rate: AsyncScript
     raise_seq: AsyncScript
+    login_failures: AsyncScript
     send_source: str  # for EVAL by a connection that is not a redis-py client
 
 
@@ -34,5 +35,6 @@ def register_scripts(redis: RedisClient) -> Scripts:
         send=redis.register_script(send),
         http_rate=redis.register_script(_source("http_rate")),
         raise_seq=redis.register_script(_source("raise_seq")),
+        login_failures=redis.register_script(_source("login_failures")),
         send_source=send,
     )

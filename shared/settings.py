@@ -96,7 +96,41 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = Field(
         None, description="HS256 signing key. Required by gateways (the worker never needs it)."
     )
+    jwt_secret_previous: SecretStr | None = Field(
+        None,
+        description="The HS256 key before a rotation: tokens it signed are still accepted"
+        " (new ones are always signed with JWT_SECRET); unset: none.",
+    )
     jwt_expires_hours: float = Field(72.0, gt=0, description="Token lifetime in hours.")
+    ws_ticket_seconds: int = Field(
+        30,
+        ge=1,
+        le=300,
+        description="Lifetime of a single-use socket ticket (POST /api/v1/auth/ws-ticket).",
+    )
+
+    # --- Passwords and log-in limits
+    password_hash_concurrency: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Password hashes computed at once per process (each takes 19 MiB);"
+        " 0: the CPUs the process may use (affinity and cgroup cpu.max), at most 4.",
+    )
+    login_max_failures: int = Field(
+        10,
+        ge=0,
+        description="Failed log-ins per identity (lower-cased) per window; more get 429,"
+        " even with the right password. 0 disables.",
+    )
+    login_max_failures_per_ip: int = Field(
+        100,
+        ge=0,
+        description="Failed log-ins per client IP (IPv6: per /64) per window; 0 disables.",
+    )
+    login_failure_window_seconds: int = Field(
+        900, ge=1, description="Window of the failed log-in limits, in seconds."
+    )
 
     # --- CORS and Origin checks (Go: ALLOWED_ORIGINS)
     allowed_origins: Annotated[list[str], NoDecode] = Field(
@@ -123,6 +157,12 @@ class Settings(BaseSettings):
         ge=1024,
         description="Hard frame limit: larger frames close the socket (1009).",
     )
+    ws_max_fragments: int = Field(
+        128,
+        ge=1,
+        description="Most frames one fragmented WebSocket message may arrive in;"
+        " more close the socket (1009).",
+    )
     ws_send_queue_size: int = Field(
         1024, ge=1, description="Outbound frames queued per socket before it counts as too slow."
     )
@@ -132,6 +172,12 @@ class Settings(BaseSettings):
         description="Kernel send buffer per chat socket (SO_SNDBUF), which bounds what a"
         " stalled client holds beyond its queue; 0 leaves it to the kernel.",
     )
+    ws_max_sockets_per_user: int = Field(
+        32,
+        ge=1,
+        description="Chat sockets one user may hold open on one gateway, all channels together;"
+        " more are refused with too_many_sockets (4429).",
+    )
     ws_heartbeat_seconds: float = Field(
         30.0, gt=0, description="Ping interval; a peer silent for this long is dropped."
     )
@@ -139,6 +185,12 @@ class Settings(BaseSettings):
         30, ge=0, description="Messages a user may send per channel per window; 0 disables."
     )
     ws_message_rate_window_seconds: int = Field(10, ge=1, description="Message-rate window.")
+    ws_message_rate_close_after: int = Field(
+        10,
+        ge=0,
+        description="Message-rate refusals a socket may collect within about one window before"
+        " it is closed with 4429 (the count decays at this many per window); 0 never closes.",
+    )
     recent_history_size: int = Field(
         1000, ge=0, description="Messages per channel kept in Redis for fast resume."
     )
@@ -149,6 +201,19 @@ class Settings(BaseSettings):
         10.0,
         gt=0,
         description="How long a resume waits for messages neither in Redis nor yet in PostgreSQL.",
+    )
+    membership_recheck_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often a gateway checks in PostgreSQL that its sockets' users are still"
+        " members and their tokens not revoked (also after every pub/sub reconnect); the bound"
+        " on how long a socket whose removal or revocation event was missed stays open.",
+    )
+    ws_replay_stall_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How long a replay waits for a socket whose queue stays full (the client"
+        " does not read) before closing it as too slow (4408).",
     )
     drain_delay_seconds: float = Field(
         0.0,
@@ -217,17 +282,21 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_guards(self) -> Settings:
-        secret = "" if self.jwt_secret is None else self.jwt_secret.get_secret_value()
-        if self.environment is Environment.PRODUCTION:
-            if self.jwt_secret is not None and len(secret) < _MIN_PRODUCTION_SECRET_LENGTH:
+        production = self.environment is Environment.PRODUCTION
+        for name, value in (
+            ("JWT_SECRET", self.jwt_secret),
+            ("JWT_SECRET_PREVIOUS", self.jwt_secret_previous),
+        ):
+            secret = None if value is None else value.get_secret_value()
+            if production and secret is not None and len(secret) < _MIN_PRODUCTION_SECRET_LENGTH:
                 raise ValueError(
-                    f"JWT_SECRET must be at least {_MIN_PRODUCTION_SECRET_LENGTH} characters"
+                    f"{name} must be at least {_MIN_PRODUCTION_SECRET_LENGTH} characters"
                     " in production"
                 )
-            if "*" in self.allowed_origins:
-                raise ValueError("ALLOWED_ORIGINS may not be * in production")
-        elif self.jwt_secret is not None and not secret:
-            raise ValueError("JWT_SECRET must not be empty")
+            if secret == "":
+                raise ValueError(f"{name} must not be empty")
+        if production and "*" in self.allowed_origins:
+            raise ValueError("ALLOWED_ORIGINS may not be * in production")
         return self
 
     def signing_key(self) -> str:
@@ -235,6 +304,13 @@ class Settings(BaseSettings):
         if self.jwt_secret is None:
             raise ValueError("JWT_SECRET is not set")
         return self.jwt_secret.get_secret_value()
+
+    def verification_keys(self) -> list[str]:
+        """The keys a token may be signed with: JWT_SECRET, then JWT_SECRET_PREVIOUS if set."""
+        keys = [self.signing_key()]
+        if self.jwt_secret_previous is not None:
+            keys.append(self.jwt_secret_previous.get_secret_value())
+        return keys
 
     def postgres_dsn(self) -> str:
         """The DSN to connect with: DATABASE_URL if set, else built from DB_*."""

@@ -16,6 +16,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -25,11 +26,16 @@ from pydantic import (
 )
 
 from shared.errors import InvalidBodyError, InvalidJsonError
+from shared.responses import AuthorJson, MessageJson
 
 if TYPE_CHECKING:
     from shared.db.messages import StoredMessage
 
-_EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
+# What Python's `str.strip()` and `str.isspace()` take for space, spelled out:
+# `\s` means three different sets to pydantic's Rust regex, to Python and to the
+# ECMA 262 regexes JSON Schema (the OpenAPI document) is read with.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_EMAIL_PATTERN = rf"^[^@{_SPACE}]{{1,64}}@[^@{_SPACE}]+\.[^@{_SPACE}]+$"
 _USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 # Printable ASCII without quotes or backslashes: client ids are echoed inside frames.
 _CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
@@ -55,8 +61,10 @@ def _storable(value: str, info: ValidationInfo) -> str:
     return value
 
 
-# Every string of every inbound body and frame is a `Text`.
-Text = Annotated[str, AfterValidator(_storable)]
+# The last annotation of every string of every inbound body and frame. Last, so
+# that the constraints before it still apply to the string itself and stay in
+# its JSON Schema (the OpenAPI document).
+STORABLE = AfterValidator(_storable)
 
 
 def _http_url(value: str) -> str:
@@ -71,13 +79,38 @@ def _not_blank(value: str) -> str:
     return value
 
 
-HttpUrl = Annotated[Text, Field(max_length=2048), AfterValidator(_http_url)]
-Name = Annotated[Text, Field(min_length=1, max_length=100), AfterValidator(_not_blank)]
-Username = Annotated[Text, Field(min_length=3, max_length=32, pattern=_USERNAME_PATTERN)]
-Email = Annotated[Text, Field(max_length=254, pattern=_EMAIL_PATTERN)]
-Password = Annotated[Text, Field(min_length=8, max_length=128)]
-ClientId = Annotated[Text, Field(pattern=_CLIENT_ID_PATTERN)]
-ChannelId = Annotated[StrictInt, Field(gt=0, le=2**53)]
+# The `pattern`s in `json_schema_extra` only document what the validators check
+# (the OpenAPI document is built from these models); the validators decide.
+_HTTP_URL_SCHEMA = {"pattern": "^https?://"}
+_NOT_BLANK_SCHEMA = {"pattern": f"[^{_SPACE}]"}
+
+HttpUrl = Annotated[
+    str,
+    Field(max_length=2048, json_schema_extra=_HTTP_URL_SCHEMA),
+    AfterValidator(_http_url),
+    STORABLE,
+]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=100, json_schema_extra=_NOT_BLANK_SCHEMA),
+    AfterValidator(_not_blank),
+    STORABLE,
+]
+Username = Annotated[str, Field(min_length=3, max_length=32, pattern=_USERNAME_PATTERN), STORABLE]
+Email = Annotated[str, Field(max_length=254, pattern=_EMAIL_PATTERN), STORABLE]
+Password = Annotated[str, Field(min_length=8, max_length=128), STORABLE]
+ClientId = Annotated[str, Field(pattern=_CLIENT_ID_PATTERN), STORABLE]
+
+
+def _integral(value: object) -> object:
+    """JSON has one number type, and to JSON Schema (so to the OpenAPI document)
+    `5.0` is the integer 5: take it as one. `5.5`, `"5"` and `true` stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+ChannelId = Annotated[StrictInt, Field(gt=0, le=2**53), BeforeValidator(_integral)]
 
 
 class _Body(BaseModel):
@@ -96,12 +129,12 @@ class SignupBody(_Body):
 
 
 class LoginBody(_Body):
-    identity: Annotated[Text, Field(min_length=1, max_length=254)]
-    password: Annotated[Text, Field(min_length=1, max_length=128)]
+    identity: Annotated[str, Field(min_length=1, max_length=254), STORABLE]
+    password: Annotated[str, Field(min_length=1, max_length=128), STORABLE]
 
 
 class ChangePasswordBody(_Body):
-    old_password: Annotated[Text, Field(min_length=1, max_length=128)]
+    old_password: Annotated[str, Field(min_length=1, max_length=128), STORABLE]
     new_password: Password
 
 
@@ -113,8 +146,13 @@ class EditUserBody(_Body):
 
 
 class NewChannelBody(_Body):
-    name: Annotated[Text, Field(min_length=1, max_length=64), AfterValidator(_not_blank)]
-    description: Annotated[Text, Field(max_length=500)] = ""
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=64, json_schema_extra=_NOT_BLANK_SCHEMA),
+        AfterValidator(_not_blank),
+        STORABLE,
+    ]
+    description: Annotated[str, Field(max_length=500), STORABLE] = ""
     image_url: HttpUrl | None = None
 
 
@@ -127,15 +165,22 @@ class ChannelRefBody(_Body):
 
 class TextFrame(_Body):
     type: Literal["text"]
-    content: Annotated[Text, Field(min_length=1), AfterValidator(_not_blank)]
+    content: Annotated[
+        str,
+        Field(min_length=1, json_schema_extra=_NOT_BLANK_SCHEMA),
+        AfterValidator(_not_blank),
+        STORABLE,
+    ]
     client_id: ClientId | None = None
 
 
 class FileFrame(_Body):
     type: Literal["file"]
-    file_id: Annotated[Text, Field(min_length=1, max_length=128)]
-    filename: Annotated[Text, Field(min_length=1, max_length=255)]
-    mime_type: Annotated[Text, Field(min_length=3, max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+$")]
+    file_id: Annotated[str, Field(min_length=1, max_length=128), STORABLE]
+    filename: Annotated[str, Field(min_length=1, max_length=255), STORABLE]
+    mime_type: Annotated[
+        str, Field(min_length=3, max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+$"), STORABLE
+    ]
     url: HttpUrl
     size_in_bytes: Annotated[StrictInt, Field(ge=0, le=JS_SAFE_MAX)]
     client_id: ClientId | None = None
@@ -309,7 +354,7 @@ def frame_created_ms(frame: bytes) -> int:
     return (frame_id(frame) >> ID_TIME_SHIFT) + ID_EPOCH_MS
 
 
-def author_json(user_id: int, name: str, username: str, avatar_url: str | None) -> dict[str, Any]:
+def author_json(user_id: int, name: str, username: str, avatar_url: str | None) -> AuthorJson:
     """The author as embedded in every message frame: public fields only."""
     return {"id": user_id, "name": name, "username": username, "avatar_url": avatar_url}
 
@@ -345,8 +390,8 @@ def message_json(
     body: dict[str, Any],
     client_id: str | None,
     created_at: str,
-    author: dict[str, Any],
-) -> dict[str, Any]:
+    author: AuthorJson,
+) -> MessageJson:
     """A stored message in exactly the live frame's shape (history, resume)."""
     return {
         "type": "message",
@@ -361,7 +406,7 @@ def message_json(
     }
 
 
-def stored_message_json(message: StoredMessage) -> dict[str, Any]:
+def stored_message_json(message: StoredMessage) -> MessageJson:
     """A persisted message in the live frame's shape, author as their profile is now."""
     return message_json(
         message_id=message.id,

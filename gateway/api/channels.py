@@ -6,22 +6,34 @@ import asyncpg
 from aiohttp import web
 
 from gateway.api.common import (
+    MAX_ID,
+    PAGE,
+    IntParam,
     caller,
     channel_json,
     member_json,
     ok,
     page,
     path_id,
-    query_int,
     read_body,
 )
+from gateway.api.docs import Auth, documented
 from gateway.app_keys import BROKER, PG_POOL
 from shared.db import channels, messages
 from shared.errors import (
+    AlreadyMemberError,
     AppError,
+    ChannelNameTakenError,
     ChannelNotFoundError,
     InvalidParameterError,
     NotAMemberError,
+)
+from shared.responses import (
+    ChannelJson,
+    ChannelRefJson,
+    ChannelWithMembersJson,
+    MemberJson,
+    MessagePageJson,
 )
 from shared.wire import (
     ChannelRefBody,
@@ -30,7 +42,10 @@ from shared.wire import (
 )
 
 _CHANNEL_MEMBERS_SHOWN = 100
-_MAX_SEQ = 2**53
+
+HISTORY_LIMIT = IntParam("limit", 1, 200, 50, "Messages per page.")
+BEFORE = IntParam("before", 1, MAX_ID, None, "Messages with seq below it, newest first.")
+AFTER_SEQ = IntParam("after_seq", 0, MAX_ID, None, "Messages with seq above it, oldest first.")
 
 
 async def _why_not_a_member(pool: asyncpg.Pool[asyncpg.Record], channel_id: int) -> AppError:
@@ -40,25 +55,52 @@ async def _why_not_a_member(pool: asyncpg.Pool[asyncpg.Record], channel_id: int)
     return NotAMemberError()
 
 
+@documented("Channels", data=list[ChannelJson], query=PAGE)
 async def list_channels(request: web.Request) -> web.Response:
     limit, offset = page(request)
     found = await channels.list_channels(request.app[PG_POOL], limit=limit, offset=offset)
     return ok("channels retrieved", [channel_json(channel) for channel in found])
 
 
+@documented(
+    "One channel",
+    description=f"With a token, also its first {_CHANNEL_MEMBERS_SHOWN} `members`: who is in a "
+    "channel is not public.",
+    data=ChannelWithMembersJson | ChannelJson,
+    errors=(ChannelNotFoundError,),
+    auth=Auth.OPTIONAL,
+)
 async def get_channel(request: web.Request) -> web.Response:
+    """The channel, for anyone; with `members` (the first 100) only for a valid token,
+    since who is in a channel is not public. A bad token is refused (401)."""
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
+    signed_in = "Authorization" in request.headers
+    if signed_in:
+        await caller(request)  # a token that is sent must be valid
     channel = await channels.get_channel(pool, channel_id)
     if channel is None:
         raise ChannelNotFoundError()
+    if not signed_in:
+        return ok("channel retrieved", channel_json(channel))
     members = await channels.list_members(pool, channel_id, limit=_CHANNEL_MEMBERS_SHOWN, offset=0)
-    data = channel_json(channel) | {"members": [member_json(member) for member in members]}
+    data: ChannelWithMembersJson = {
+        **channel_json(channel),
+        "members": [member_json(member) for member in members],
+    }
     return ok("channel retrieved", data)
 
 
+@documented(
+    "Create a channel; the caller becomes its owner",
+    body=NewChannelBody,
+    data=ChannelJson,
+    status=201,
+    errors=(ChannelNameTakenError,),
+    auth=Auth.REQUIRED,
+)
 async def new_channel(request: web.Request) -> web.Response:
-    claims = caller(request)
+    claims = await caller(request)
     body = await read_body(request, NewChannelBody)
     channel = await channels.create_channel(
         request.app[PG_POOL],
@@ -70,15 +112,30 @@ async def new_channel(request: web.Request) -> web.Response:
     return ok("channel created", channel_json(channel), status=201)
 
 
+@documented(
+    "Join a channel",
+    body=ChannelRefBody,
+    data=ChannelRefJson,
+    errors=(ChannelNotFoundError, AlreadyMemberError),
+    auth=Auth.REQUIRED,
+)
 async def join_channel(request: web.Request) -> web.Response:
-    claims = caller(request)
+    claims = await caller(request)
     body = await read_body(request, ChannelRefBody)
     await channels.add_member(request.app[PG_POOL], body.channel_id, claims.user_id)
     return ok("joined channel", {"channel_id": body.channel_id})
 
 
+@documented(
+    "Leave a channel",
+    description="The caller's sockets in the channel, on every gateway, are closed with 4403.",
+    body=ChannelRefBody,
+    data=ChannelRefJson,
+    errors=(ChannelNotFoundError, NotAMemberError),
+    auth=Auth.REQUIRED,
+)
 async def leave_channel(request: web.Request) -> web.Response:
-    claims = caller(request)
+    claims = await caller(request)
     body = await read_body(request, ChannelRefBody)
     pool = request.app[PG_POOL]
     if not await channels.remove_member(pool, body.channel_id, claims.user_id):
@@ -88,7 +145,16 @@ async def leave_channel(request: web.Request) -> web.Response:
     return ok("left channel", {"channel_id": body.channel_id})
 
 
+@documented(
+    "A channel's members",
+    data=list[MemberJson],
+    query=PAGE,
+    errors=(ChannelNotFoundError,),
+    auth=Auth.REQUIRED,
+)
 async def list_members(request: web.Request) -> web.Response:
+    """Members need a valid token: who is in a channel is not public."""
+    await caller(request)
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
     if await channels.get_channel(pool, channel_id) is None:
@@ -98,19 +164,28 @@ async def list_members(request: web.Request) -> web.Response:
     return ok("members retrieved", [member_json(member) for member in members])
 
 
+@documented(
+    "A channel's history, members only",
+    description="Newest first below `before` (the default: from the newest message), or oldest "
+    "first above `after_seq`; not both (`invalid_parameter`). Read from PostgreSQL only: a "
+    "message acknowledged but not yet written by the worker is not in it yet.",
+    data=MessagePageJson,
+    query=(HISTORY_LIMIT, BEFORE, AFTER_SEQ),
+    errors=(ChannelNotFoundError, NotAMemberError),
+    auth=Auth.REQUIRED,
+)
 async def list_messages(request: web.Request) -> web.Response:
     """History, members only: newest first below `before`, or oldest first after `after_seq`.
 
     `next_cursor` is the value to pass as the same parameter for the next page,
     or null when there is none.
     """
-    claims = caller(request)
+    claims = await caller(request)
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
-    limit = query_int(request, "limit", default=50, low=1, high=200)
-    before = query_int(request, "before", default=None, low=1, high=_MAX_SEQ)
-    after_seq = query_int(request, "after_seq", default=None, low=0, high=_MAX_SEQ)
-    assert limit is not None  # it has a default
+    limit = HISTORY_LIMIT.query(request)
+    before = BEFORE.query(request)
+    after_seq = AFTER_SEQ.query(request)
     if before is not None and after_seq is not None:
         raise InvalidParameterError("use either before or after_seq, not both")
     if await channels.member_role(pool, channel_id, claims.user_id) is None:
@@ -120,7 +195,7 @@ async def list_messages(request: web.Request) -> web.Response:
     else:
         found = await messages.list_messages_before(pool, channel_id, before, limit)
     next_cursor = found[-1].seq if len(found) == limit else None
-    data = {
+    data: MessagePageJson = {
         "messages": [stored_message_json(m) for m in found],
         "next_cursor": next_cursor,
     }

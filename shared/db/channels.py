@@ -1,12 +1,13 @@
-"""SQL for channels and memberships: create, list, join, leave, access checks."""
+"""SQL for channels and memberships: create, list, join, leave, access checks and audits."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import asyncpg
 
-from shared.db.records import Channel, ChatAccess, Member, User
+from shared.db.records import Channel, ChatAccess, LostAccess, Member, User
 
 if TYPE_CHECKING:
     from shared.db.records import Executor
@@ -113,11 +114,13 @@ async def list_members(db: Executor, channel_id: int, *, limit: int, offset: int
 
 
 async def chat_access(db: Executor, channel_id: int, user_id: int) -> ChatAccess:
-    """Channel existence, the user's role in it and the user's profile, in one query."""
+    """Channel existence, the user's role in it, the user's profile and token
+    generation, in one query."""
     row = await db.fetchrow(
         """SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1) AS channel_exists,
                   m.role AS member_role,
-                  u.id, u.name, u.username, u.email, u.avatar_url, u.role, u.created_at
+                  u.id, u.name, u.username, u.email, u.avatar_url, u.role, u.created_at,
+                  u.token_generation
            FROM users u
            LEFT JOIN memberships m ON m.channel_id = $1 AND m.user_id = u.id
            WHERE u.id = $2""",
@@ -128,7 +131,56 @@ async def chat_access(db: Executor, channel_id: int, user_id: int) -> ChatAccess
         exists = await db.fetchval(
             "SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1)", channel_id
         )
-        return ChatAccess(channel_exists=bool(exists), role=None, user=None)
+        return ChatAccess(channel_exists=bool(exists), role=None, user=None, token_generation=None)
     return ChatAccess(
-        channel_exists=row["channel_exists"], role=row["member_role"], user=User.from_record(row)
+        channel_exists=row["channel_exists"],
+        role=row["member_role"],
+        user=User.from_record(row),
+        token_generation=row["token_generation"],
     )
+
+
+# The membership audit's question for a whole gateway at once: which of these
+# sockets, each (channel, user, token generation it was opened with), may no
+# longer stay open. Every reason is a condition of the one WHERE clause, and
+# the CASE names it: a revoked token (or a deleted user) first, then a
+# membership that is gone. `check_generation` in gateway/auth.py is the same
+# token test, made at connect time.
+_SOCKETS_WITHOUT_ACCESS = """
+SELECT s.channel_id, s.user_id, s.token_generation,
+       CASE WHEN u.token_generation IS DISTINCT FROM s.token_generation
+            THEN 'tokens_revoked' ELSE 'member_removed' END AS reason
+FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
+     AS s(channel_id, user_id, token_generation)
+LEFT JOIN users u ON u.id = s.user_id
+WHERE u.token_generation IS DISTINCT FROM s.token_generation
+   OR NOT EXISTS (
+       SELECT 1 FROM memberships m WHERE m.channel_id = s.channel_id AND m.user_id = s.user_id
+   )
+"""
+
+
+async def sockets_without_access(
+    db: Executor,
+    channel_ids: Sequence[int],
+    user_ids: Sequence[int],
+    token_generations: Sequence[int],
+) -> list[LostAccess]:
+    """Which of the sockets `(channel_ids[i], user_ids[i], token_generations[i])` may no
+    longer stay open, and why.
+
+    One statement for any number of them (arrays in, unnest to rows). Listed:
+    a user whose tokens of that generation were revoked (log-out, password
+    change) or who was deleted (`tokens_revoked`), and a user who is no longer
+    a member of the channel (`member_removed`).
+    """
+    rows = await db.fetch(_SOCKETS_WITHOUT_ACCESS, channel_ids, user_ids, token_generations)
+    return [
+        LostAccess(
+            channel_id=row["channel_id"],
+            user_id=row["user_id"],
+            token_generation=row["token_generation"],
+            reason=row["reason"],
+        )
+        for row in rows
+    ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 import asyncpg
 
@@ -48,6 +48,15 @@ class User:
 class Credentials:
     user_id: int
     password_hash: str
+    token_generation: int  # read with the hash: a token issued after checking it carries this
+
+    @classmethod
+    def from_record(cls, row: Record) -> Credentials:
+        return cls(
+            user_id=row["id"],
+            password_hash=row["password"],
+            token_generation=row["token_generation"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +100,21 @@ class Member:
 
 
 @dataclass(frozen=True, slots=True)
+class LostAccess:
+    """Sockets that may no longer stay open: a user's in a channel, opened with tokens
+    of one generation, and why (a control event's name: see the membership audit)."""
+
+    channel_id: int
+    user_id: int
+    token_generation: int
+    reason: Literal["member_removed", "tokens_revoked"]
+
+
+@dataclass(frozen=True, slots=True)
 class ChatAccess:
     """What the chat socket needs at connect time, read in one query."""
 
     channel_exists: bool
     role: str | None
     user: User | None
+    token_generation: int | None  # the user's, for the token check; None without a user

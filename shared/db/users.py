@@ -1,4 +1,4 @@
-"""SQL for users: sign-up, log-in look-ups, profiles, password changes."""
+"""SQL for users: sign-up, log-in look-ups, profiles, password changes, token revocation."""
 
 from __future__ import annotations
 
@@ -69,21 +69,62 @@ async def list_users(db: Executor, *, limit: int, offset: int) -> list[User]:
 async def find_credentials(db: Executor, identity: str) -> Credentials | None:
     """Look a user up by e-mail or username, in any case."""
     row = await db.fetchrow(
-        """SELECT id, password FROM users
+        """SELECT id, password, token_generation FROM users
            WHERE lower(email) = lower($1) OR lower(username) = lower($1)
            LIMIT 1""",
         identity,
     )
-    return None if row is None else Credentials(user_id=row["id"], password_hash=row["password"])
+    return None if row is None else Credentials.from_record(row)
 
 
 async def get_credentials(db: Executor, user_id: int) -> Credentials | None:
-    row = await db.fetchrow("SELECT id, password FROM users WHERE id = $1", user_id)
-    return None if row is None else Credentials(user_id=row["id"], password_hash=row["password"])
+    row = await db.fetchrow(
+        "SELECT id, password, token_generation FROM users WHERE id = $1", user_id
+    )
+    return None if row is None else Credentials.from_record(row)
 
 
 async def set_password_hash(db: Executor, user_id: int, password_hash: str) -> None:
+    """Replace the hash of the same password (an upgrade); tokens stay valid."""
     await db.execute("UPDATE users SET password = $2 WHERE id = $1", user_id, password_hash)
+
+
+async def token_generation(db: Executor, user_id: int) -> int | None:
+    """The generation a token must carry to be accepted; None for an unknown user."""
+    generation: int | None = await db.fetchval(
+        "SELECT token_generation FROM users WHERE id = $1", user_id
+    )
+    return generation
+
+
+# Each bumps the generation, so every token issued so far is refused, and lists
+# the channels where the user may hold sockets, to close them: one round trip.
+_REVOKE_TOKENS = """
+WITH revoked AS (
+    UPDATE users SET token_generation = token_generation + 1 WHERE id = $1 RETURNING id
+)
+SELECT m.channel_id FROM memberships m JOIN revoked r ON m.user_id = r.id
+"""
+_REPLACE_HASH_AND_REVOKE = """
+WITH revoked AS (
+    UPDATE users SET token_generation = token_generation + 1, password = $2
+     WHERE id = $1 RETURNING id
+)
+SELECT m.channel_id FROM memberships m JOIN revoked r ON m.user_id = r.id
+"""
+
+
+async def revoke_tokens(db: Executor, user_id: int) -> list[int]:
+    """Revoke every token of the user issued so far; returns the user's channel ids."""
+    rows = await db.fetch(_REVOKE_TOKENS, user_id)
+    return [row["channel_id"] for row in rows]
+
+
+async def change_password(db: Executor, user_id: int, password_hash: str) -> list[int]:
+    """Set a new password and revoke every token issued so far, in one statement;
+    returns the user's channel ids."""
+    rows = await db.fetch(_REPLACE_HASH_AND_REVOKE, user_id, password_hash)
+    return [row["channel_id"] for row in rows]
 
 
 async def update_profile(

@@ -116,6 +116,23 @@ async def test_leaving_closes_the_users_sockets_on_the_other_gateway(
     assert ws_bob.close_code == 4403
 
 
+async def test_logout_closes_the_users_sockets_in_channels_on_every_master(
+    make_gateway: MakeGateway,
+) -> None:
+    """The revocation's publishes, pipelined, each reach the master owning its topic."""
+    gateway_a, gateway_b = await make_gateway(), await make_gateway()
+    owner = await signup(gateway_a, "owner")
+    bob = await signup(gateway_a, "bob")
+    channel_ids = await _channels(gateway_a, owner, [bob], 6)
+    sockets = [await connect(gateway_b, bob, channel_id) for channel_id in channel_ids]
+
+    assert (await gateway_a.post("/api/v1/auth/logout", headers=bob.auth)).status == 200
+    for ws in sockets:
+        closing = await ws.receive(timeout=5)
+        assert closing.type is aiohttp.WSMsgType.CLOSE
+        assert ws.close_code == 4401
+
+
 def _url(gateway: TestClient[Any, Any]) -> str:
     return str(gateway.make_url("")).rstrip("/")
 
@@ -184,8 +201,8 @@ async def test_subscribing_after_an_unseen_slot_move_follows_the_redirect(
     await migrate_slot(topic, source, target, valkey_cluster.ports)
 
     ws_moved = await connect(gateway, alice, moved)
-    await ws_moved.send_bytes(orjson.dumps({"type": "text", "content": "after the move"}))
-    await ws_steady.send_bytes(orjson.dumps({"type": "text", "content": "elsewhere"}))
+    await ws_moved.send_str(orjson.dumps({"type": "text", "content": "after the move"}).decode())
+    await ws_steady.send_str(orjson.dumps({"type": "text", "content": "elsewhere"}).decode())
 
     assert (await receive_until(ws_moved, "message"))["seq"] == 1
     assert (await receive_until(ws_steady, "message"))["seq"] == 1

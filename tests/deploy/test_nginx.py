@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 from shared.settings import Settings
-from tests.deploy.nginx import NGINX_CONF, directives, header_values
+from tests.deploy.nginx import NGINX_CONF, directives, header_values, log_formats
 from tests.deploy.settings_facts import duration_seconds
 from tests.deploy.tools import dev_tool, run_tool, tool_output
 
@@ -48,3 +49,25 @@ def test_gateways_are_balanced_without_sticky_sessions() -> None:
         assert not directives(sticky), f"{sticky} would tie clients to one gateway"
     servers = directives("server")
     assert servers == [[f"gateway:{DEFAULTS.port}", "resolve"]]
+
+
+# Variables that hold a query string (a socket's `?token=` or `?ticket=`) or a header
+# that may carry a token.
+_SECRET_BEARING = re.compile(
+    r"\$(request|request_uri|query_string|args|arg_\w+|is_args|http_authorization"
+    r"|http_sec_websocket_protocol|http_referer|http_cookie)\b"
+)
+
+
+def test_access_logs_never_hold_a_query_string_or_a_token_header() -> None:
+    formats = log_formats()
+    logs = directives("access_log")
+    assert logs, "no access_log: nginx's default format logs $request, query string included"
+    for args in logs:
+        if args == ["off"]:
+            continue
+        assert len(args) >= 2, f"access_log {args} uses nginx's default format, which logs $request"
+        name = args[1]
+        assert name in formats, f"access_log uses the undefined format {name}"
+        assert "$uri" in formats[name]
+        assert not _SECRET_BEARING.findall(formats[name]), formats[name]

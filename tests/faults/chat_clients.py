@@ -200,7 +200,7 @@ class Sender:
                 ws = await self._socket()
                 content = f"{self._padding}{self._tag} {time.monotonic()}"
                 frame = {"type": "text", "content": content, "client_id": client_id}
-                await ws.send_bytes(orjson.dumps(frame))
+                await ws.send_str(orjson.dumps(frame).decode())
                 if await self._acked(ws, client_id):
                     self._progress.notify()
                     return

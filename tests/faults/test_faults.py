@@ -13,15 +13,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 
 import aiohttp
 import pytest
-from aiohappyeyeballs import AddrInfoType
 
 from tests.faults.chat_clients import signup
 from tests.faults.stack import ORIGIN, Servers, Service, Stack
 from tests.faults.traffic import finish, start_traffic
+from tests.gateway.api_client import tiny_receive_buffer
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -83,7 +82,7 @@ async def test_postgres_stopped_then_started(
         body = await response.json()
         assert (response.status, body["code"]) == (503, "unavailable")
         assert "postgres" in body["message"]
-    async with session.get(f"{gateways[1].url}/api/v1/users") as response:
+    async with session.get(f"{gateways[1].url}/api/v1/channels") as response:
         body = await response.json()
         assert (response.status, body["status"], body["code"]) == (503, "error", "unavailable")
     # Sends need only Redis: they keep being acknowledged while PostgreSQL is down.
@@ -122,14 +121,6 @@ async def test_sigterm_one_gateway_moves_its_clients_to_the_other(
 _STILL_OPEN = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.PING)
 
 
-def _tiny_receive_buffer(addr_info: AddrInfoType) -> socket.socket:
-    """A client socket whose kernel buffer holds almost nothing, so not reading shows fast."""
-    family, kind, proto, _, _ = addr_info
-    sock = socket.socket(family=family, type=kind, proto=proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    return sock
-
-
 async def test_client_that_never_reads_is_dropped_without_slowing_the_others(
     stack: Stack, session: aiohttp.ClientSession
 ) -> None:
@@ -146,7 +137,7 @@ async def test_client_that_never_reads_is_dropped_without_slowing_the_others(
         headers={"Authorization": f"Bearer {stuck_account.token}"},
     ) as response:
         assert response.status == 200
-    connector = aiohttp.TCPConnector(socket_factory=_tiny_receive_buffer)
+    connector = aiohttp.TCPConnector(socket_factory=tiny_receive_buffer)
     async with aiohttp.ClientSession(connector=connector) as stuck_session:
         stuck = await stuck_session.ws_connect(
             f"{gateways[0].url}/api/v1/chat/{traffic.channel_id}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,9 +11,11 @@ from typing import Any
 import aiohttp
 import orjson
 import redis.asyncio as redis
+from aiohappyeyeballs import AddrInfoType
 from aiohttp.test_utils import TestClient
 
 RECEIVE_TIMEOUT = 5.0
+PASSWORD = "correct horse"  # every account `signup` makes
 
 
 @dataclass
@@ -31,7 +34,7 @@ async def signup(client: TestClient[Any, Any], username: str, **fields: Any) -> 
         "name": username.title(),
         "username": username,
         "email": f"{username}@example.com",
-        "password": "correct horse",
+        "password": PASSWORD,
         **fields,
     }
     response = await client.post("/api/v1/auth/signup", json=body)
@@ -75,10 +78,10 @@ class Sent:
 async def send_texts(ws: aiohttp.ClientWebSocketResponse, count: int, tag: str) -> Sent:
     """Send `count` text messages (client ids `<tag>-<n>`) and wait for every ack."""
     for index in range(count):
-        await ws.send_bytes(
+        await ws.send_str(
             orjson.dumps(
                 {"type": "text", "content": f"{tag} {index}", "client_id": f"{tag}-{index}"}
-            )
+            ).decode()
         )
     sent = Sent([], [])
     async with asyncio.timeout(RECEIVE_TIMEOUT):
@@ -173,3 +176,12 @@ async def subscriber_count(redis_url: str, topic: str) -> int:
         return int(counts[0][1])
     finally:
         await client.aclose()
+
+
+def tiny_receive_buffer(addr_info: AddrInfoType) -> socket.socket:
+    """A client socket whose kernel buffer holds almost nothing, so not reading shows fast
+    (an `aiohttp.TCPConnector(socket_factory=...)`)."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family=family, type=kind, proto=proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock

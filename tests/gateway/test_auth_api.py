@@ -174,12 +174,27 @@ def _forged_tokens(user_id: int, secret: str) -> dict[str, str]:
         "hs512": _hs512(good, secret),
         "no_exp": jwt.encode({"user_id": user_id, "username": "alice"}, secret, "HS256"),
         "bool_user": jwt.encode({**good, "user_id": True}, secret, "HS256"),
+        "string_gen": jwt.encode({**good, "gen": "0"}, secret, "HS256"),
+        "negative_gen": jwt.encode({**good, "gen": -1}, secret, "HS256"),
+        "later_gen": jwt.encode({**good, "gen": 1}, secret, "HS256"),
         "garbage": "not.a.jwt",
     }
 
 
 @pytest.mark.parametrize(
-    "kind", ["other_secret", "expired", "alg_none", "hs512", "no_exp", "bool_user", "garbage"]
+    "kind",
+    [
+        "other_secret",
+        "expired",
+        "alg_none",
+        "hs512",
+        "no_exp",
+        "bool_user",
+        "string_gen",
+        "negative_gen",
+        "later_gen",
+        "garbage",
+    ],
 )
 async def test_forged_or_expired_tokens_are_401(
     gateway: TestClient[Any, Any], kind: str, secret: str

@@ -15,7 +15,7 @@ CHANNEL_FIELDS = {"id", "name", "description", "image_url", "created_at"}
 async def test_creator_becomes_owner(gateway: TestClient[Any, Any]) -> None:
     owner = await signup(gateway, "alice")
     channel_id = await create_channel(gateway, owner, "general")
-    response = await gateway.get(f"/api/v1/channels/{channel_id}")
+    response = await gateway.get(f"/api/v1/channels/{channel_id}", headers=owner.auth)
     data = (await response.json())["data"]
     assert set(data) == CHANNEL_FIELDS | {"members"}
     assert [(m["id"], m["role"]) for m in data["members"]] == [(owner.user_id, "owner")]
@@ -74,7 +74,7 @@ async def test_join_then_members_lists_the_member(gateway: TestClient[Any, Any])
     bob = await signup(gateway, "bob")
     channel_id = await create_channel(gateway, owner, "general")
     await join(gateway, bob, channel_id)
-    response = await gateway.get(f"/api/v1/channels/{channel_id}/members")
+    response = await gateway.get(f"/api/v1/channels/{channel_id}/members", headers=bob.auth)
     members = (await response.json())["data"]
     assert [(m["username"], m["role"]) for m in members] == [("alice", "owner"), ("bob", "member")]
     assert all("email" not in m for m in members)
@@ -114,7 +114,7 @@ async def test_leave_removes_membership(gateway: TestClient[Any, Any]) -> None:
         "/api/v1/channels/leave", json={"channel_id": channel_id}, headers=bob.auth
     )
     assert response.status == 200
-    members = await gateway.get(f"/api/v1/channels/{channel_id}/members")
+    members = await gateway.get(f"/api/v1/channels/{channel_id}/members", headers=owner.auth)
     assert [m["username"] for m in (await members.json())["data"]] == ["alice"]
 
 
@@ -126,3 +126,18 @@ async def test_leave_by_non_member_is_403(gateway: TestClient[Any, Any]) -> None
         "/api/v1/channels/leave", json={"channel_id": channel_id}, headers=bob.auth
     )
     assert await error_of(response) == (403, "not_a_member")
+
+
+async def test_members_need_a_token(gateway: TestClient[Any, Any]) -> None:
+    """Who is in a channel is not public: the list, and the `members` of the channel."""
+    owner = await signup(gateway, "alice")
+    channel_id = await create_channel(gateway, owner, "general")
+    members = f"/api/v1/channels/{channel_id}/members"
+    assert await error_of(await gateway.get(members)) == (400, "missing_token")
+    forged = {"Authorization": "Bearer forged"}
+    assert await error_of(await gateway.get(members, headers=forged)) == (401, "invalid_token")
+
+    anonymous = await gateway.get(f"/api/v1/channels/{channel_id}")
+    assert set((await anonymous.json())["data"]) == CHANNEL_FIELDS
+    bad = await gateway.get(f"/api/v1/channels/{channel_id}", headers=forged)
+    assert await error_of(bad) == (401, "invalid_token")

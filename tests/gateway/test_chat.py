@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -13,10 +14,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
+from gateway.app_keys import HUB
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 from tests.gateway.api_client import (
     connect,
+    create_channel,
     eventually,
     expect_refusal,
     receive_each,
@@ -102,7 +105,7 @@ async def test_file_message_keeps_the_go_fields(gateway: TestClient[Any, Any]) -
         "url": "https://files.example.com/f-1",
         "size_in_bytes": 2048,
     }
-    await ws.send_bytes(orjson.dumps(body))
+    await ws.send_str(orjson.dumps(body).decode())
     assert (await receive_until(ws, "message"))["body"] == body
 
 
@@ -164,7 +167,7 @@ async def test_frame_postgres_cannot_store_is_refused_before_redis(
     never stored (jsonb refuses it), and a resume across it reported history_gap."""
     channel_id, (alice,) = await room(gateway, "alice")
     ws = await connect(gateway, alice, channel_id)
-    await ws.send_bytes(payload)
+    await ws.send_str(payload.decode())
 
     error = await receive_json(ws)
     assert (error["type"], error["code"]) == ("error", "invalid_body")
@@ -364,3 +367,42 @@ async def test_frames_sent_just_before_a_close_are_still_delivered(
     frames = await receive_messages(ws_bob, 30)
     assert [frame["seq"] for frame in frames] == list(range(1, 31))
     assert [frame["body"]["content"] for frame in frames] == [f"m{i}" for i in range(30)]
+
+
+async def test_sockets_over_the_per_user_cap_are_refused(make_gateway: MakeGateway) -> None:
+    gateway_a = await make_gateway(ws_max_sockets_per_user=2)
+    gateway_b = await make_gateway(ws_max_sockets_per_user=2)
+    channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
+    other_channel = await create_channel(gateway_a, alice, "other")
+    first = await connect(gateway_a, alice, channel_id)
+    await connect(gateway_a, alice, other_channel)  # the cap counts every channel
+
+    frame, close_code = await expect_refusal(await connect(gateway_a, alice, channel_id))
+    assert (frame["code"], close_code) == ("too_many_sockets", 4429)
+    # Other users keep their own cap; another gateway keeps its own count.
+    assert (await send_texts(await connect(gateway_a, bob, channel_id), 1, "b")).acked_seqs == [1]
+    assert (await send_texts(await connect(gateway_b, alice, channel_id), 1, "a")).acked_seqs == [2]
+
+    # A closed socket frees its place.
+    await first.close()
+
+    async def first_gone() -> bool:
+        return gateway_a.app[HUB].connection_count == 2  # alice's other socket and bob's
+
+    await eventually(first_gone)
+    again = await connect(gateway_a, alice, channel_id)
+    assert (await send_texts(again, 1, "again")).acked_seqs == [3]
+
+
+async def test_concurrent_sockets_cannot_overshoot_the_per_user_cap(
+    make_gateway: MakeGateway,
+) -> None:
+    gateway = await make_gateway(ws_max_sockets_per_user=2)
+    channel_id, (alice, bob) = await room(gateway, "alice", "bob")
+    sockets = await asyncio.gather(*(connect(gateway, alice, channel_id) for _ in range(6)))
+    await send_texts(await connect(gateway, bob, channel_id), 1, "hello")
+
+    # Admitted sockets get bob's message; refused ones got their error frame first.
+    first_frames = [await receive_json(ws) for ws in sockets]
+    codes = sorted(frame.get("code", frame["type"]) for frame in first_frames)
+    assert codes == ["message"] * 2 + ["too_many_sockets"] * 4

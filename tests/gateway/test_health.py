@@ -40,8 +40,8 @@ async def test_cors_preflight_allows_configured_origin_only(gateway: TestClient[
 
 
 async def test_responses_carry_a_request_id(gateway: TestClient[Any, Any]) -> None:
-    echoed = await gateway.get("/api/v1/users", headers={"X-Request-ID": "req-123"})
-    generated = await gateway.get("/api/v1/users")
+    echoed = await gateway.get("/api/v1/channels", headers={"X-Request-ID": "req-123"})
+    generated = await gateway.get("/api/v1/channels")
     assert echoed.headers["X-Request-ID"] == "req-123"
     assert len(generated.headers["X-Request-ID"]) == 32
 

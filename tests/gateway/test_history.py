@@ -34,7 +34,7 @@ async def test_sent_messages_come_back_from_history_in_the_live_shape(
     live = []
     for index in range(5):
         ws = ws_alice if index % 2 == 0 else ws_bob
-        await ws.send_bytes(orjson.dumps({"type": "text", "content": f"m{index}"}))
+        await ws.send_str(orjson.dumps({"type": "text", "content": f"m{index}"}).decode())
         live.append(await receive_until(ws_alice, "message"))
 
     settings: Settings = make_settings()

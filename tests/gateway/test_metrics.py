@@ -47,8 +47,8 @@ async def test_metrics_count_sends_deliveries_and_refusals(gateway: TestClient[A
 
 async def test_metrics_are_not_rate_limited(make_gateway: MakeGateway) -> None:
     gateway = await make_gateway(rate_limit_requests=1)
-    assert (await gateway.get("/api/v1/users")).status != 429
-    assert (await gateway.get("/api/v1/users")).status == 429
+    assert (await gateway.get("/api/v1/channels")).status != 429
+    assert (await gateway.get("/api/v1/channels")).status == 429
     for _ in range(3):
         assert (await gateway.get("/metrics")).status == 200
     assert (await _scrape(gateway))["http_rate_limited_total"] == 1

@@ -1,4 +1,4 @@
-"""Public user listings and the caller's profile edit."""
+"""User listings (for signed-in users) and the caller's profile edit."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ PUBLIC_FIELDS = {"id", "name", "username", "avatar_url", "created_at"}
 
 
 async def test_user_list_shows_public_fields_only(gateway: TestClient[Any, Any]) -> None:
-    await signup(gateway, "alice")
+    alice = await signup(gateway, "alice")
     await signup(gateway, "bob", avatar_url="https://cdn.example.com/bob.png")
-    response = await gateway.get("/api/v1/users")
+    response = await gateway.get("/api/v1/users", headers=alice.auth)
     body = await response.json()
     assert body["status"] == "success"
     assert [user["username"] for user in body["data"]] == ["alice", "bob"]
@@ -24,30 +24,39 @@ async def test_user_list_shows_public_fields_only(gateway: TestClient[Any, Any])
 
 
 async def test_user_list_pages(gateway: TestClient[Any, Any]) -> None:
-    for name in ("alice", "bob", "carol"):
-        await signup(gateway, name)
-    response = await gateway.get("/api/v1/users?limit=1&offset=1")
+    alice, *_ = [await signup(gateway, name) for name in ("alice", "bob", "carol")]
+    response = await gateway.get("/api/v1/users?limit=1&offset=1", headers=alice.auth)
     assert [user["username"] for user in (await response.json())["data"]] == ["bob"]
 
 
 async def test_user_list_refuses_bad_paging(gateway: TestClient[Any, Any]) -> None:
-    response = await gateway.get("/api/v1/users?limit=0")
+    alice = await signup(gateway, "alice")
+    response = await gateway.get("/api/v1/users?limit=0", headers=alice.auth)
     assert await error_of(response) == (422, "invalid_parameter")
 
 
 async def test_get_user_by_id_hides_email(gateway: TestClient[Any, Any]) -> None:
     account = await signup(gateway, "alice")
-    response = await gateway.get(f"/api/v1/users/{account.user_id}")
+    bob = await signup(gateway, "bob")
+    response = await gateway.get(f"/api/v1/users/{account.user_id}", headers=bob.auth)
     assert set((await response.json())["data"]) == PUBLIC_FIELDS
 
 
 async def test_get_unknown_user_is_404(gateway: TestClient[Any, Any]) -> None:
-    response = await gateway.get("/api/v1/users/999")
+    alice = await signup(gateway, "alice")
+    response = await gateway.get("/api/v1/users/999", headers=alice.auth)
     assert await error_of(response) == (404, "user_not_found")
 
 
-async def test_get_user_with_non_numeric_id_is_422(gateway: TestClient[Any, Any]) -> None:
-    response = await gateway.get("/api/v1/users/abc")
+async def test_a_non_numeric_user_id_is_no_route(gateway: TestClient[Any, Any]) -> None:
+    alice = await signup(gateway, "alice")
+    response = await gateway.get("/api/v1/users/abc", headers=alice.auth)
+    assert await error_of(response) == (404, "route_not_found")
+
+
+async def test_an_out_of_range_user_id_is_422(gateway: TestClient[Any, Any]) -> None:
+    alice = await signup(gateway, "alice")
+    response = await gateway.get(f"/api/v1/users/{2**53 + 1}", headers=alice.auth)
     assert await error_of(response) == (422, "invalid_parameter")
 
 
@@ -104,3 +113,12 @@ async def test_admins_see_emails_and_roles_in_listings(
 async def test_listing_with_a_bad_token_is_401(gateway: TestClient[Any, Any]) -> None:
     response = await gateway.get("/api/v1/users", headers={"Authorization": "Bearer forged"})
     assert await error_of(response) == (401, "invalid_token")
+
+
+async def test_listings_need_a_token(gateway: TestClient[Any, Any]) -> None:
+    """Who has signed up is not public (the Go server listed every user to anyone)."""
+    account = await signup(gateway, "alice")
+    for path in ("/api/v1/users", f"/api/v1/users/{account.user_id}", "/api/v1/users/999"):
+        assert await error_of(await gateway.get(path)) == (400, "missing_token"), path
+        forged = await gateway.get(path, headers={"Authorization": "Bearer forged"})
+        assert await error_of(forged) == (401, "invalid_token"), path

@@ -1,16 +1,13 @@
 """The chat socket's RFC 6455 layer, driven byte by byte over a raw TCP connection.
 
-The gateway parses WebSocket frames itself once upgraded (gateway/websocket.py),
-so these tests send what a well-behaved client library never would: unmasked
-frames, reserved bits, stray continuations, oversized control frames, and
-frames split at every byte or packed many to a segment.
+These tests send what a well-behaved client library never would: unmasked
+frames, reserved bits, stray continuations, oversized control frames, bad
+UTF-8, bad close codes, binary frames, and frames split at every byte or
+packed many to a segment.
 """
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import os
 from typing import Any
 
 import asyncpg
@@ -18,83 +15,8 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.gateway.api_client import RECEIVE_TIMEOUT, Account, error_of, room
-
-_TEXT, _CONTINUATION, _CLOSE, _PING, _PONG = 0x1, 0x0, 0x8, 0x9, 0xA
-
-
-class RawSocket:
-    """A deliberately minimal client: it writes exactly the bytes a test asks for."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def open(
-        cls, gateway: TestClient[Any, Any], account: Account, channel_id: int, *, key: str = ""
-    ) -> tuple[RawSocket, bytes]:
-        """Connect and upgrade; returns the socket and the server's 101 head."""
-        server = gateway.server
-        reader, writer = await asyncio.open_connection(server.host, server.port)
-        key = key or base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            f"GET /api/v1/chat/{channel_id}?token={account.token} HTTP/1.1\r\n"
-            f"Host: {server.host}:{server.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        async with asyncio.timeout(RECEIVE_TIMEOUT):
-            head = await reader.readuntil(b"\r\n\r\n")
-        return cls(reader, writer), head
-
-    def frame(
-        self, opcode: int, payload: bytes, *, final: bool = True, masked: bool = True, rsv: int = 0
-    ) -> bytes:
-        first = (0x80 if final else 0) | rsv << 4 | opcode
-        size = len(payload)
-        if size < 126:
-            header = bytes((first, (0x80 if masked else 0) | size))
-        else:
-            header = bytes((first, (0x80 if masked else 0) | 126)) + size.to_bytes(2, "big")
-        if not masked:
-            return header + payload
-        mask = os.urandom(4)
-        return header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-    def send(self, data: bytes) -> None:
-        self.writer.write(data)
-
-    async def read_frame(self) -> tuple[int, bytes]:
-        async with asyncio.timeout(RECEIVE_TIMEOUT):
-            first, second = await self.reader.readexactly(2)
-            assert not second & 0x80, "server frames are never masked"
-            size = second & 0x7F
-            if size == 126:
-                size = int.from_bytes(await self.reader.readexactly(2), "big")
-            elif size == 127:
-                size = int.from_bytes(await self.reader.readexactly(8), "big")
-            return first & 0x0F, await self.reader.readexactly(size)
-
-    async def read_json(self) -> dict[str, Any]:
-        opcode, payload = await self.read_frame()
-        assert opcode == _TEXT, (opcode, payload)
-        frame: dict[str, Any] = orjson.loads(payload)
-        return frame
-
-    async def read_close(self) -> int:
-        """The close code of the server's close frame, skipping frames before it; then EOF."""
-        while True:
-            opcode, payload = await self.read_frame()
-            if opcode == _CLOSE:
-                break
-        async with asyncio.timeout(RECEIVE_TIMEOUT):
-            assert await self.reader.read() == b"", "the server ends the TCP connection"
-        self.close()
-        return int.from_bytes(payload[:2], "big")
-
-    def close(self) -> None:
-        self.writer.close()
+from tests.gateway.api_client import error_of, room
+from tests.gateway.raw_websocket import BINARY, CLOSE, CONTINUATION, PING, PONG, TEXT, RawSocket
 
 
 def _text(content: str, client_id: str | None = None) -> bytes:
@@ -128,15 +50,15 @@ async def test_plain_get_on_the_chat_route_is_refused_without_upgrading(
 @pytest.mark.parametrize(
     ("name", "build"),
     [
-        ("unmasked", lambda s: s.frame(_TEXT, _text("x"), masked=False)),
-        ("reserved bits", lambda s: s.frame(_TEXT, _text("x"), rsv=0b100)),
-        ("stray continuation", lambda s: s.frame(_CONTINUATION, _text("x"))),
-        ("long control frame", lambda s: s.frame(_PING, b"p" * 126)),
-        ("fragmented control frame", lambda s: s.frame(_PING, b"p", final=False)),
+        ("unmasked", lambda s: s.frame(TEXT, _text("x"), masked=False)),
+        ("reserved bits", lambda s: s.frame(TEXT, _text("x"), rsv=0b100)),
+        ("stray continuation", lambda s: s.frame(CONTINUATION, _text("x"))),
+        ("long control frame", lambda s: s.frame(PING, b"p" * 126)),
+        ("fragmented control frame", lambda s: s.frame(PING, b"p", final=False)),
         ("unknown opcode", lambda s: s.frame(0x3, b"")),
         (
             "message inside a message",
-            lambda s: s.frame(_TEXT, b"{", final=False) + s.frame(_TEXT, _text("x")),
+            lambda s: s.frame(TEXT, b"{", final=False) + s.frame(TEXT, _text("x")),
         ),
     ],
 )
@@ -157,12 +79,12 @@ async def test_fragmented_message_is_reassembled_around_a_ping(
     socket, _ = await RawSocket.open(gateway, alice, channel_id)
     body = _text("in three parts", "c-1")
     socket.send(
-        socket.frame(_TEXT, body[:5], final=False)
-        + socket.frame(_PING, b"are you there")
-        + socket.frame(_CONTINUATION, body[5:12], final=False)
-        + socket.frame(_CONTINUATION, body[12:])
+        socket.frame(TEXT, body[:5], final=False)
+        + socket.frame(PING, b"are you there")
+        + socket.frame(CONTINUATION, body[5:12], final=False)
+        + socket.frame(CONTINUATION, body[12:])
     )
-    assert await socket.read_frame() == (_PONG, b"are you there")
+    assert await socket.read_frame() == (PONG, b"are you there")
     frames = [await socket.read_json(), await socket.read_json()]
     ack = next(frame for frame in frames if frame["type"] == "ack")
     message = next(frame for frame in frames if frame["type"] == "message")
@@ -176,11 +98,11 @@ async def test_frames_split_at_every_byte_and_packed_together_all_arrive(
 ) -> None:
     channel_id, (alice,) = await room(gateway, "alice")
     socket, _ = await RawSocket.open(gateway, alice, channel_id)
-    split = socket.frame(_TEXT, _text("split", "c-0"))
+    split = socket.frame(TEXT, _text("split", "c-0"))
     for index in range(len(split)):
         socket.send(split[index : index + 1])
         await socket.writer.drain()
-    socket.send(b"".join(socket.frame(_TEXT, _text(f"packed {n}", f"c-{n}")) for n in (1, 2, 3)))
+    socket.send(b"".join(socket.frame(TEXT, _text(f"packed {n}", f"c-{n}")) for n in (1, 2, 3)))
     acks = []
     while len(acks) < 4:
         frame = await socket.read_json()
@@ -197,7 +119,7 @@ async def test_fragments_over_the_frame_limit_close_1009_and_store_nothing(
     channel_id, (alice,) = await room(gateway, "alice")
     socket, _ = await RawSocket.open(gateway, alice, channel_id)
     part = b" " * 60_000  # each fragment is under the limit; the message is not
-    for opcode in (_TEXT, _CONTINUATION):
+    for opcode in (TEXT, CONTINUATION):
         socket.send(socket.frame(opcode, part, final=False))
     assert 2 * len(part) > limit
     assert await socket.read_close() == 1009
@@ -209,5 +131,100 @@ async def test_client_close_is_echoed_then_the_server_ends_the_connection(
 ) -> None:
     channel_id, (alice,) = await room(gateway, "alice")
     socket, _ = await RawSocket.open(gateway, alice, channel_id)
-    socket.send(socket.frame(_CLOSE, (4000).to_bytes(2, "big") + b"bye"))
+    socket.send(socket.frame(CLOSE, (4000).to_bytes(2, "big") + b"bye"))
     assert await socket.read_close() == 4000
+
+
+async def test_binary_message_closes_1003_and_stores_nothing(
+    gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool
+) -> None:
+    """Binary frames used to be taken as chat messages; chat frames are JSON text."""
+    channel_id, (alice,) = await room(gateway, "alice")
+    socket, _ = await RawSocket.open(gateway, alice, channel_id)
+    socket.send(socket.frame(BINARY, _text("as binary", "c-1")))
+    assert await socket.read_close(answer=True) == 1003
+    assert await _stored(pg_pool, channel_id) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        ("lone continuation byte", b'{"type": "text", "content": "\x80"}'),
+        ("surrogate half", b'{"type": "text", "content": "\xed\xa0\x80"}'),
+        ("overlong slash", b'{"type": "text", "content": "\xc0\xaf"}'),
+        ("past U+10FFFF", b'{"type": "text", "content": "\xf4\x90\x80\x80"}'),
+        ("cut short", b'{"type": "text", "content": "\xe2\x82"}'),
+    ],
+)
+async def test_invalid_utf8_text_closes_1007_and_stores_nothing(
+    gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool, name: str, payload: bytes
+) -> None:
+    """Invalid UTF-8 used to get an error frame (invalid_json) and keep the socket open."""
+    channel_id, (alice,) = await room(gateway, "alice")
+    socket, _ = await RawSocket.open(gateway, alice, channel_id)
+    socket.send(socket.frame(TEXT, payload))
+    assert await socket.read_close() == 1007, name
+    assert await _stored(pg_pool, channel_id) == 0
+
+
+async def test_invalid_utf8_in_a_fragment_fails_before_the_message_ends(
+    gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool
+) -> None:
+    channel_id, (alice,) = await room(gateway, "alice")
+    socket, _ = await RawSocket.open(gateway, alice, channel_id)
+    # The first fragment ends inside a character; the second makes it invalid.
+    # The final fragment is never sent: the close must not wait for it.
+    socket.send(
+        socket.frame(TEXT, b'{"type": "text", "content": "\xe2', final=False)
+        + socket.frame(CONTINUATION, b"\x28 ok", final=False)
+    )
+    assert await socket.read_close() == 1007
+    assert await _stored(pg_pool, channel_id) == 0
+
+
+async def test_text_split_inside_a_character_is_reassembled(
+    gateway: TestClient[Any, Any],
+) -> None:
+    channel_id, (alice,) = await room(gateway, "alice")
+    socket, _ = await RawSocket.open(gateway, alice, channel_id)
+    body = _text("h\u00e9llo \u20ac \U0001f600", "c-1")
+    socket.send(
+        b"".join(
+            socket.frame(TEXT if index == 0 else CONTINUATION, body[index : index + 1], final=False)
+            for index in range(len(body) - 1)
+        )
+        + socket.frame(CONTINUATION, body[-1:])
+    )
+    while (frame := await socket.read_json())["type"] != "message":
+        assert frame["type"] == "ack", frame
+    assert frame["body"]["content"] == "h\u00e9llo \u20ac \U0001f600"
+    socket.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "payload"),
+    [
+        ("one byte", b"\x03"),
+        ("reserved 1004", (1004).to_bytes(2, "big")),
+        ("never sent 1005", (1005).to_bytes(2, "big")),
+        ("unassigned 1016", (1016).to_bytes(2, "big")),
+        ("unassigned 2999", (2999).to_bytes(2, "big")),
+        ("past 4999", (5000).to_bytes(2, "big")),
+        ("reason not UTF-8", (1000).to_bytes(2, "big") + b"bye \xff"),
+    ],
+)
+async def test_bad_close_frame_is_answered_1002(
+    gateway: TestClient[Any, Any], name: str, payload: bytes
+) -> None:
+    channel_id, (alice,) = await room(gateway, "alice")
+    socket, _ = await RawSocket.open(gateway, alice, channel_id)
+    socket.send(socket.frame(CLOSE, payload))
+    assert await socket.read_close() == 1002, name
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1003, 1007, 1011, 1014, 3000, 4999])
+async def test_valid_close_code_is_echoed(gateway: TestClient[Any, Any], code: int) -> None:
+    channel_id, (alice,) = await room(gateway, "alice")
+    socket, _ = await RawSocket.open(gateway, alice, channel_id)
+    socket.send(socket.frame(CLOSE, code.to_bytes(2, "big") + "fin \u00e9".encode()))
+    assert await socket.read_close() == code
