@@ -71,9 +71,10 @@ class Deliveries(Protocol):
 
     def resync(self, channel_ids: list[int]) -> None: ...
 
-    def rewound(self, channel_id: int, after_seq: int, to_seq: int, *, replay_after: int) -> None:
+    def rewound(self, channel_id: int, after_seq: int, to_seq: int, *, replay: range) -> None:
         """Seqs `after_seq`+1 to `to_seq` may have been lost or given to other messages:
-        tell the sockets that saw any, and replay from `replay_after` if they are past it."""
+        tell the sockets that saw any, and replay them the seqs in `replay` (what
+        follows comes live)."""
         ...
 
 
@@ -287,7 +288,7 @@ class Broker:
             extra={"channel_id": channel_id, "seq": seq, "floor": seen.floor},
         )
         assert self._deliveries is not None  # it just delivered
-        self._deliveries.rewound(channel_id, seq - 1, seen.floor, replay_after=seq - 1)
+        self._deliveries.rewound(channel_id, seq - 1, seen.floor, replay=range(seq, seq + 1))
         self._seq_floors.repair_soon(channel_id)
 
     def _on_resync(self, topics: list[bytes]) -> None:
@@ -306,7 +307,9 @@ class Broker:
                 self._deliveries.remove_user(channel_id, int(event["user_id"]), *closing)
             elif event["event"] == CHANNEL_REWOUND:
                 seq = int(event["seq"])
-                self._deliveries.rewound(channel_id, int(event["after_seq"]), seq, replay_after=seq)
+                self._deliveries.rewound(
+                    channel_id, int(event["after_seq"]), seq, replay=range(seq + 1, seq + 1)
+                )
                 seen = self._seen.get(channel_id)
                 if seen is not None and seen.floor > seq:
                     # Raised by a node that knew less than this one: raise it further.

@@ -161,17 +161,20 @@ class Connection:
             self._held = deque()
             self._start_catch_up(self.last_seq, goal=None)
 
-    def rewound(self, replay_after: int, frame: bytes) -> None:
+    def rewound(self, replay: range, frame: bytes) -> None:
         """The channel's counter went back (Redis lost writes): send `frame` (the
-        `channel_rewound` error), then replay from Redis and PostgreSQL what follows
-        the lower of `last_seq` and `replay_after`, so that a new message which took
-        a seq this socket already saw is delivered, not dropped as a repeat."""
+        `channel_rewound` error), then replay the seqs in `replay` from Redis and
+        PostgreSQL, from the lower of `last_seq` and the range's start, so that a
+        new message which took a seq this socket already saw is delivered, not
+        dropped as a repeat. Later seqs come live, held meanwhile: the replay's
+        goal is the range's end, not the head, which could count held frames."""
         if self._close_request is not None:
             return
         self.enqueue(frame)
         if self._held is None:
-            self.last_seq = min(self.last_seq, replay_after)
-            self.resync()
+            self.last_seq = min(self.last_seq, replay.start - 1)
+            self._held = deque()
+            self._start_catch_up(self.last_seq, goal=max(self.last_seq, replay.stop - 1))
         # Catching up already: that replay goes on from where it is.
 
     def enqueue(self, payload: bytes) -> None:

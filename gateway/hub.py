@@ -129,17 +129,17 @@ class Hub:
         for listener in self._resync_listeners:
             listener()
 
-    def rewound(self, channel_id: int, after_seq: int, to_seq: int, *, replay_after: int) -> None:
+    def rewound(self, channel_id: int, after_seq: int, to_seq: int, *, replay: range) -> None:
         """The channel's counter went back (Redis lost writes): seqs `after_seq`+1 to
         `to_seq` may have been lost or given to other messages. Tell each socket that
-        saw any of them, and replay it from `replay_after` if it is past that."""
+        saw any of them, and replay it the seqs in `replay` (see Connection.rewound)."""
         self._metrics.channel_rewinds.inc()
         told = [c for c in self._channels.get(channel_id, ()) if c.last_seq > after_seq]
         if told:
             error = ChannelRewoundError(details=[{"from_seq": after_seq + 1, "to_seq": to_seq}])
             frame = error_frame(error.code, error.message, error.details)
             for connection in told:
-                connection.rewound(replay_after, frame)
+                connection.rewound(replay, frame)
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None:
         """Close the sockets of a user who lost access to a channel (see `Connection.revoke`)."""

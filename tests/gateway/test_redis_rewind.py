@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import orjson
 import pytest
 import redis.asyncio as aioredis
 from aiohttp.test_utils import TestClient
@@ -30,7 +31,6 @@ from tests.gateway.api_client import (
     RECEIVE_TIMEOUT,
     connect,
     eventually,
-    receive_json,
     receive_messages,
     receive_until,
     room,
@@ -47,7 +47,9 @@ async def _until_seq(
     errors: list[dict[str, Any]] = []
     async with asyncio.timeout(within):
         while not seqs or seqs[-1] < seq:
-            frame = await receive_json(ws)
+            message = await ws.receive()  # bounded by `within`, not per frame
+            assert message.type is aiohttp.WSMsgType.TEXT, message
+            frame = orjson.loads(message.data)
             if frame["type"] == "message":
                 seqs.append(frame["seq"])
             elif frame["type"] == "error":
@@ -135,6 +137,7 @@ async def test_a_seq_reused_by_a_gateway_that_knew_less_is_not_dropped_by_the_ot
     finally:
         await redis.aclose()
     await ws_bob.send_str('{"type": "text", "content": "next"}')
+    assert (await receive_until(ws_bob, "ack"))["seq"] == 6
     # Seqs 4 and 5 are lost: the socket waits WS_RESUME_WAIT_SECONDS, reports
     # history_gap, then goes on.
     seqs, errors = await _until_seq(ws_alice, 6, within=15)
