@@ -117,6 +117,18 @@ class Hub:
         for connection in members:
             connection.offer(seq, wire)
 
+    def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None:
+        """Offer a live-state event (`read`, ...: no seq, never replayed) to the local
+        members of the channel whose connections take events (`wants_events`: the
+        multiplexed socket's; the per-channel socket keeps the Go server's frame
+        types), only to `user_id`'s when it is given. Framed once, at the first taker."""
+        wire = None
+        for connection in self._channels.get(channel_id, ()):
+            if connection.wants_events and (user_id is None or connection.user_id == user_id):
+                if wire is None:
+                    wire = text_frame(frame)
+                connection.offer_event(wire)
+
     def resync(self, channel_ids: list[int]) -> None:
         """Publishes to these channels may have been missed (their pub/sub link was
         down, or their slot moved): catch their sockets up."""
