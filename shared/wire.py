@@ -48,6 +48,8 @@ Username = Annotated[str, Field(min_length=3, max_length=32, pattern=_USERNAME_P
 Email = Annotated[str, Field(max_length=254, pattern=_EMAIL_PATTERN)]
 Password = Annotated[str, Field(min_length=8, max_length=128)]
 ChannelId = Annotated[StrictInt, Field(gt=0, le=2**53)]
+# A position in a channel's order; 2**53 keeps it exact in JavaScript clients.
+Seq = Annotated[StrictInt, Field(ge=0, le=2**53)]
 
 
 class _Body(BaseModel):
@@ -92,6 +94,12 @@ class ChannelRefBody(_Body):
     channel_id: ChannelId
 
 
+class ReadBody(_Body):
+    """`PUT /api/v1/channels/{id}/read`: mark the channel read up to `seq`."""
+
+    seq: Seq
+
+
 # --- Chat frames (client -> server) -------------------------------------------
 
 
@@ -109,6 +117,14 @@ class FileFrame(_Body):
     url: HttpUrl
     size_in_bytes: Annotated[StrictInt, Field(ge=0)]
     client_id: Annotated[str, Field(pattern=_CLIENT_ID_PATTERN)] | None = None
+
+
+class ReadFrame(_Body):
+    """The multiplexed socket's `read` frame: the same as `ReadBody`, for one channel."""
+
+    type: Literal["read"]
+    channel_id: ChannelId
+    seq: Seq
 
 
 ChatFrame = Annotated[TextFrame | FileFrame, Field(discriminator="type")]

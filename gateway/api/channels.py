@@ -16,6 +16,7 @@ from gateway.api.common import (
     read_body,
 )
 from gateway.app_keys import BROKER, PG_POOL
+from gateway.read_markers import mark_read
 from shared.db import channels, messages
 from shared.errors import (
     AppError,
@@ -26,6 +27,7 @@ from shared.errors import (
 from shared.wire import (
     ChannelRefBody,
     NewChannelBody,
+    ReadBody,
     stored_message_json,
 )
 
@@ -136,3 +138,13 @@ async def list_messages(request: web.Request) -> web.Response:
         "next_cursor": next_cursor,
     }
     return ok("messages retrieved", data)
+
+
+async def mark_channel_read(request: web.Request) -> web.Response:
+    """Move the caller's read marker up to `seq` (never back, clamped to the channel's
+    last seq); the answer is the stored marker. See `gateway.read_markers.mark_read`."""
+    claims = await caller(request)
+    channel_id = path_id(request, "id")
+    body = await read_body(request, ReadBody)
+    stored = await mark_read(request.app, claims.user_id, channel_id, body.seq)
+    return ok("channel marked read", {"channel_id": channel_id, "last_read_seq": stored})
