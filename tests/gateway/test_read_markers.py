@@ -295,7 +295,7 @@ async def test_channel_list_is_one_statement_for_fifty_channels(
 
 
 async def test_read_event_reaches_the_users_event_sockets_on_every_gateway(
-    make_gateway: MakeGateway,
+    make_gateway: MakeGateway, redis_url: str
 ) -> None:
     gateway_a, gateway_b = await make_gateway(), await make_gateway()
     channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
@@ -312,6 +312,14 @@ async def test_read_event_reaches_the_users_event_sockets_on_every_gateway(
     (bob_connection,) = hub.members()[(channel_id, bob.user_id, 0)]
     bob_connection.wants_events = True
 
+    # Malformed events on the topic are dropped without stopping the listener.
+    client = redis.Redis.from_url(redis_url)
+    try:
+        topic = gateway_a.app[KEYS].channel_topic(channel_id)
+        for junk in (b'!{"event":"read"}', b'!{"event":"read","user_id":"x"}', b"![1]", b"!{"):
+            await client.publish(topic, junk)
+    finally:
+        await client.aclose()
     assert await _mark(gateway_a, alice, channel_id, 2) == 2
     assert await receive_json(events) == {
         "type": "read",
@@ -323,8 +331,8 @@ async def test_read_event_reaches_the_users_event_sockets_on_every_gateway(
     # sees is the message sent after the mark.
     await _send(gateway_a, bob, channel_id, 1)
     for ws in (plain, bob_events, events):
-        frame = await receive_until(ws, "message")
-        assert frame["seq"] == 4
+        frame = await receive_json(ws)
+        assert (frame["type"], frame["seq"]) == ("message", 4)
     for ws in (plain, bob_events):
         await ws.close()
 
