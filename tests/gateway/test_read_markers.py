@@ -21,6 +21,7 @@ from persistence.worker import Worker
 from shared.db.read_markers import PREVIEW_CHARS, list_my_channels
 from shared.errors import ChannelNotFoundError, NotAMemberError
 from tests.gateway.api_client import (
+    FILE_BODY,
     RECEIVE_TIMEOUT,
     Account,
     connect,
@@ -237,14 +238,7 @@ async def test_file_message_previews_its_file_name(
 ) -> None:
     channel_id, (alice,) = await room(gateway, "alice")
     ws = await connect(gateway, alice, channel_id)
-    body = {
-        "type": "file",
-        "file_id": "f-1",
-        "filename": "cat.png",
-        "mime_type": "image/png",
-        "url": "https://files.example.com/f-1",
-        "size_in_bytes": 2048,
-    }
+    body = FILE_BODY
     await ws.send_str(orjson.dumps(body).decode())
     await receive_until(ws, "ack")
     assert await Worker(make_settings(), pool=pg_pool).run_until_idle() == 1
