@@ -91,15 +91,17 @@ class Connection:
         metrics: GatewayMetrics,
         resume_wait_seconds: float,
         replay_stall_seconds: float,
+        wants_events: bool = False,
     ) -> None:
         self.user_id = user_id
         self.channel_id = channel_id
         # Of the token the socket was opened with: the membership audit re-checks it.
         self.token_generation = token_generation
         self.last_seq = 0  # the last message seq queued to this socket
-        # Whether live-state events (`Hub.deliver_event`) reach this socket: set by
-        # the multiplexed socket; the per-channel one keeps the Go server's frames.
-        self.wants_events = False
+        # Whether live-state events (`Hub.deliver_event`) reach this socket: the
+        # multiplexed socket's do; the per-channel one keeps the Go server's
+        # frames. Fixed before `Hub.join`, which indexes the takers.
+        self.wants_events = wants_events
         # Lists, not deques, for what every socket holds: an empty deque costs
         # ten times the memory of an empty list, and the writer swaps the list whole.
         self._pending: list[bytes] = []

@@ -16,6 +16,8 @@ import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
 
 from gateway.app_keys import HUB, KEYS
+from gateway.connection import Connection
+from gateway.hub import Hub
 from gateway.read_markers import mark_read
 from persistence.worker import Worker
 from shared.db.read_markers import PREVIEW_CHARS, list_my_channels
@@ -295,16 +297,17 @@ async def test_read_event_reaches_the_users_event_sockets_on_every_gateway(
     channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
     await _send(gateway_a, alice, channel_id, 3)
     hub = gateway_b.app[HUB]
-    # Stand-ins for the multiplexed socket's connections, which set the flag.
+    # Stand-ins for the multiplexed socket's connections, which take events.
     events = await connect(gateway_b, alice, channel_id)
     await eventually(_has_socket(gateway_b, channel_id, alice))
     (alice_connection,) = hub.members()[(channel_id, alice.user_id, 0)]
-    alice_connection.wants_events = True
-    plain = await connect(gateway_b, alice, channel_id)  # a Go client's socket: no flag
+    await _take_events(hub, alice_connection)
+    plain = await connect(gateway_b, alice, channel_id)  # a Go client's socket
     bob_events = await connect(gateway_b, bob, channel_id)
     await eventually(_has_socket(gateway_b, channel_id, bob))
     (bob_connection,) = hub.members()[(channel_id, bob.user_id, 0)]
-    bob_connection.wants_events = True
+    await _take_events(hub, bob_connection)
+    await eventually(_has_socket(gateway_b, channel_id, alice, count=2))
 
     # Malformed events on the topic are dropped without stopping the listener.
     client = redis.Redis.from_url(redis_url)
@@ -332,12 +335,21 @@ async def test_read_event_reaches_the_users_event_sockets_on_every_gateway(
 
 
 def _has_socket(
-    client: TestClient[Any, Any], channel_id: int, account: Account
+    client: TestClient[Any, Any], channel_id: int, account: Account, *, count: int = 1
 ) -> Callable[[], Awaitable[bool]]:
     async def probe() -> bool:
-        return (channel_id, account.user_id, 0) in client.app[HUB].members()
+        found = client.app[HUB].members().get((channel_id, account.user_id, 0), [])
+        return len(found) == count
 
     return probe
+
+
+async def _take_events(hub: Hub, connection: Connection) -> None:
+    """Re-register a per-channel socket's connection as one that takes events, as the
+    multiplexed socket creates its own (`Connection(wants_events=True)`)."""
+    await hub.leave(connection)
+    connection.wants_events = True
+    await hub.join(connection)
 
 
 async def test_read_event_is_published_on_the_channel_topic_only_when_the_marker_moves(
