@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 
 import orjson
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.wire import (
     CHAT_FRAME,
+    ReadBody,
+    ReadFrame,
     TextFrame,
     frame_body,
     iso_from_datetime,
@@ -74,6 +77,32 @@ def test_stored_body_is_the_frame_as_json_without_its_client_id(
     expected = {key: value for key, value in candidate.items() if key != "client_id"}
     assert orjson.loads(body) == expected
     assert body == orjson.dumps(expected)  # compact, in the frame's field order
+
+
+def _with_seq(seq: object, **fields: object) -> bytes:
+    """`{"seq": seq, ...}` as JSON, by the standard library: orjson refuses integers
+    past 64 bits, which a hostile client can send."""
+    return json.dumps({"seq": seq, **fields}).encode()
+
+
+@given(st.one_of(JSON_VALUES, st.integers(min_value=-(2**70), max_value=2**70)))
+@example(0)
+@example(2**53)
+@example(2**53 + 1)
+@example(-1)
+@example(2**64)
+@example(True)
+@example(1.0)
+@example("1")
+def test_a_read_seq_is_an_integer_from_0_to_2_53_and_nothing_else(seq: object) -> None:
+    """Only JSON integers in range are accepted, never a float, bool or string coerced
+    into one; anything else is refused with details, not another exception."""
+    accepted = type(seq) is int and 0 <= seq <= 2**53
+    body = _refusal(lambda: ReadBody.model_validate_json(_with_seq(seq)))
+    frame = _refusal(
+        lambda: ReadFrame.model_validate_json(_with_seq(seq, type="read", channel_id=1))
+    )
+    assert (body is None) == (frame is None) == accepted, (seq, body, frame)
 
 
 def test_text_frame_keeps_content_exactly() -> None:
