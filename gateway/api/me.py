@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
-from gateway.api.common import caller, channel_json, ok, page
+from gateway.api.common import PAGE, caller, channel_json, ok, page
+from gateway.api.docs import Auth, documented
 from gateway.app_keys import PG_POOL
 from gateway.read_markers import channel_counters, last_seq
 from shared.db import read_markers
 from shared.db.read_markers import LastMessage, MyChannel
+from shared.responses import LastMessageJson, MyChannelJson
 from shared.wire import author_json, iso_from_datetime
 
 
+@documented(
+    "The caller's channels with read state, most recently active first",
+    description="Each with `last_seq` (messages not yet persisted included), `last_read_seq`, "
+    "`unread_count` and its newest stored message. Activity is that message's time, else when "
+    "the caller joined.",
+    data=list[MyChannelJson],
+    query=PAGE,
+    auth=Auth.REQUIRED,
+)
 async def list_my_channels(request: web.Request) -> web.Response:
     """The caller's channels, most recently active first (`limit`/`offset`), each with
     `last_seq`, `last_read_seq`, `unread_count` and `last_message`.
@@ -31,7 +40,7 @@ async def list_my_channels(request: web.Request) -> web.Response:
     return ok("channels retrieved", data)
 
 
-def _my_channel_json(mine: MyChannel, counter: int | None) -> dict[str, Any]:
+def _my_channel_json(mine: MyChannel, counter: int | None) -> MyChannelJson:
     head = last_seq(counter, mine.stored_seq)
     last = mine.last_message
     return {
@@ -46,7 +55,7 @@ def _my_channel_json(mine: MyChannel, counter: int | None) -> dict[str, Any]:
     }
 
 
-def _last_message_json(message: LastMessage) -> dict[str, Any]:
+def _last_message_json(message: LastMessage) -> LastMessageJson:
     return {
         "id": message.id,
         "seq": message.seq,
