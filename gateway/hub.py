@@ -103,8 +103,11 @@ class Hub:
             self._locks.pop(channel_id, None)
 
     def _drop_event_taker(self, connection: Connection) -> None:
-        takers = self._event_takers[connection.channel_id]
-        mine = takers[connection.user_id]
+        # Tolerant: a flag turned on after `join` left the connection unindexed.
+        takers = self._event_takers.get(connection.channel_id, {})
+        mine = takers.get(connection.user_id)
+        if mine is None:
+            return
         mine.discard(connection)
         if not mine:
             del takers[connection.user_id]
