@@ -77,6 +77,7 @@ class Connection:
         "last_seq",
         "token_generation",
         "user_id",
+        "wants_events",
     )
 
     def __init__(
@@ -90,12 +91,17 @@ class Connection:
         metrics: GatewayMetrics,
         resume_wait_seconds: float,
         replay_stall_seconds: float,
+        wants_events: bool = False,
     ) -> None:
         self.user_id = user_id
         self.channel_id = channel_id
         # Of the token the socket was opened with: the membership audit re-checks it.
         self.token_generation = token_generation
         self.last_seq = 0  # the last message seq queued to this socket
+        # Whether live-state events (`Hub.deliver_event`) reach this socket: the
+        # multiplexed socket's do; the per-channel one keeps the Go server's
+        # frames. Fixed before `Hub.join`, which indexes the takers.
+        self.wants_events = wants_events
         # Lists, not deques, for what every socket holds: an empty deque costs
         # ten times the memory of an empty list, and the writer swaps the list whole.
         self._pending: list[bytes] = []
@@ -176,6 +182,11 @@ class Connection:
             self._held = deque()
             self._start_catch_up(self.last_seq, goal=max(self.last_seq, replay.stop - 1))
         # Catching up already: that replay goes on from where it is.
+
+    def offer_event(self, frame: bytes) -> None:
+        """A live-state event, as a finished frame: sent now or queued like any frame,
+        outside the seq order (an event has no seq), also while catching up."""
+        self._send(frame)
 
     def enqueue(self, payload: bytes) -> None:
         """Send or queue a frame without waiting. A full queue closes the socket as too slow."""

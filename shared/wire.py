@@ -111,6 +111,8 @@ def _integral(value: object) -> object:
 
 
 ChannelId = Annotated[StrictInt, Field(gt=0, le=2**53), BeforeValidator(_integral)]
+# A position in a channel's order; 2**53 keeps it exact in JavaScript clients.
+Seq = Annotated[StrictInt, Field(ge=0, le=2**53), BeforeValidator(_integral)]
 
 
 class _Body(BaseModel):
@@ -160,6 +162,12 @@ class ChannelRefBody(_Body):
     channel_id: ChannelId
 
 
+class ReadBody(_Body):
+    """`PUT /api/v1/channels/{id}/read`: mark the channel read up to `seq`."""
+
+    seq: Seq
+
+
 # --- Chat frames (client -> server) -------------------------------------------
 
 
@@ -184,6 +192,14 @@ class FileFrame(_Body):
     url: HttpUrl
     size_in_bytes: Annotated[StrictInt, Field(ge=0, le=JS_SAFE_MAX)]
     client_id: ClientId | None = None
+
+
+class ReadFrame(_Body):
+    """The multiplexed socket's `read` frame: the same as `ReadBody`, for one channel."""
+
+    type: Literal["read"]
+    channel_id: ChannelId
+    seq: Seq
 
 
 ChatFrame = Annotated[TextFrame | FileFrame, Field(discriminator="type")]
