@@ -39,7 +39,7 @@ from shared.redis_keys import RedisKeys, partition_of
 from shared.scripts import Scripts
 from shared.seq_counter import CHANNEL_REWOUND, publish_command
 from shared.settings import Settings
-from shared.wire import frame_id
+from shared.wire import frame_id, frame_seq
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,8 @@ _RECENT_TTL_MS = 7 * 24 * 3600 * 1000
 class Deliveries(Protocol):
     """Where the broker hands what arrives for this node (the hub)."""
 
-    def deliver(self, channel_id: int, frame: bytes) -> int:
-        """Offer a message frame to the local sockets; return its seq (0 if dropped)."""
+    def deliver(self, channel_id: int, frame: bytes, seq: int, message_id: int) -> None:
+        """Offer a message frame, whose `seq` and id the broker read, to the local sockets."""
         ...
 
     def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None: ...
@@ -284,9 +284,16 @@ class Broker:
         if payload.startswith(_CONTROL_PREFIX):
             self._on_control(channel_id, payload)
             return
-        seq = self._deliveries.deliver(channel_id, payload)
+        try:
+            # Read once, here: the hub needs them, and so does the check below.
+            seq = frame_seq(payload)
+            message_id = frame_id(payload)
+        except ValueError:
+            log.warning("published frame without a seq dropped", extra={"channel_id": channel_id})
+            return
+        self._deliveries.deliver(channel_id, payload, seq, message_id)
         seen = self._seen.get(channel_id)
-        if seq and seen is not None and seen.delivered(seq, frame_id(payload)):
+        if seen is not None and seen.delivered(seq, message_id):
             self._seq_reused(channel_id, seq, seen)
 
     def _seq_reused(self, channel_id: int, seq: int, seen: Seen) -> None:

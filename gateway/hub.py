@@ -2,16 +2,15 @@
 
 The hub owns `channel_id -> set[Connection]`. The first local member of a
 channel makes the hub subscribe (through the `Subscriptions` port, which the
-Redis broker implements); the last one leaving unsubscribes. Delivery reads
-the frame's `seq` once, frames it once and offers the same bytes to each
-connection, which queues them without waiting: the hub never awaits a socket,
-so fan-out cost does not depend on the slowest client.
+Redis broker implements); the last one leaving unsubscribes. Delivery takes
+the frame with its `seq` (read once, by the broker), frames it once and offers
+the same bytes to each connection, which queues them without waiting: the hub
+never awaits a socket, so fan-out cost does not depend on the slowest client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -21,9 +20,7 @@ from gateway.connection import Connection
 from gateway.metrics import GatewayMetrics
 from gateway.websocket import text_frame
 from shared.errors import ChannelRewoundError, CloseCode, TooManySocketsError
-from shared.wire import error_frame, frame_created_ms, frame_seq
-
-log = logging.getLogger(__name__)
+from shared.wire import created_ms_of, error_frame
 
 
 class Subscriptions(Protocol):
@@ -121,25 +118,19 @@ class Hub:
         else:
             del self._sockets_of_user[user_id]
 
-    def deliver(self, channel_id: int, frame: bytes) -> int:
-        """Offer one pre-encoded message frame to every local member of the channel;
-        return its seq (0 when there was nobody to offer it to)."""
+    def deliver(self, channel_id: int, frame: bytes, seq: int, message_id: int) -> None:
+        """Offer one pre-encoded message frame (its `seq` and id read by the caller)
+        to every local member of the channel."""
         members = self._channels.get(channel_id)
         if not members:
-            return 0
-        try:
-            seq = frame_seq(frame)
-            created_ms = frame_created_ms(frame)
-        except ValueError:
-            log.warning("published frame without a seq dropped", extra={"channel_id": channel_id})
-            return 0
+            return
         metrics = self._metrics
-        metrics.delivery_seconds.observe(max(0.0, time.time() - created_ms / 1000))
+        created_s = created_ms_of(message_id) / 1000
+        metrics.delivery_seconds.observe(max(0.0, time.time() - created_s))
         metrics.frames_out.inc(len(members))
         wire = text_frame(frame)  # framed once: every member writes the same bytes
         for connection in members:
             connection.offer(seq, wire)
-        return seq
 
     def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None:
         """Offer a live-state event (`read`, ...: no seq, never replayed) to the local

@@ -361,13 +361,16 @@ def frame_seq(frame: bytes) -> int:
 
 
 def frame_id(frame: bytes) -> int:
-    """The message id of a message frame the send script built (its first field)."""
+    """The message id of a message frame the send script built (its first field).
+
+    Raises ValueError on anything else.
+    """
     return int(frame[_ID_START : frame.index(b",", _ID_START)])
 
 
-def frame_created_ms(frame: bytes) -> int:
-    """When a message frame was created (ms since the Unix epoch), read from its id."""
-    return (frame_id(frame) >> ID_TIME_SHIFT) + ID_EPOCH_MS
+def created_ms_of(message_id: int) -> int:
+    """When a message was created (ms since the Unix epoch), read from its id."""
+    return (message_id >> ID_TIME_SHIFT) + ID_EPOCH_MS
 
 
 def author_json(user_id: int, name: str, username: str, avatar_url: str | None) -> AuthorJson:
