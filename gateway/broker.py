@@ -426,6 +426,12 @@ class Broker:
             await self._seq_floors.repair(channel_id)
             pending.floor = self._seq_floors.observe(channel_id, 0)
             reply = await self._run_send(pending, retries, None)
+        if reply[0] in _NEEDS_COUNTER:
+            # Raised each time and behind again: something keeps resetting it.
+            log.error(
+                "channel counter still behind after raising it", extra={"channel_id": channel_id}
+            )
+            raise UnavailableError()
         return _outcome(reply)
 
     async def _run_send(
