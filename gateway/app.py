@@ -32,6 +32,7 @@ from gateway.app_keys import (
     METRICS,
     PASSWORDS,
     PG_POOL,
+    PRESENCE,
     READINESS,
     REDIS,
     SCRIPTS,
@@ -50,6 +51,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.middlewares import error_middleware, rate_limit_middleware, request_id_middleware
 from gateway.passwords import PasswordHasher, hash_concurrency
 from gateway.pipelined_redis import PipelinedRedis
+from gateway.presence import Presence
 from gateway.websocket import Sockets
 from shared.db.pool import create_pool
 from shared.errors import CloseCode
@@ -78,7 +80,9 @@ def create_app(settings: Settings) -> web.Application:
         max_fragments=settings.ws_max_fragments,
         send_buffer_bytes=settings.ws_socket_send_buffer_bytes,
     )
-    app.cleanup_ctx.extend([_passwords, _postgres, _redis, _broker, _membership_audit, _heartbeat])
+    app.cleanup_ctx.extend(
+        [_passwords, _postgres, _redis, _broker, _presence, _membership_audit, _heartbeat]
+    )
     app.on_shutdown.append(drain)
     _add_routes(app, settings)
     return app
@@ -107,6 +111,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_get("/api/v1/channels/{id}", channels.get_channel),
         app.router.add_get("/api/v1/channels/{id}/members", channels.list_members),
         app.router.add_get("/api/v1/channels/{id}/messages", channels.list_messages),
+        app.router.add_get("/api/v1/channels/{id}/presence", channels.channel_presence),
     ]
     _enable_cors(app, settings, rest)
 
@@ -207,6 +212,21 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         await listener
     await app[BACKLOG].aclose()
     await broker.aclose()
+
+
+async def _presence(app: web.Application) -> AsyncIterator[None]:
+    presence = app[PRESENCE] = Presence(app[SETTINGS], app[REDIS], app[SCRIPTS])
+    app[METRICS].registry.gauge(
+        "chat_presence_entries",
+        "Users online through this gateway, counted once per channel.",
+        lambda: presence.entry_count,
+    )
+    refresher = asyncio.create_task(presence.run(), name="presence-refresh")
+    yield
+    refresher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await refresher
+    await presence.leave_all()
 
 
 async def _membership_audit(app: web.Application) -> AsyncIterator[None]:

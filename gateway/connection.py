@@ -77,6 +77,7 @@ class Connection:
         "last_seq",
         "token_generation",
         "user_id",
+        "wants_events",
     )
 
     def __init__(
@@ -90,8 +91,12 @@ class Connection:
         metrics: GatewayMetrics,
         resume_wait_seconds: float,
         replay_stall_seconds: float,
+        wants_events: bool = False,
     ) -> None:
         self.user_id = user_id
+        # Whether live-state frames (`presence`, ...) are for this socket: not
+        # for the per-channel chat socket, whose Go clients know no such frame.
+        self.wants_events = wants_events
         self.channel_id = channel_id
         # Of the token the socket was opened with: the membership audit re-checks it.
         self.token_generation = token_generation

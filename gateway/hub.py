@@ -117,6 +117,13 @@ class Hub:
         for connection in members:
             connection.offer(seq, wire)
 
+    def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None:
+        """Offer a live-state frame (not a message: no seq) to the channel's sockets
+        that want events, only `user_id`'s when given."""
+        for connection in self._channels.get(channel_id, ()):
+            if connection.wants_events and user_id in (None, connection.user_id):
+                connection.enqueue(frame)
+
     def resync(self, channel_ids: list[int]) -> None:
         """Publishes to these channels may have been missed (their pub/sub link was
         down, or their slot moved): catch their sockets up."""

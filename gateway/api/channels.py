@@ -15,8 +15,8 @@ from gateway.api.common import (
     query_int,
     read_body,
 )
-from gateway.app_keys import BROKER, PG_POOL
-from shared.db import channels, messages
+from gateway.app_keys import BROKER, PG_POOL, PRESENCE
+from shared.db import channels, messages, users
 from shared.errors import (
     AppError,
     ChannelNotFoundError,
@@ -26,6 +26,7 @@ from shared.errors import (
 from shared.wire import (
     ChannelRefBody,
     NewChannelBody,
+    author_json,
     stored_message_json,
 )
 
@@ -136,3 +137,20 @@ async def list_messages(request: web.Request) -> web.Response:
         "next_cursor": next_cursor,
     }
     return ok("messages retrieved", data)
+
+
+async def channel_presence(request: web.Request) -> web.Response:
+    """Who is online in the channel, members only: `users` is null above
+    PRESENCE_MAX_LISTED online users (a big channel reports its count only)."""
+    claims = await caller(request)
+    pool = request.app[PG_POOL]
+    channel_id = path_id(request, "id")
+    if await channels.member_role(pool, channel_id, claims.user_id) is None:
+        raise await _why_not_a_member(pool, channel_id)
+    online = await request.app[PRESENCE].online(channel_id)
+    listed = None
+    if online.user_ids is not None:
+        found = await users.get_users(pool, online.user_ids)
+        listed = [author_json(u.id, u.name, u.username, u.avatar_url) for u in found]
+    data = {"channel_id": channel_id, "online_count": online.count, "users": listed}
+    return ok("presence retrieved", data)
