@@ -10,5 +10,5 @@ for i = FIRST_USER_ARG, #ARGV do
   end
 end
 local count = announce(true)
-keep_or_free(count)
+extend_keys()
 return count

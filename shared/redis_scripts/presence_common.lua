@@ -92,18 +92,14 @@ local function announce(trailing)
   if tonumber(shown[1]) ~= count and (shown_at == nil or now_ms - shown_at >= throttle_ms) then
     publish(string.format('{"type":"presence","channel_id":%s,"online_count":%d}', channel_id, count))
     redis.call('HSET', shown_key, 'count', count, 'at', now_ms)
-    redis.call('PEXPIRE', shown_key, ttl_ms)
   end
   return count
 end
 
--- An empty channel leaves no keys behind; a live one's keys outlive its newest entry.
-local function keep_or_free(count)
-  if count == 0 then
-    redis.call('DEL', entries_key, users_key, shown_key)
-  else
-    redis.call('PEXPIRE', entries_key, ttl_ms)
-    redis.call('PEXPIRE', users_key, ttl_ms)
-  end
+-- A live channel's keys outlive its newest entry. An empty channel's are gone
+-- already: Redis drops an empty sorted set or hash, and announce drops `shown`.
+local function extend_keys()
+  redis.call('PEXPIRE', entries_key, ttl_ms)
+  redis.call('PEXPIRE', users_key, ttl_ms)
+  redis.call('PEXPIRE', shown_key, ttl_ms)
 end
-

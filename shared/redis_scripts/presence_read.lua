@@ -3,9 +3,6 @@
 -- max_listed users (a big channel reports counts only).
 sweep()
 local count = announce(false)
-if count == 0 then
-  keep_or_free(count)
-end
 if count > max_listed then
   return {count}
 end

@@ -6,6 +6,4 @@ for i = FIRST_USER_ARG, #ARGV do
     left(ARGV[i])
   end
 end
-local count = announce(false)
-keep_or_free(count)
-return count
+return announce(false)

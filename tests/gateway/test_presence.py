@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app_keys import PRESENCE, SETTINGS
 from shared.local_servers import ServerProcess, start_valkey
+from shared.redis_keys import RedisKeys
 from tests.gateway.api_client import (
     Account,
     connect,
@@ -260,21 +262,65 @@ async def test_presence_of_a_channel_nobody_is_in_is_empty(
     )
 
 
-async def test_a_closed_socket_leaves_no_presence_keys(
+async def test_the_last_close_leaves_no_presence_keys(
     make_gateway: MakeGateway, redis_url: str
 ) -> None:
-    gateway = await make_gateway(**_QUIET)
+    """Counts only from the first user on, so the counts-only state is made too."""
+    gateway = await make_gateway(presence_max_listed=0, **_QUIET)
     channel_id, (alice,) = await room(gateway, "alice")
-    ws = await connect(gateway, alice, channel_id)
-    await ws.close()
-    await eventually(_entries_are(gateway, 0))
     prefix = gateway.app[SETTINGS].redis_key_prefix
     raw = redis.Redis.from_url(redis_url)
     try:
 
-        async def no_keys() -> bool:
-            return not [key async for key in raw.scan_iter(f"{prefix}:*presence*")]
+        async def presence_keys() -> int:
+            return len([key async for key in raw.scan_iter(f"{prefix}:*presence*")])
 
-        await eventually(no_keys)
+        async with _events(gateway, channel_id) as events:
+            ws = await connect(gateway, alice, channel_id)
+            assert (await events.next())["online_count"] == 1
+            assert await presence_keys() == 3
+            await ws.close()
+            assert (await events.next())["status"] == "offline"
+        assert await presence_keys() == 0
+    finally:
+        await raw.aclose()
+
+
+async def test_a_failing_presence_call_leaves_the_socket_working(
+    make_gateway: MakeGateway, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Presence fails (a key of the wrong type) while Redis serves everything else:
+    sockets open and send, the failure is logged once and nothing else is, and
+    the refresh restores presence once it can."""
+    gateway = await make_gateway(presence_refresh_seconds=0.2, presence_ttl_seconds=5.0)
+    channel_id, (alice, bob) = await room(gateway, "alice", "bob")
+    settings = gateway.app[SETTINGS]
+    entries = RedisKeys(settings.redis_key_prefix, settings.redis_partitions).presence_entries(
+        channel_id
+    )
+    raw = redis.Redis.from_url(redis_url)
+    try:
+        await raw.set(entries, "not a sorted set")
+        with caplog.at_level(logging.WARNING):
+            ws = await connect(gateway, alice, channel_id)
+            await connect(gateway, bob, channel_id)
+            await ws.send_str('{"type": "text", "content": "hi", "client_id": "c-1"}')
+            ack, message = await receive_each(ws, "ack", "message")
+            assert (ack["seq"], message["seq"]) == (1, 1)
+            status, body = await _presence(gateway, alice, channel_id)
+            assert (status, body["code"]) == (503, "unavailable")
+        logged = [(r.name, r.levelname, r.getMessage()) for r in caplog.records]
+        assert logged == [
+            ("gateway.presence", "WARNING", "presence updates paused until Redis answers")
+        ]
+
+        await raw.delete(entries)
+
+        async def alice_online() -> bool:
+            status, body = await _presence(gateway, alice, channel_id)
+            return status == 200 and body["data"]["online_count"] == 2
+
+        await eventually(alice_online)
+        assert not ws.closed
     finally:
         await raw.aclose()
