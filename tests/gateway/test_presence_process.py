@@ -7,16 +7,14 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from shared.local_servers import ServerProcess
 from tests.faults.chat_clients import channel_with, signup
-from tests.faults.stack import ORIGIN, Servers, Service, Stack
+from tests.faults.stack import ORIGIN, Service, Stack
+from tests.gateway.conftest import MakeStack
 from tests.gateway.presence_events import presence_events
 
 _REFRESH_SECONDS = 0.3
@@ -30,21 +28,10 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-async def stack(
-    servers_dir: Path, postgres_server: ServerProcess, redis_server: ServerProcess, tmp_path: Path
-) -> AsyncIterator[Stack]:
-    servers = Servers(servers_dir, postgres_server, redis_server)
-    deployment = await Stack.create(
-        servers,
-        tmp_path,
-        PRESENCE_REFRESH_SECONDS=str(_REFRESH_SECONDS),
-        PRESENCE_TTL_SECONDS=str(_TTL_SECONDS),
-        LOGIN_MAX_FAILURES="0",
+async def stack(make_stack: MakeStack) -> Stack:
+    return await make_stack(
+        PRESENCE_REFRESH_SECONDS=str(_REFRESH_SECONDS), PRESENCE_TTL_SECONDS=str(_TTL_SECONDS)
     )
-    try:
-        yield deployment
-    finally:
-        deployment.stop()
 
 
 async def _online(
