@@ -11,7 +11,8 @@ import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
 
-from gateway.app_keys import PRESENCE, SETTINGS
+from gateway.app_keys import BACKLOG, HUB, METRICS, PRESENCE, SETTINGS
+from gateway.connection import Connection
 from shared.local_servers import ServerProcess, start_valkey
 from shared.redis_keys import RedisKeys
 from tests.gateway.api_client import (
@@ -324,3 +325,46 @@ async def test_a_failing_presence_call_leaves_the_socket_working(
         assert not ws.closed
     finally:
         await raw.aclose()
+
+
+async def test_a_socket_that_wants_events_gets_the_presence_frame(
+    make_gateway: MakeGateway,
+) -> None:
+    """The path the multiplexed socket uses: topic -> broker -> Hub.deliver_event ->
+    the connections that want events. Checked on the connection's queue (it has no
+    socket here), against a chat socket in the same channel that must get nothing."""
+    gateway = await make_gateway(**_QUIET)
+    app = gateway.app
+    channel_id, (alice, bob) = await room(gateway, "alice", "bob")
+    settings = app[SETTINGS]
+    listener = Connection(
+        user_id=alice.user_id,
+        channel_id=channel_id,
+        token_generation=1,
+        queue_size=8,
+        replay=app[BACKLOG],
+        metrics=app[METRICS],
+        resume_wait_seconds=settings.ws_resume_wait_seconds,
+        replay_stall_seconds=settings.ws_replay_stall_seconds,
+        wants_events=True,
+    )
+    await app[HUB].join(listener)
+    try:
+        await connect(gateway, bob, channel_id)
+
+        async def queued() -> bool:
+            return bool(listener._pending)
+
+        await eventually(queued)
+        frame = listener._pending[0]
+        assert frame[:1] == b"\x81"  # a final text frame
+        # A short frame: a 2-byte header, then the payload.
+        assert orjson.loads(frame[2:]) == {
+            "type": "presence",
+            "channel_id": channel_id,
+            "user_id": bob.user_id,
+            "status": "online",
+            "online_count": 1,
+        }
+    finally:
+        await app[HUB].leave(listener)
