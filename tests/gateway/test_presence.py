@@ -10,11 +10,13 @@ import orjson
 import pytest
 import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
+from pydantic import ValidationError
 
 from gateway.app_keys import BACKLOG, HUB, METRICS, PRESENCE, SETTINGS
 from gateway.connection import Connection
 from shared.local_servers import ServerProcess, start_valkey
 from shared.redis_keys import RedisKeys
+from shared.settings import Settings
 from tests.gateway.api_client import (
     Account,
     connect,
@@ -368,3 +370,19 @@ async def test_a_socket_that_wants_events_gets_the_presence_frame(
         }
     finally:
         await app[HUB].leave(listener)
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"presence_refresh_seconds": 10.0, "presence_ttl_seconds": 19.9}, "PRESENCE_TTL_SECONDS"),
+        ({"presence_refresh_seconds": 0.0}, "presence_refresh_seconds"),
+        ({"presence_refresh_seconds": -1.0}, "presence_refresh_seconds"),
+        ({"presence_max_listed": -1}, "presence_max_listed"),
+        ({"presence_max_listed": 10_001}, "presence_max_listed"),
+    ],
+)
+def test_presence_settings_out_of_bounds_are_refused(values: dict[str, Any], named: str) -> None:
+    """A TTL under two refresh intervals would let one late refresh expire a live user."""
+    with pytest.raises(ValidationError, match=named):
+        Settings(jwt_secret="s" * 40, **values)
