@@ -37,6 +37,7 @@ from loadtests.population import Member, Population
 from loadtests.stack import BenchStack, Service, cpu_seconds
 
 _CONNECT_CONCURRENCY = 50
+_SETTLE_SECONDS = 10.0
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -81,6 +82,16 @@ class _Probe:
         return {key: round(after[key] - before[key], 4) for key in before}
 
 
+async def _wait_all_online(client: redis.Redis, prefix: str, users: int) -> None:
+    """Until every socket's presence entry is in: a socket's add follows its upgrade."""
+    async with asyncio.timeout(_SETTLE_SECONDS):
+        while True:
+            keys = [key async for key in client.scan_iter(f"{prefix}:*:presence:users")]
+            if sum([await client.hlen(key) for key in keys]) >= users:
+                return
+            await asyncio.sleep(0.05)  # no event says that the last add ran
+
+
 async def _presence_bytes(client: redis.Redis, prefix: str) -> tuple[int, int]:
     keys = [key async for key in client.scan_iter(f"{prefix}:*presence*", count=1000)]
     total = 0
@@ -118,6 +129,7 @@ async def _run(
         before = await probe.sample()
         started = time.monotonic()
         await asyncio.gather(*(open_one(index) for index in range(len(sockets_of))))
+        await _wait_all_online(client, prefix, len(sockets_of))
         connect_seconds = time.monotonic() - started
         connected = await probe.sample()
         memory_after = int((await client.info("memory"))["used_memory"])
