@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.api import auth, channels, health, users
+from gateway.api import auth, channels, health, me, openapi, users
 from gateway.app_keys import (
     BACKLOG,
     BROKER,
@@ -30,6 +30,7 @@ from gateway.app_keys import (
     KEYS,
     MESSAGE_LIMITS,
     METRICS,
+    OPENAPI,
     PASSWORDS,
     PG_POOL,
     PRESENCE,
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app.on_shutdown.append(drain)
     _add_routes(app, settings)
+    app[OPENAPI] = openapi.build_document(app)  # refuses an undocumented route
     return app
 
 
@@ -94,7 +96,10 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/api/v1/chat/{channel_id}", chat_socket)
+    # Ids in REST paths match digits only, so `GET /api/v1/channels/join` is the
+    # POST-only resource answering 405, not channel "join" answering 422.
     rest = [
+        app.router.add_get(openapi.PATH, openapi.openapi_json),
         app.router.add_post("/api/v1/auth/signup", auth.signup),
         app.router.add_post("/api/v1/auth/login", auth.login),
         app.router.add_post("/api/v1/auth/logout", auth.logout),
@@ -103,15 +108,17 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_post("/api/v1/auth/ws-ticket", auth.ws_ticket),
         app.router.add_get("/api/v1/users", users.list_users),
         app.router.add_put("/api/v1/users/edit", users.edit_user),
-        app.router.add_get("/api/v1/users/{id}", users.get_user),
+        app.router.add_get("/api/v1/users/{id:[0-9]+}", users.get_user),
         app.router.add_get("/api/v1/channels", channels.list_channels),
         app.router.add_post("/api/v1/channels/new", channels.new_channel),
         app.router.add_post("/api/v1/channels/join", channels.join_channel),
         app.router.add_post("/api/v1/channels/leave", channels.leave_channel),
-        app.router.add_get("/api/v1/channels/{id}", channels.get_channel),
-        app.router.add_get("/api/v1/channels/{id}/members", channels.list_members),
-        app.router.add_get("/api/v1/channels/{id}/messages", channels.list_messages),
-        app.router.add_get("/api/v1/channels/{id}/presence", channels.channel_presence),
+        app.router.add_get("/api/v1/channels/{id:[0-9]+}", channels.get_channel),
+        app.router.add_get("/api/v1/channels/{id:[0-9]+}/members", channels.list_members),
+        app.router.add_get("/api/v1/channels/{id:[0-9]+}/messages", channels.list_messages),
+        app.router.add_get("/api/v1/channels/{id:[0-9]+}/presence", channels.channel_presence),
+        app.router.add_put("/api/v1/channels/{id:[0-9]+}/read", channels.mark_channel_read),
+        app.router.add_get("/api/v1/me/channels", me.list_my_channels),
     ]
     _enable_cors(app, settings, rest)
 

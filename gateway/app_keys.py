@@ -6,6 +6,8 @@ the application factory that imports them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import asyncpg
 from aiohttp import web
 from redis.asyncio import Redis
@@ -31,6 +33,14 @@ class Readiness:
         self.draining = False
 
 
+@dataclass(frozen=True, slots=True)
+class OpenApiDocument:
+    """The OpenAPI document, built once at start-up (`gateway.api.openapi`)."""
+
+    body: bytes
+    etag: str
+
+
 SETTINGS = web.AppKey("SETTINGS", Settings)
 KEYS = web.AppKey("KEYS", RedisKeys)
 PG_POOL = web.AppKey("PG_POOL", asyncpg.Pool)
@@ -48,3 +58,4 @@ METRICS = web.AppKey("METRICS", GatewayMetrics)
 MESSAGE_LIMITS: web.AppKey[BudgetLimits | None] = web.AppKey("MESSAGE_LIMITS")
 PASSWORDS = web.AppKey("PASSWORDS", PasswordHasher)
 READINESS = web.AppKey("READINESS", Readiness)
+OPENAPI = web.AppKey("OPENAPI", OpenApiDocument)

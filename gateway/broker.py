@@ -10,10 +10,10 @@ coroutine; `send` awaits the rest (connecting, retrying, seeding a counter).
 
 Incoming publishes reach `Deliveries.deliver` as the bytes that were published;
 frames are never decoded or re-encoded on the way to the sockets. Control
-events (a member removed, a user's tokens revoked) share the channel's topic
-and start with `!`, which no JSON frame does. A `presence` event, published by
-the presence scripts, is `!presence ` and the frame for the sockets that want
-events (`Deliveries.deliver_event`).
+events (a member removed, a user's tokens revoked, a read marker moved) share
+the channel's topic and start with `!`, which no JSON frame does. A `presence`
+event, published by the presence scripts, is `!presence ` and the finished
+frame for the sockets that take events (`Deliveries.deliver_event`).
 """
 
 from __future__ import annotations
@@ -52,6 +52,13 @@ _SEND_ARGV_COUNT = 12
 CONTROL_CLOSES: dict[str, tuple[CloseCode, str]] = {
     "member_removed": (CloseCode.FORBIDDEN, "no longer a member of this channel"),
     "tokens_revoked": (CloseCode.UNAUTHORIZED, "token revoked, log in again"),
+}
+# Control events that become frames for the sockets that take live events
+# (`Deliveries.deliver_event`), and whether only the event's user's sockets get
+# them. The frame is `{"type": <event>, "channel_id": ..}` plus the event's
+# other fields, encoded once per gateway.
+CONTROL_FRAMES: dict[str, bool] = {
+    "read": True,  # a user's read marker moved: their other sockets update badges
 }
 # Recent history outlives a quiet weekend, then frees its memory.
 _RECENT_TTL_MS = 7 * 24 * 3600 * 1000
@@ -262,9 +269,14 @@ class Broker:
             return
         try:
             event = orjson.loads(payload[1:])
-            closing = CONTROL_CLOSES.get(event["event"])
+            name = event.pop("event")
+            closing = CONTROL_CLOSES.get(name)
             if closing is not None:
                 self._deliveries.remove_user(channel_id, int(event["user_id"]), *closing)
+            elif name in CONTROL_FRAMES:
+                user_id = int(event["user_id"]) if CONTROL_FRAMES[name] else None
+                frame = orjson.dumps({"type": name, "channel_id": channel_id, **event})
+                self._deliveries.deliver_event(channel_id, user_id, frame)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("malformed control event ignored", extra={"channel_id": channel_id})
 
@@ -277,10 +289,20 @@ class Broker:
         the tokens they were opened with are revoked."""
         await self._publish_control(channel_ids, "tokens_revoked", user_id)
 
-    async def _publish_control(self, channel_ids: list[int], event: str, user_id: int) -> None:
+    async def publish_read(self, channel_id: int, user_id: int, last_read_seq: int) -> None:
+        """Tell every node that `user_id`'s read marker in the channel is now `last_read_seq`."""
+        await self._publish_control([channel_id], "read", user_id, last_read_seq=last_read_seq)
+
+    async def _publish_control(
+        self, channel_ids: list[int], event: str, user_id: int, **fields: int
+    ) -> None:
         """Publish one control event on each channel's topic, pipelined: a user in
-        many channels costs one round trip per pipeline, not one per channel."""
-        payload = _CONTROL_PREFIX + orjson.dumps({"event": event, "user_id": user_id})
+        many channels costs one round trip per pipeline, not one per channel.
+
+        Raises UnavailableError.
+        """
+        body = {"event": event, "user_id": user_id, **fields}
+        payload = _CONTROL_PREFIX + orjson.dumps(body)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for channel_id in channel_ids:

@@ -26,7 +26,8 @@ import orjson
 from aiohttp import web
 from pydantic import ValidationError
 
-from gateway.api.common import path_id, query_int
+from gateway.api.common import MAX_ID, IntParam, path_id
+from gateway.api.docs import Auth, documented
 from gateway.app_keys import (
     BACKLOG,
     BROKER,
@@ -56,6 +57,7 @@ from shared.errors import (
     DrainingError,
     InvalidBodyError,
     InvalidJsonError,
+    InvalidParameterError,
     InvalidTokenError,
     MessageTooLargeError,
     NotAMemberError,
@@ -78,8 +80,7 @@ from shared.wire import (
 
 log = logging.getLogger(__name__)
 
-# Sequence numbers stay within what JavaScript clients read exactly.
-_MAX_SEQ = 2**53
+SINCE = IntParam("since", 0, MAX_ID, None, "Replay every message after this seq first.")
 # Frames a socket may have read but not yet sent before it stops reading.
 _INBOX_LIMIT = 64
 
@@ -93,6 +94,19 @@ class _Session:
     since: int | None
 
 
+@documented(
+    "The chat socket (WebSocket)",
+    description="An RFC 6455 upgrade; a request that is not one is answered 422 "
+    "`invalid_parameter`. The credential is the token after `bearer` among the offered "
+    "subprotocols (`Sec-WebSocket-Protocol: bearer, <jwt>`), `?ticket=` or `?token=`. Admission "
+    "(Origin, credential, channel, membership) is decided after the upgrade: a refused socket "
+    "gets an error frame and a close code. Frames, resume with `since` and close codes are "
+    "described in the README.",
+    status=101,
+    query=(SINCE,),
+    errors=(InvalidParameterError,),
+    auth=Auth.QUERY,
+)
 async def chat_socket(request: web.Request) -> web.StreamResponse:
     check_upgrade(request)
     app = request.app
@@ -337,7 +351,7 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
     if origin is not None and not settings.origin_allowed(origin):
         raise OriginNotAllowedError()
     channel_id = path_id(request, "channel_id")
-    since = query_int(request, "since", default=None, low=0, high=_MAX_SEQ)
+    since = SINCE.query(request)
     claims = await socket_claims(request, settings, request.app[REDIS], request.app[KEYS])
     try:
         access = await chat_access(request.app[PG_POOL], channel_id, claims.user_id)

@@ -94,13 +94,14 @@ class Connection:
         wants_events: bool = False,
     ) -> None:
         self.user_id = user_id
-        # Whether live-state frames (`presence`, ...) are for this socket: not
-        # for the per-channel chat socket, whose Go clients know no such frame.
-        self.wants_events = wants_events
         self.channel_id = channel_id
         # Of the token the socket was opened with: the membership audit re-checks it.
         self.token_generation = token_generation
         self.last_seq = 0  # the last message seq queued to this socket
+        # Whether live-state events (`Hub.deliver_event`) reach this socket: the
+        # multiplexed socket's do; the per-channel one keeps the Go server's
+        # frames. Fixed before `Hub.join`, which indexes the takers.
+        self.wants_events = wants_events
         # Lists, not deques, for what every socket holds: an empty deque costs
         # ten times the memory of an empty list, and the writer swaps the list whole.
         self._pending: list[bytes] = []
@@ -165,6 +166,11 @@ class Connection:
         if self._close_request is None and self._held is None:
             self._held = deque()
             self._start_catch_up(self.last_seq, goal=None)
+
+    def offer_event(self, frame: bytes) -> None:
+        """A live-state event, as a finished frame: sent now or queued like any frame,
+        outside the seq order (an event has no seq), also while catching up."""
+        self._send(frame)
 
     def enqueue(self, payload: bytes) -> None:
         """Send or queue a frame without waiting. A full queue closes the socket as too slow."""

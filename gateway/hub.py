@@ -54,6 +54,11 @@ class Hub:
         # leave never ends with members and no subscription.
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._resync_listeners: list[Callable[[], None]] = []
+        # The connections that take live-state events, by channel and user: a
+        # user's event (`read`) in a big channel reaches that user's few sockets
+        # without a walk over every member. Only the multiplexed socket's
+        # connections are here; a per-channel socket costs nothing.
+        self._event_takers: dict[int, dict[int, set[Connection]]] = {}
 
     async def join(self, connection: Connection) -> None:
         """Register a connection; subscribes the node if it is the channel's first.
@@ -74,6 +79,9 @@ class Hub:
                     await self._subscriptions.subscribe(channel_id)
                     members = self._channels[channel_id] = set()
                 members.add(connection)
+                if connection.wants_events:
+                    takers = self._event_takers.setdefault(channel_id, {})
+                    takers.setdefault(user_id, set()).add(connection)
         except BaseException:
             self._release(user_id)
             raise
@@ -85,12 +93,26 @@ class Hub:
             if members is None or connection not in members:
                 return
             members.remove(connection)
+            if connection.wants_events:
+                self._drop_event_taker(connection)
             self._release(connection.user_id)
             if not members:
                 del self._channels[channel_id]
                 await self._subscriptions.unsubscribe(channel_id)
         if channel_id not in self._channels and not self._locks[channel_id].locked():
             self._locks.pop(channel_id, None)
+
+    def _drop_event_taker(self, connection: Connection) -> None:
+        # Tolerant: a flag turned on after `join` left the connection unindexed.
+        takers = self._event_takers.get(connection.channel_id, {})
+        mine = takers.get(connection.user_id)
+        if mine is None:
+            return
+        mine.discard(connection)
+        if not mine:
+            del takers[connection.user_id]
+            if not takers:
+                del self._event_takers[connection.channel_id]
 
     def _release(self, user_id: int) -> None:
         held = self._sockets_of_user[user_id] - 1
@@ -118,11 +140,22 @@ class Hub:
             connection.offer(seq, wire)
 
     def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None:
-        """Offer a live-state frame (not a message: no seq) to the channel's sockets
-        that want events, only `user_id`'s when given."""
-        for connection in self._channels.get(channel_id, ()):
-            if connection.wants_events and user_id in (None, connection.user_id):
-                connection.enqueue(frame)
+        """Offer a live-state event (`read`, ...: no seq, never replayed) to the local
+        members of the channel whose connections take events (`wants_events`: the
+        multiplexed socket's; the per-channel socket keeps the Go server's frame
+        types), only to `user_id`'s when it is given. Framed once."""
+        takers = self._event_takers.get(channel_id)
+        if not takers:
+            return
+        if user_id is None:
+            targets = [connection for mine in takers.values() for connection in mine]
+        else:
+            targets = list(takers.get(user_id, ()))
+        if not targets:
+            return
+        wire = text_frame(frame)
+        for connection in targets:
+            connection.offer_event(wire)
 
     def resync(self, channel_ids: list[int]) -> None:
         """Publishes to these channels may have been missed (their pub/sub link was

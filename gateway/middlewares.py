@@ -25,6 +25,7 @@ from gateway.outages import DEPENDENCY_ERRORS
 from shared.errors import (
     AppError,
     MethodNotAllowedError,
+    OriginNotAllowedError,
     PayloadTooLargeError,
     RateLimitedError,
     RouteNotFoundError,
@@ -40,12 +41,18 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Probes and the liveness page must never be throttled.
-_UNLIMITED_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+UNLIMITED_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+# aiohttp's own refusals, in the envelope. aiohttp-cors answers a refused
+# preflight (no Origin, or one not allowed) with 403.
 _HTTP_ERRORS: dict[int, type[AppError]] = {
+    403: OriginNotAllowedError,
     404: RouteNotFoundError,
     405: MethodNotAllowedError,
     413: PayloadTooLargeError,
 }
+# Headers of aiohttp's refusals that belong in the envelope's answer:
+# RFC 9110 requires `Allow` on a 405.
+_KEPT_HEADERS = ("Allow",)
 
 
 @web.middleware
@@ -87,7 +94,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         mapped = _HTTP_ERRORS.get(exc.status)
         if mapped is None:
             raise
-        return error_response(mapped())
+        kept = {name: exc.headers[name] for name in _KEPT_HEADERS if name in exc.headers}
+        return error_response(mapped(headers=kept))
     except DEPENDENCY_ERRORS as exc:
         log.warning("dependency unavailable", extra={"error": type(exc).__name__})
         return error_response(UnavailableError())
@@ -148,7 +156,7 @@ class _RateLimitState:
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     limit = settings.rate_limit_requests
-    if limit == 0 or request.path in _UNLIMITED_PATHS or request.method == "OPTIONS":
+    if limit == 0 or request.path in UNLIMITED_PATHS or request.method == "OPTIONS":
         return await handler(request)
     window_ms = settings.rate_limit_window_seconds * 1000
     window = int(time.time() * 1000) // window_ms

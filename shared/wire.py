@@ -14,6 +14,7 @@ import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -21,10 +22,16 @@ from pydantic import (
     ValidationError,
 )
 
+from shared.responses import AuthorJson, MessageJson
+
 if TYPE_CHECKING:
     from shared.db.messages import StoredMessage
 
-_EMAIL_PATTERN = r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$"
+# What Python's `str.strip()` and `str.isspace()` take for space, spelled out:
+# `\s` means three different sets to pydantic's Rust regex, to Python and to the
+# ECMA 262 regexes JSON Schema (the OpenAPI document) is read with.
+_SPACE = r"\t\n\x0b\x0c\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_EMAIL_PATTERN = rf"^[^@{_SPACE}]{{1,64}}@[^@{_SPACE}]+\.[^@{_SPACE}]+$"
 _USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 # Printable ASCII without quotes or backslashes: client ids are echoed inside frames.
 _CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
@@ -42,12 +49,35 @@ def _not_blank(value: str) -> str:
     return value
 
 
-HttpUrl = Annotated[str, Field(max_length=2048), AfterValidator(_http_url)]
-Name = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_not_blank)]
+# The `pattern`s in `json_schema_extra` only document what the validators check
+# (the OpenAPI document is built from these models); the validators decide.
+_HTTP_URL_SCHEMA = {"pattern": "^https?://"}
+_NOT_BLANK_SCHEMA = {"pattern": f"[^{_SPACE}]"}
+
+HttpUrl = Annotated[
+    str, Field(max_length=2048, json_schema_extra=_HTTP_URL_SCHEMA), AfterValidator(_http_url)
+]
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=100, json_schema_extra=_NOT_BLANK_SCHEMA),
+    AfterValidator(_not_blank),
+]
 Username = Annotated[str, Field(min_length=3, max_length=32, pattern=_USERNAME_PATTERN)]
 Email = Annotated[str, Field(max_length=254, pattern=_EMAIL_PATTERN)]
 Password = Annotated[str, Field(min_length=8, max_length=128)]
-ChannelId = Annotated[StrictInt, Field(gt=0, le=2**53)]
+
+
+def _integral(value: object) -> object:
+    """JSON has one number type, and to JSON Schema (so to the OpenAPI document)
+    `5.0` is the integer 5: take it as one. `5.5`, `"5"` and `true` stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+ChannelId = Annotated[StrictInt, Field(gt=0, le=2**53), BeforeValidator(_integral)]
+# A position in a channel's order; 2**53 keeps it exact in JavaScript clients.
+Seq = Annotated[StrictInt, Field(ge=0, le=2**53), BeforeValidator(_integral)]
 
 
 class _Body(BaseModel):
@@ -83,7 +113,11 @@ class EditUserBody(_Body):
 
 
 class NewChannelBody(_Body):
-    name: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_not_blank)]
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=64, json_schema_extra=_NOT_BLANK_SCHEMA),
+        AfterValidator(_not_blank),
+    ]
     description: Annotated[str, Field(max_length=500)] = ""
     image_url: HttpUrl | None = None
 
@@ -92,12 +126,20 @@ class ChannelRefBody(_Body):
     channel_id: ChannelId
 
 
+class ReadBody(_Body):
+    """`PUT /api/v1/channels/{id}/read`: mark the channel read up to `seq`."""
+
+    seq: Seq
+
+
 # --- Chat frames (client -> server) -------------------------------------------
 
 
 class TextFrame(_Body):
     type: Literal["text"]
-    content: Annotated[str, Field(min_length=1), AfterValidator(_not_blank)]
+    content: Annotated[
+        str, Field(min_length=1, json_schema_extra=_NOT_BLANK_SCHEMA), AfterValidator(_not_blank)
+    ]
     client_id: Annotated[str, Field(pattern=_CLIENT_ID_PATTERN)] | None = None
 
 
@@ -109,6 +151,14 @@ class FileFrame(_Body):
     url: HttpUrl
     size_in_bytes: Annotated[StrictInt, Field(ge=0)]
     client_id: Annotated[str, Field(pattern=_CLIENT_ID_PATTERN)] | None = None
+
+
+class ReadFrame(_Body):
+    """The multiplexed socket's `read` frame: the same as `ReadBody`, for one channel."""
+
+    type: Literal["read"]
+    channel_id: ChannelId
+    seq: Seq
 
 
 ChatFrame = Annotated[TextFrame | FileFrame, Field(discriminator="type")]
@@ -232,7 +282,7 @@ def frame_created_ms(frame: bytes) -> int:
     return (message_id >> ID_TIME_SHIFT) + ID_EPOCH_MS
 
 
-def author_json(user_id: int, name: str, username: str, avatar_url: str | None) -> dict[str, Any]:
+def author_json(user_id: int, name: str, username: str, avatar_url: str | None) -> AuthorJson:
     """The author as embedded in every message frame: public fields only."""
     return {"id": user_id, "name": name, "username": username, "avatar_url": avatar_url}
 
@@ -268,8 +318,8 @@ def message_json(
     body: dict[str, Any],
     client_id: str | None,
     created_at: str,
-    author: dict[str, Any],
-) -> dict[str, Any]:
+    author: AuthorJson,
+) -> MessageJson:
     """A stored message in exactly the live frame's shape (history, resume)."""
     return {
         "type": "message",
@@ -284,7 +334,7 @@ def message_json(
     }
 
 
-def stored_message_json(message: StoredMessage) -> dict[str, Any]:
+def stored_message_json(message: StoredMessage) -> MessageJson:
     """A persisted message in the live frame's shape, author as their profile is now."""
     return message_json(
         message_id=message.id,

@@ -6,15 +6,30 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.common import caller, ok, read_body, user_private
+from gateway.api.docs import Auth, documented
 from gateway.app_keys import BROKER, KEYS, PASSWORDS, PG_POOL, REDIS, SCRIPTS, SETTINGS
 from gateway.auth import FIRST_GENERATION, issue_ticket, issue_token
 from gateway.login_limit import count_attempt, give_back
 from gateway.middlewares import client_key
 from shared.db import users
-from shared.errors import InvalidCredentialsError, InvalidTokenError, WrongPasswordError
+from shared.errors import (
+    EmailTakenError,
+    InvalidCredentialsError,
+    InvalidTokenError,
+    UsernameTakenError,
+    WrongPasswordError,
+)
+from shared.responses import OwnUserJson, TicketJson, Token
 from shared.wire import ChangePasswordBody, LoginBody, SignupBody
 
 
+@documented(
+    "Create an account; `data` is a token",
+    body=SignupBody,
+    data=Token,
+    status=201,
+    errors=(UsernameTakenError, EmailTakenError),
+)
 async def signup(request: web.Request) -> web.Response:
     body = await read_body(request, SignupBody)
     user = await users.create_user(
@@ -29,6 +44,14 @@ async def signup(request: web.Request) -> web.Response:
     return ok("user created", token, status=201)
 
 
+@documented(
+    "Log in with the e-mail or the username; `data` is a token",
+    description="Unknown identity and wrong password get the same answer, in the same time. "
+    "Failed log-ins are limited per identity and per client (429 `rate_limited`).",
+    body=LoginBody,
+    data=Token,
+    errors=(InvalidCredentialsError,),
+)
 async def login(request: web.Request) -> web.Response:
     app = request.app
     settings, passwords, pool = app[SETTINGS], app[PASSWORDS], app[PG_POOL]
@@ -57,6 +80,10 @@ async def login(request: web.Request) -> web.Response:
     return ok("login successful", token)
 
 
+@documented(
+    "Revoke every token of the caller, on every gateway, and close their sockets",
+    auth=Auth.REQUIRED,
+)
 async def logout(request: web.Request) -> web.Response:
     """Revoke every token of the caller issued so far, and close their sockets."""
     claims = await caller(request)
@@ -65,6 +92,7 @@ async def logout(request: web.Request) -> web.Response:
     return ok("logged out", None)
 
 
+@documented("The caller's own user, with e-mail and role", data=OwnUserJson, auth=Auth.REQUIRED)
 async def me(request: web.Request) -> web.Response:
     claims = await caller(request)
     user = await users.get_user(request.app[PG_POOL], claims.user_id)
@@ -73,6 +101,13 @@ async def me(request: web.Request) -> web.Response:
     return ok("user retrieved", user_private(user))
 
 
+@documented(
+    "Change the caller's password",
+    description="Every token issued so far is revoked: log in again.",
+    body=ChangePasswordBody,
+    errors=(WrongPasswordError,),
+    auth=Auth.REQUIRED,
+)
 async def change_password(request: web.Request) -> web.Response:
     """Set a new password; every token issued so far is revoked (log in again)."""
     claims = await caller(request)
@@ -91,9 +126,15 @@ async def change_password(request: web.Request) -> web.Response:
     return ok("password changed", None)
 
 
+@documented(
+    "A single-use ticket for the chat socket's `?ticket=`, so no token is in its URL",
+    data=TicketJson,
+    auth=Auth.REQUIRED,
+)
 async def ws_ticket(request: web.Request) -> web.Response:
     """A single-use ticket for `?ticket=` on the chat socket, so no token is in its URL."""
     claims = await caller(request)
     seconds = request.app[SETTINGS].ws_ticket_seconds
     ticket = await issue_ticket(request.app[REDIS], request.app[KEYS], claims, seconds)
-    return ok("ticket issued", {"ticket": ticket, "expires_in": seconds})
+    data: TicketJson = {"ticket": ticket, "expires_in": seconds}
+    return ok("ticket issued", data)

@@ -6,32 +6,52 @@ import asyncpg
 from aiohttp import web
 
 from gateway.api.common import (
+    MAX_ID,
+    PAGE,
+    IntParam,
     caller,
     channel_json,
     member_json,
     ok,
     page,
     path_id,
-    query_int,
     read_body,
 )
+from gateway.api.docs import Auth, documented
 from gateway.app_keys import BROKER, PG_POOL, PRESENCE
+from gateway.read_markers import mark_read
 from shared.db import channels, messages, users
 from shared.errors import (
+    AlreadyMemberError,
     AppError,
+    ChannelNameTakenError,
     ChannelNotFoundError,
     InvalidParameterError,
     NotAMemberError,
+    UnavailableError,
+)
+from shared.responses import (
+    ChannelJson,
+    ChannelRefJson,
+    ChannelWithMembersJson,
+    MemberJson,
+    MessagePageJson,
+    PresenceJson,
+    ReadMarkerJson,
 )
 from shared.wire import (
     ChannelRefBody,
     NewChannelBody,
+    ReadBody,
     author_json,
     stored_message_json,
 )
 
 _CHANNEL_MEMBERS_SHOWN = 100
-_MAX_SEQ = 2**53
+
+HISTORY_LIMIT = IntParam("limit", 1, 200, 50, "Messages per page.")
+BEFORE = IntParam("before", 1, MAX_ID, None, "Messages with seq below it, newest first.")
+AFTER_SEQ = IntParam("after_seq", 0, MAX_ID, None, "Messages with seq above it, oldest first.")
 
 
 async def _why_not_a_member(pool: asyncpg.Pool[asyncpg.Record], channel_id: int) -> AppError:
@@ -41,12 +61,21 @@ async def _why_not_a_member(pool: asyncpg.Pool[asyncpg.Record], channel_id: int)
     return NotAMemberError()
 
 
+@documented("Channels", data=list[ChannelJson], query=PAGE)
 async def list_channels(request: web.Request) -> web.Response:
     limit, offset = page(request)
     found = await channels.list_channels(request.app[PG_POOL], limit=limit, offset=offset)
     return ok("channels retrieved", [channel_json(channel) for channel in found])
 
 
+@documented(
+    "One channel",
+    description=f"With a token, also its first {_CHANNEL_MEMBERS_SHOWN} `members`: who is in a "
+    "channel is not public.",
+    data=ChannelWithMembersJson | ChannelJson,
+    errors=(ChannelNotFoundError,),
+    auth=Auth.OPTIONAL,
+)
 async def get_channel(request: web.Request) -> web.Response:
     """The channel, for anyone; with `members` (the first 100) only for a valid token,
     since who is in a channel is not public. A bad token is refused (401)."""
@@ -58,15 +87,24 @@ async def get_channel(request: web.Request) -> web.Response:
     channel = await channels.get_channel(pool, channel_id)
     if channel is None:
         raise ChannelNotFoundError()
-    data = channel_json(channel)
-    if signed_in:
-        members = await channels.list_members(
-            pool, channel_id, limit=_CHANNEL_MEMBERS_SHOWN, offset=0
-        )
-        data["members"] = [member_json(member) for member in members]
+    if not signed_in:
+        return ok("channel retrieved", channel_json(channel))
+    members = await channels.list_members(pool, channel_id, limit=_CHANNEL_MEMBERS_SHOWN, offset=0)
+    data: ChannelWithMembersJson = {
+        **channel_json(channel),
+        "members": [member_json(member) for member in members],
+    }
     return ok("channel retrieved", data)
 
 
+@documented(
+    "Create a channel; the caller becomes its owner",
+    body=NewChannelBody,
+    data=ChannelJson,
+    status=201,
+    errors=(ChannelNameTakenError,),
+    auth=Auth.REQUIRED,
+)
 async def new_channel(request: web.Request) -> web.Response:
     claims = await caller(request)
     body = await read_body(request, NewChannelBody)
@@ -80,6 +118,13 @@ async def new_channel(request: web.Request) -> web.Response:
     return ok("channel created", channel_json(channel), status=201)
 
 
+@documented(
+    "Join a channel",
+    body=ChannelRefBody,
+    data=ChannelRefJson,
+    errors=(ChannelNotFoundError, AlreadyMemberError),
+    auth=Auth.REQUIRED,
+)
 async def join_channel(request: web.Request) -> web.Response:
     claims = await caller(request)
     body = await read_body(request, ChannelRefBody)
@@ -87,6 +132,14 @@ async def join_channel(request: web.Request) -> web.Response:
     return ok("joined channel", {"channel_id": body.channel_id})
 
 
+@documented(
+    "Leave a channel",
+    description="The caller's sockets in the channel, on every gateway, are closed with 4403.",
+    body=ChannelRefBody,
+    data=ChannelRefJson,
+    errors=(ChannelNotFoundError, NotAMemberError),
+    auth=Auth.REQUIRED,
+)
 async def leave_channel(request: web.Request) -> web.Response:
     claims = await caller(request)
     body = await read_body(request, ChannelRefBody)
@@ -98,6 +151,13 @@ async def leave_channel(request: web.Request) -> web.Response:
     return ok("left channel", {"channel_id": body.channel_id})
 
 
+@documented(
+    "A channel's members",
+    data=list[MemberJson],
+    query=PAGE,
+    errors=(ChannelNotFoundError,),
+    auth=Auth.REQUIRED,
+)
 async def list_members(request: web.Request) -> web.Response:
     """Members need a valid token: who is in a channel is not public."""
     await caller(request)
@@ -110,6 +170,16 @@ async def list_members(request: web.Request) -> web.Response:
     return ok("members retrieved", [member_json(member) for member in members])
 
 
+@documented(
+    "A channel's history, members only",
+    description="Newest first below `before` (the default: from the newest message), or oldest "
+    "first above `after_seq`; not both (`invalid_parameter`). Read from PostgreSQL only: a "
+    "message acknowledged but not yet written by the worker is not in it yet.",
+    data=MessagePageJson,
+    query=(HISTORY_LIMIT, BEFORE, AFTER_SEQ),
+    errors=(ChannelNotFoundError, NotAMemberError),
+    auth=Auth.REQUIRED,
+)
 async def list_messages(request: web.Request) -> web.Response:
     """History, members only: newest first below `before`, or oldest first after `after_seq`.
 
@@ -119,10 +189,9 @@ async def list_messages(request: web.Request) -> web.Response:
     claims = await caller(request)
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
-    limit = query_int(request, "limit", default=50, low=1, high=200)
-    before = query_int(request, "before", default=None, low=1, high=_MAX_SEQ)
-    after_seq = query_int(request, "after_seq", default=None, low=0, high=_MAX_SEQ)
-    assert limit is not None  # it has a default
+    limit = HISTORY_LIMIT.query(request)
+    before = BEFORE.query(request)
+    after_seq = AFTER_SEQ.query(request)
     if before is not None and after_seq is not None:
         raise InvalidParameterError("use either before or after_seq, not both")
     if await channels.member_role(pool, channel_id, claims.user_id) is None:
@@ -132,13 +201,43 @@ async def list_messages(request: web.Request) -> web.Response:
     else:
         found = await messages.list_messages_before(pool, channel_id, before, limit)
     next_cursor = found[-1].seq if len(found) == limit else None
-    data = {
+    data: MessagePageJson = {
         "messages": [stored_message_json(m) for m in found],
         "next_cursor": next_cursor,
     }
     return ok("messages retrieved", data)
 
 
+@documented(
+    "Mark a channel read up to a seq, members only",
+    description="The marker only moves forward (a lower `seq` changes nothing) and is clamped "
+    "to the channel's last seq; the answer is the stored marker. When it moved, the caller's "
+    "multiplexed sockets subscribed to the channel get a `read` event, on every gateway.",
+    body=ReadBody,
+    data=ReadMarkerJson,
+    errors=(ChannelNotFoundError, NotAMemberError, UnavailableError),
+    auth=Auth.REQUIRED,
+)
+async def mark_channel_read(request: web.Request) -> web.Response:
+    """Move the caller's read marker up to `seq` (never back, clamped to the channel's
+    last seq); the answer is the stored marker. See `gateway.read_markers.mark_read`."""
+    claims = await caller(request)
+    channel_id = path_id(request, "id")
+    body = await read_body(request, ReadBody)
+    stored = await mark_read(request.app, claims.user_id, channel_id, body.seq)
+    data: ReadMarkerJson = {"channel_id": channel_id, "last_read_seq": stored}
+    return ok("channel marked read", data)
+
+
+@documented(
+    "Who is online in a channel, members only",
+    description="Users with a socket open in the channel, on any gateway, each once. Above "
+    "PRESENCE_MAX_LISTED online users `users` is null (counts only). Expired entries of a "
+    "gateway that died are left out.",
+    data=PresenceJson,
+    errors=(ChannelNotFoundError, NotAMemberError, UnavailableError),
+    auth=Auth.REQUIRED,
+)
 async def channel_presence(request: web.Request) -> web.Response:
     """Who is online in the channel, members only: `users` is null above
     PRESENCE_MAX_LISTED online users (a big channel reports its count only)."""
@@ -152,5 +251,5 @@ async def channel_presence(request: web.Request) -> web.Response:
     if online.user_ids is not None:
         found = await users.get_users(pool, online.user_ids)
         listed = [author_json(u.id, u.name, u.username, u.avatar_url) for u in found]
-    data = {"channel_id": channel_id, "online_count": online.count, "users": listed}
+    data: PresenceJson = {"channel_id": channel_id, "online_count": online.count, "users": listed}
     return ok("presence retrieved", data)

@@ -3,7 +3,9 @@ envelope, the caller's identity, and the public JSON shapes of records."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+import re
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -13,11 +15,19 @@ from gateway.auth import TokenClaims, bearer_token, check_generation, verify_tok
 from shared.db import users
 from shared.db.records import Channel, Member, User
 from shared.errors import InvalidBodyError, InvalidJsonError, InvalidParameterError
+from shared.responses import ChannelJson, MemberJson, OwnUserJson, PublicUserJson
 from shared.wire import iso_from_datetime, success, validation_details
 
 Body = TypeVar("Body", bound=BaseModel)
+# The type of a parameter's default: `int`, or `None` when it is optional.
+Default = TypeVar("Default", int, None)
 
-_MAX_ID = 2**53
+# Ids and seqs stay within what JavaScript clients read exactly.
+MAX_ID = 2**53
+# ASCII digits only: `str.isdigit` and `int` also take other scripts' digits
+# (`int("٣") == 3`), and `isdigit` takes superscripts that `int` then refuses.
+# The length bound keeps `int()` cheap and far from its 4300-digit limit.
+_DIGITS = re.compile(r"[0-9]{1,20}")
 
 
 def ok(message: str, data: object, *, status: int = 200) -> web.Response:
@@ -35,31 +45,54 @@ async def read_body(request: web.Request, model: type[Body]) -> Body:
         raise InvalidBodyError(details=validation_details(exc)) from None
 
 
+@dataclass(frozen=True, slots=True)
+class IntParam(Generic[Default]):
+    """A non-negative integer parameter of the path or the query string.
+
+    The same object reads the request and documents the parameter in the
+    OpenAPI document, so the bounds a client reads are the bounds enforced.
+    Only ASCII digits are accepted (no sign, no spaces), within `low..high`.
+    """
+
+    name: str
+    low: int
+    high: int
+    default: Default
+    description: str
+
+    def parse(self, raw: str) -> int:
+        """The value, or InvalidParameterError."""
+        if _DIGITS.fullmatch(raw) is None or not self.low <= int(raw) <= self.high:
+            raise InvalidParameterError(
+                f"{self.name} must be an integer from {self.low} to {self.high}"
+            )
+        return int(raw)
+
+    def query(self, request: web.Request) -> int | Default:
+        """The query parameter; absent or empty means the default."""
+        raw = request.query.get(self.name)
+        if raw is None or raw == "":
+            return self.default
+        return self.parse(raw)
+
+
+def id_param(name: str) -> IntParam[None]:
+    """The one kind of path parameter: a row id from 1 to 2^53."""
+    return IntParam(name, 1, MAX_ID, None, f"The {name.replace('_', ' ')}: 1 to 2^53.")
+
+
 def path_id(request: web.Request, name: str) -> int:
-    raw = request.match_info[name]
-    if not raw.isdigit() or not 0 < int(raw) <= _MAX_ID:
-        raise InvalidParameterError(f"{name} must be a positive integer")
-    return int(raw)
+    return id_param(name).parse(request.match_info[name])
 
 
-def query_int(
-    request: web.Request, name: str, *, default: int | None, low: int, high: int
-) -> int | None:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    if not raw.lstrip("-").isdigit() or not low <= int(raw) <= high:
-        raise InvalidParameterError(f"{name} must be an integer from {low} to {high}")
-    return int(raw)
+LIMIT = IntParam("limit", 1, 500, 100, "Items per page.")
+OFFSET = IntParam("offset", 0, MAX_ID, 0, "Items to skip.")
+PAGE = (LIMIT, OFFSET)
 
 
 def page(request: web.Request) -> tuple[int, int]:
-    """`limit` (1-500, default 100) and `offset` for list endpoints."""
-    limit = query_int(request, "limit", default=100, low=1, high=500)
-    offset = query_int(request, "offset", default=0, low=0, high=_MAX_ID)
-    assert limit is not None  # both have defaults
-    assert offset is not None
-    return limit, offset
+    """`limit` and `offset` for list endpoints."""
+    return LIMIT.query(request), OFFSET.query(request)
 
 
 async def caller(request: web.Request) -> TokenClaims:
@@ -75,7 +108,7 @@ async def caller(request: web.Request) -> TokenClaims:
     return claims
 
 
-def user_public(user: User) -> dict[str, Any]:
+def user_public(user: User) -> PublicUserJson:
     """What anyone may see of a user: never the e-mail, role or hash."""
     return {
         "id": user.id,
@@ -86,12 +119,12 @@ def user_public(user: User) -> dict[str, Any]:
     }
 
 
-def user_private(user: User) -> dict[str, Any]:
+def user_private(user: User) -> OwnUserJson:
     """The user as they see themselves."""
     return {**user_public(user), "email": user.email, "role": user.role}
 
 
-def channel_json(channel: Channel) -> dict[str, Any]:
+def channel_json(channel: Channel) -> ChannelJson:
     return {
         "id": channel.id,
         "name": channel.name,
@@ -101,7 +134,7 @@ def channel_json(channel: Channel) -> dict[str, Any]:
     }
 
 
-def member_json(member: Member) -> dict[str, Any]:
+def member_json(member: Member) -> MemberJson:
     return {
         "id": member.user_id,
         "name": member.name,

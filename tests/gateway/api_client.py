@@ -15,6 +15,16 @@ from aiohappyeyeballs import AddrInfoType
 from aiohttp.test_utils import TestClient
 
 RECEIVE_TIMEOUT = 5.0
+PASSWORD = "correct horse"  # every account `signup` makes
+# A file message body with every field the Go server's clients send.
+FILE_BODY = {
+    "type": "file",
+    "file_id": "f-1",
+    "filename": "cat.png",
+    "mime_type": "image/png",
+    "url": "https://files.example.com/f-1",
+    "size_in_bytes": 2048,
+}
 
 
 @dataclass
@@ -33,7 +43,7 @@ async def signup(client: TestClient[Any, Any], username: str, **fields: Any) -> 
         "name": username.title(),
         "username": username,
         "email": f"{username}@example.com",
-        "password": "correct horse",
+        "password": PASSWORD,
         **fields,
     }
     response = await client.post("/api/v1/auth/signup", json=body)

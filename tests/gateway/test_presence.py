@@ -135,9 +135,9 @@ async def test_the_chat_socket_gets_no_presence_frames(make_gateway: MakeGateway
         ("/api/v1/channels/{channel}/presence", "outsider", (403, "not_a_member")),
         ("/api/v1/channels/999999/presence", "member", (404, "channel_not_found")),
         ("/api/v1/channels/0/presence", "member", (422, "invalid_parameter")),
-        ("/api/v1/channels/-1/presence", "member", (422, "invalid_parameter")),
+        ("/api/v1/channels/-1/presence", "member", (404, "route_not_found")),
         ("/api/v1/channels/9007199254740993/presence", "member", (422, "invalid_parameter")),
-        ("/api/v1/channels/1e3/presence", "member", (422, "invalid_parameter")),
+        ("/api/v1/channels/1e3/presence", "member", (404, "route_not_found")),
     ],
 )
 async def test_presence_needs_a_token_and_membership(

@@ -48,9 +48,15 @@ async def test_get_unknown_user_is_404(gateway: TestClient[Any, Any]) -> None:
     assert await error_of(response) == (404, "user_not_found")
 
 
-async def test_get_user_with_non_numeric_id_is_422(gateway: TestClient[Any, Any]) -> None:
+async def test_a_non_numeric_user_id_is_no_route(gateway: TestClient[Any, Any]) -> None:
     alice = await signup(gateway, "alice")
     response = await gateway.get("/api/v1/users/abc", headers=alice.auth)
+    assert await error_of(response) == (404, "route_not_found")
+
+
+async def test_an_out_of_range_user_id_is_422(gateway: TestClient[Any, Any]) -> None:
+    alice = await signup(gateway, "alice")
+    response = await gateway.get(f"/api/v1/users/{2**53 + 1}", headers=alice.auth)
     assert await error_of(response) == (422, "invalid_parameter")
 
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
+import sys
 from collections.abc import Callable
 
 import orjson
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.wire import (
     CHAT_FRAME,
+    ChannelRefBody,
+    ReadBody,
+    ReadFrame,
+    SignupBody,
     TextFrame,
     frame_body,
     iso_from_datetime,
@@ -76,6 +83,36 @@ def test_stored_body_is_the_frame_as_json_without_its_client_id(
     assert body == orjson.dumps(expected)  # compact, in the frame's field order
 
 
+def _with_seq(seq: object, **fields: object) -> bytes:
+    """`{"seq": seq, ...}` as JSON, by the standard library: orjson refuses integers
+    past 64 bits, which a hostile client can send."""
+    return json.dumps({"seq": seq, **fields}).encode()
+
+
+@given(st.one_of(JSON_VALUES, st.integers(min_value=-(2**70), max_value=2**70)))
+@example(0)
+@example(2**53)
+@example(2**53 + 1)
+@example(-1)
+@example(2**64)
+@example(True)
+@example(1.0)
+@example(1.5)
+@example(2.0**53 + 2)
+@example("1")
+def test_a_read_seq_is_an_integer_from_0_to_2_53_and_nothing_else(seq: object) -> None:
+    """Only integers in range are accepted (`5.0` is 5, as in JSON Schema), never a
+    fraction, bool or string coerced into one; anything else is refused with details,
+    not another exception."""
+    integral = type(seq) is int or (type(seq) is float and seq.is_integer())
+    accepted = integral and 0 <= seq <= 2**53
+    body = _refusal(lambda: ReadBody.model_validate_json(_with_seq(seq)))
+    frame = _refusal(
+        lambda: ReadFrame.model_validate_json(_with_seq(seq, type="read", channel_id=1))
+    )
+    assert (body is None) == (frame is None) == accepted, (seq, body, frame)
+
+
 def test_text_frame_keeps_content_exactly() -> None:
     frame = CHAT_FRAME.validate_json(b'{"type": "text", "content": " hi\\n", "client_id": "c-1"}')
     assert frame == TextFrame(type="text", content=" hi\n", client_id="c-1")
@@ -89,3 +126,34 @@ def test_iso_from_ms_round_trips(ms: int) -> None:
     parsed = dt.datetime.fromisoformat(text)
     assert round(parsed.timestamp() * 1000) == ms
     assert iso_from_datetime(parsed) == text
+
+
+def test_an_integral_number_is_an_integer_id() -> None:
+    """Regression (schemathesis): `{"channel_id": 5.0}` is an integer to JSON Schema,
+    so to the OpenAPI document, and was refused."""
+    assert ChannelRefBody.model_validate_json(b'{"channel_id": 5.0}').channel_id == 5
+    for refused in (b"5.5", b'"5"', b"true", b"0.0", b"1e300"):
+        body = b'{"channel_id": %s}' % refused
+        assert _refusal(lambda body=body: ChannelRefBody.model_validate_json(body)), refused
+
+
+_SPACES = [chr(point) for point in range(sys.maxunicode + 1) if chr(point).isspace()]
+
+
+def test_names_and_emails_refuse_every_space_their_schema_pattern_refuses() -> None:
+    """Regression (schemathesis): the schema said `\\S` and the check was `str.strip()`,
+    which differ on U+0085 and U+001C-U+001F; `\\s` also differs between pydantic's
+    Rust regex and the ECMA 262 regexes JSON Schema is read with."""
+    properties = SignupBody.model_json_schema()["properties"]
+    not_blank = re.compile(properties["name"]["pattern"])
+    email = re.compile(properties["email"]["pattern"])
+    valid = {"name": "A", "username": "abc", "email": "a@b.co", "password": "12345678"}
+    for space in _SPACES:
+        assert not_blank.search(space) is None, hex(ord(space))
+        assert email.search(f"a{space}b@example.com") is None, hex(ord(space))
+        for field, value in (("name", space), ("email", f"a{space}b@example.com")):
+            body = orjson.dumps({**valid, field: value})
+            assert _refusal(lambda body=body: SignupBody.model_validate_json(body)), (field, space)
+    assert _refusal(lambda: SignupBody.model_validate_json(orjson.dumps(valid))) is None
+    for pattern in (properties["name"]["pattern"], properties["email"]["pattern"]):
+        assert not re.search(r"\\[sSdDwW]", pattern), "a class shorthand differs by dialect"
