@@ -11,7 +11,9 @@ coroutine; `send` awaits the rest (connecting, retrying, seeding a counter).
 Incoming publishes reach `Deliveries.deliver` as the bytes that were published;
 frames are never decoded or re-encoded on the way to the sockets. Control
 events (a member removed, a user's tokens revoked, a read marker moved) share
-the channel's topic and start with `!`, which no JSON frame does.
+the channel's topic and start with `!`, which no JSON frame does. A `presence`
+event, published by the presence scripts, is `!presence ` and the finished
+frame for the sockets that take events (`Deliveries.deliver_event`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 _CONTROL_PREFIX = b"!"
+# What shared/redis_scripts/presence_common.lua puts before a presence frame.
+_PRESENCE_PREFIX = b"!presence "
 # send.lua takes 7 keys and 12 arguments.
 _SEND_KEY_COUNT = 7
 _SEND_ARGV_COUNT = 12
@@ -260,6 +264,9 @@ class Broker:
 
     def _on_control(self, channel_id: int, payload: bytes) -> None:
         assert self._deliveries is not None  # checked by the caller
+        if payload.startswith(_PRESENCE_PREFIX):
+            self._deliveries.deliver_event(channel_id, None, payload[len(_PRESENCE_PREFIX) :])
+            return
         try:
             event = orjson.loads(payload[1:])
             name = event.pop("event")

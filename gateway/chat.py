@@ -36,6 +36,7 @@ from gateway.app_keys import (
     MESSAGE_LIMITS,
     METRICS,
     PG_POOL,
+    PRESENCE,
     READINESS,
     REDIS,
     SETTINGS,
@@ -147,6 +148,9 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         connection.enqueue(error_frame(ahead.code, ahead.message, ahead.details))
         since = head
     connection.start(websocket, since, head=head)
+    # After the socket is live: presence is the user's, whichever socket they use
+    # (this one receives no presence frames). It never raises.
+    await app[PRESENCE].socket_opened(session.channel_id, session.user_id)
     return _handed_over()
 
 
@@ -229,6 +233,7 @@ class _ChatSocket:
                 await asyncio.wait({self._in_flight[0]})
         await self._connection.stop()
         await self._app[HUB].leave(self._connection)
+        await self._app[PRESENCE].socket_closed(self._session.channel_id, self._session.user_id)
 
     def _start_sending(self) -> contextvars.Context:
         self._route = self._app[BROKER].route(self._session.channel_id, self._session.user_id)

@@ -6,25 +6,18 @@ session's PostgreSQL and Valkey (with a key prefix of its own).
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
 import pytest
 
 from loadtests.report import METRICS
-from tests.processes import run_with_deadline
+from tests.loadtests.subprocess_run import run_json
 
 _RUN_LIMIT_SECONDS = 45.0
 
 
 async def _run_fanout(*args: str) -> dict[str, Any]:
-    finished = await run_with_deadline(
-        sys.executable, "-m", "loadtests.fanout", *args, "--json", deadline=_RUN_LIMIT_SECONDS
-    )
-    assert finished.returncode == 0, finished.stderr.decode()[-3000:]
-    summary: dict[str, Any] = json.loads(finished.stdout)
-    return summary
+    return await run_json("loadtests.fanout", *args, "--json", within=_RUN_LIMIT_SECONDS)
 
 
 async def test_small_channels_run_delivers_every_message_once(
