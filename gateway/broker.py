@@ -10,7 +10,7 @@ coroutine; `send` awaits the rest (connecting, retrying, seeding a counter).
 
 Incoming publishes reach `Deliveries.deliver` as the bytes that were published;
 frames are never decoded or re-encoded on the way to the sockets. Control
-events (a member removed, a user's tokens revoked) share the channel's topic
+events (a member removed, a user's tokens revoked, a user typing) share the channel's topic
 and start with `!`, which no JSON frame does.
 """
 
@@ -36,6 +36,7 @@ from shared.errors import CloseCode, RateLimitedError, UnavailableError
 from shared.redis_keys import RedisKeys, partition_of
 from shared.scripts import Scripts
 from shared.settings import Settings
+from shared.wire import TYPING_EXPIRES_MS, typing_frame
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ class Deliveries(Protocol):
     """Where the broker hands what arrives for this node (the hub)."""
 
     def deliver(self, channel_id: int, frame: bytes) -> None: ...
+
+    def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None: ...
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None: ...
 
@@ -253,7 +256,12 @@ class Broker:
         assert self._deliveries is not None  # checked by the caller
         try:
             event = orjson.loads(payload[1:])
-            closing = CONTROL_CLOSES.get(event["event"])
+            name = event["event"]
+            if name == "typing":
+                frame = typing_frame(channel_id, int(event["user_id"]), TYPING_EXPIRES_MS)
+                self._deliveries.deliver_event(channel_id, None, frame)
+                return
+            closing = CONTROL_CLOSES.get(name)
             if closing is not None:
                 self._deliveries.remove_user(channel_id, int(event["user_id"]), *closing)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -267,6 +275,10 @@ class Broker:
         """Tell every node to close `user_id`'s sockets in these channels (4401):
         the tokens they were opened with are revoked."""
         await self._publish_control(channel_ids, "tokens_revoked", user_id)
+
+    async def publish_typing(self, channel_id: int, user_id: int) -> None:
+        """Tell every node's event-taking sockets in the channel that `user_id` types."""
+        await self._publish_control([channel_id], "typing", user_id)
 
     async def _publish_control(self, channel_ids: list[int], event: str, user_id: int) -> None:
         """Publish one control event on each channel's topic, pipelined: a user in

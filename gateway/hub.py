@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Protocol
 
-from gateway.connection import Connection
+from gateway.connection import Connection, Outbox
 from gateway.metrics import GatewayMetrics
 from gateway.websocket import text_frame
 from shared.errors import CloseCode, TooManySocketsError
@@ -50,33 +50,44 @@ class Hub:
         # memory, and counting here costs no round trip per connect.
         self._max_sockets_per_user = max_sockets_per_user
         self._sockets_of_user: dict[int, int] = {}
+        self._sockets: set[Outbox] = set()
         # Serializes subscribe/unsubscribe per channel, so a join racing the last
         # leave never ends with members and no subscription.
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._resync_listeners: list[Callable[[], None]] = []
 
-    async def join(self, connection: Connection) -> None:
-        """Register a connection; subscribes the node if it is the channel's first.
-
-        Raises TooManySocketsError when its user already holds the most sockets
-        allowed here, or whatever `subscribe` raises, with the hub left unchanged.
-        """
-        channel_id, user_id = connection.channel_id, connection.user_id
-        # Counted before the first await, so concurrent joins cannot overshoot the cap.
+    def open_socket(self, out: Outbox) -> None:
+        """Register a socket, counted once for its user however many channels it
+        holds (`close_all` closes it); raises TooManySocketsError at the cap."""
+        user_id = out.user_id
         held = self._sockets_of_user.get(user_id, 0)
         if held >= self._max_sockets_per_user:
             raise TooManySocketsError()
         self._sockets_of_user[user_id] = held + 1
-        try:
-            async with self._locks[channel_id]:
-                members = self._channels.get(channel_id)
-                if members is None:
-                    await self._subscriptions.subscribe(channel_id)
-                    members = self._channels[channel_id] = set()
-                members.add(connection)
-        except BaseException:
-            self._release(user_id)
-            raise
+        self._sockets.add(out)
+
+    def close_socket(self, out: Outbox) -> None:
+        """The end of a socket `open_socket` registered."""
+        self._sockets.remove(out)
+        user_id = out.user_id
+        held = self._sockets_of_user[user_id] - 1
+        if held:
+            self._sockets_of_user[user_id] = held
+        else:
+            del self._sockets_of_user[user_id]
+
+    async def join(self, connection: Connection) -> None:
+        """Register a connection; subscribes the node if it is the channel's first.
+
+        Raises whatever `subscribe` raises, with the hub left unchanged.
+        """
+        channel_id = connection.channel_id
+        async with self._locks[channel_id]:
+            members = self._channels.get(channel_id)
+            if members is None:
+                await self._subscriptions.subscribe(channel_id)
+                members = self._channels[channel_id] = set()
+            members.add(connection)
 
     async def leave(self, connection: Connection) -> None:
         channel_id = connection.channel_id
@@ -85,19 +96,11 @@ class Hub:
             if members is None or connection not in members:
                 return
             members.remove(connection)
-            self._release(connection.user_id)
             if not members:
                 del self._channels[channel_id]
                 await self._subscriptions.unsubscribe(channel_id)
         if channel_id not in self._channels and not self._locks[channel_id].locked():
             self._locks.pop(channel_id, None)
-
-    def _release(self, user_id: int) -> None:
-        held = self._sockets_of_user[user_id] - 1
-        if held:
-            self._sockets_of_user[user_id] = held
-        else:
-            del self._sockets_of_user[user_id]
 
     def deliver(self, channel_id: int, frame: bytes) -> None:
         """Offer one pre-encoded message frame to every local member of the channel."""
@@ -116,6 +119,17 @@ class Hub:
         wire = text_frame(frame)  # framed once: every member writes the same bytes
         for connection in members:
             connection.offer(seq, wire)
+
+    def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None:
+        """Offer an event frame (a JSON payload, framed once here) to the channel's
+        local connections that take events; only to `user_id`'s when given."""
+        members = self._channels.get(channel_id)
+        if not members:
+            return
+        wire = text_frame(frame)
+        for connection in members:
+            if connection.events and (user_id is None or connection.user_id == user_id):
+                connection.offer_event(wire)
 
     def resync(self, channel_ids: list[int]) -> None:
         """Publishes to these channels may have been missed (their pub/sub link was
@@ -151,6 +165,8 @@ class Hub:
         for members in list(self._channels.values()):
             for connection in list(members):
                 connection.close(code, reason)
+        for out in list(self._sockets):
+            out.close(code, reason)  # a multiplexed socket may hold no channel
 
     @property
     def channel_count(self) -> int:
@@ -158,4 +174,5 @@ class Hub:
 
     @property
     def connection_count(self) -> int:
-        return sum(len(members) for members in self._channels.values())
+        """Sockets open (a multiplexed one counts once)."""
+        return len(self._sockets)

@@ -149,6 +149,63 @@ ChatFrame = Annotated[TextFrame | FileFrame, Field(discriminator="type")]
 CHAT_FRAME: TypeAdapter[TextFrame | FileFrame] = TypeAdapter(ChatFrame)
 
 
+# --- Multiplexed socket frames (client -> server) ------------------------------
+
+
+class SubscribeFrame(_Body):
+    type: Literal["subscribe"]
+    channel_id: ChannelId
+    since: Annotated[StrictInt, Field(ge=0, le=2**53)] | None = None
+
+
+class UnsubscribeFrame(_Body):
+    type: Literal["unsubscribe"]
+    channel_id: ChannelId
+
+
+class SendFrame(_Body):
+    type: Literal["send"]
+    channel_id: ChannelId
+    body: ChatFrame
+    client_id: Annotated[str, Field(pattern=_CLIENT_ID_PATTERN)] | None = None
+
+
+class TypingFrame(_Body):
+    type: Literal["typing"]
+    channel_id: ChannelId
+
+
+MuxFrame = Annotated[
+    SubscribeFrame | UnsubscribeFrame | SendFrame | TypingFrame, Field(discriminator="type")
+]
+MUX_FRAME: TypeAdapter[SubscribeFrame | UnsubscribeFrame | SendFrame | TypingFrame] = TypeAdapter(
+    MuxFrame
+)
+
+
+def subscribed_frame(channel_id: int, last_seq: int) -> bytes:
+    return orjson.dumps({"type": "subscribed", "channel_id": channel_id, "last_seq": last_seq})
+
+
+def unsubscribed_frame(channel_id: int) -> bytes:
+    return orjson.dumps({"type": "unsubscribed", "channel_id": channel_id})
+
+
+# How long a client shows "typing" after the last typing event of a user.
+TYPING_EXPIRES_MS = 5000
+
+
+def typing_frame(channel_id: int, user_id: int, expires_in_ms: int) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "typing",
+            "channel_id": channel_id,
+            "user_id": user_id,
+            "expires_in_ms": expires_in_ms,
+        }
+    )
+
+
 _TRANSPORT_FIELDS = {"client_id"}
 
 
@@ -213,9 +270,14 @@ def error_frame(
     message: str,
     details: list[dict[str, object]] | None = None,
     retry_after: float | None = None,
+    *,
+    channel_id: int | None = None,
 ) -> bytes:
-    """The socket's error frame: the Go server's shape plus `type` and `code`."""
+    """The socket's error frame: the Go server's shape plus `type` and `code`
+    (and, on the multiplexed socket, the `channel_id` it is about)."""
     body: dict[str, object] = {"success": False, "message": message, "type": "error", "code": code}
+    if channel_id is not None:
+        body["channel_id"] = channel_id
     if details:
         body["errors"] = details
     if retry_after is not None:
@@ -224,13 +286,23 @@ def error_frame(
 
 
 def ack_frame(
-    message_id: int, seq: int, client_id: str | None, *, duplicate: bool = False
+    message_id: int,
+    seq: int,
+    client_id: str | None,
+    *,
+    duplicate: bool = False,
+    channel_id: int | None = None,
 ) -> bytes:
-    """The sender's acknowledgement; a re-sent `client_id` gets the original's, marked."""
+    """The sender's acknowledgement; a re-sent `client_id` gets the original's, marked.
+    The multiplexed socket's carries `channel_id`."""
     ack: dict[str, object] = {
         "success": True,
         "message": "Message sent successfully",
         "type": "ack",
+    }
+    if channel_id is not None:
+        ack["channel_id"] = channel_id
+    ack |= {
         "id": message_id,
         "seq": seq,
         "client_id": client_id,
