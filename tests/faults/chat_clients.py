@@ -179,7 +179,8 @@ class Member:
                 async with await open_socket(
                     self._session, url, self._kind, self._account, self._channel_id, self.last_seq
                 ) as ws:
-                    self.connected.set()
+                    if self._kind == "chat":
+                        self.connected.set()  # subscribed before the upgrade completed
                     async for message in ws:
                         if message.type is aiohttp.WSMsgType.TEXT:
                             self._on_frame(orjson.loads(message.data))
@@ -189,7 +190,9 @@ class Member:
             await asyncio.sleep(_RETRY_PAUSE_SECONDS)
 
     def _on_frame(self, frame: dict[str, object]) -> None:
-        if frame["type"] == "message":
+        if frame["type"] == "subscribed":
+            self.connected.set()  # messages sent from now on reach this member
+        elif frame["type"] == "message":
             seq = frame["seq"]
             assert isinstance(seq, int)
             self.seqs.append(seq)

@@ -6,9 +6,12 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 from aiohttp.test_utils import TestClient
 
+from gateway.app import drain
+from gateway.app_keys import METRICS
 from tests.gateway.api_client import (
     RECEIVE_TIMEOUT,
     Account,
@@ -59,6 +62,12 @@ async def send_text(
         body={"type": "text", "content": content},
         client_id=client_id,
     )
+
+
+async def close_code_of(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+    closing = await ws.receive(timeout=RECEIVE_TIMEOUT)
+    assert closing.type is aiohttp.WSMsgType.CLOSE, closing
+    return ws.close_code
 
 
 async def next_error(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
@@ -234,9 +243,7 @@ async def test_hostile_frames_are_refused_and_change_nothing(make_gateway: MakeG
     assert ack["seq"] == message["seq"] == 1  # nothing hostile was stored
 
     await mux.send_bytes(b'{"type":"subscribe","channel_id":1}')
-    closing = await mux.receive(timeout=RECEIVE_TIMEOUT)
-    assert closing.type is aiohttp.WSMsgType.CLOSE
-    assert mux.close_code == 1003
+    assert await close_code_of(mux) == 1003
 
 
 async def test_subscriptions_beyond_the_limit_are_refused(make_gateway: MakeGateway) -> None:
@@ -258,14 +265,22 @@ async def test_subscriptions_beyond_the_limit_are_refused(make_gateway: MakeGate
     await subscribe(mux, channels[4])
 
 
-async def test_nothing_of_a_channel_follows_its_unsubscribed(make_gateway: MakeGateway) -> None:
-    gateway_a, gateway_b = await make_gateway(), await make_gateway()
+async def _bob_in_two_channels(
+    gateway_a: TestClient[Any, Any], gateway_b: TestClient[Any, Any]
+) -> tuple[int, int, Account, Account, aiohttp.ClientWebSocketResponse]:
+    """Two channels of alice's, both joined by bob, whose socket on B subscribes both."""
     first, (alice, bob) = await room(gateway_a, "alice", "bob")
     second = await create_channel(gateway_a, alice, "second")
     await join(gateway_a, bob, second)
     mux_bob = await open_mux(gateway_b, bob)
     await subscribe(mux_bob, first)
     await subscribe(mux_bob, second)
+    return first, second, alice, bob, mux_bob
+
+
+async def test_nothing_of_a_channel_follows_its_unsubscribed(make_gateway: MakeGateway) -> None:
+    gateway_a, gateway_b = await make_gateway(), await make_gateway()
+    first, second, alice, _, mux_bob = await _bob_in_two_channels(gateway_a, gateway_b)
     chat_first = await connect(gateway_a, alice, first)
     chat_second = await connect(gateway_a, alice, second)
 
@@ -281,13 +296,19 @@ async def test_nothing_of_a_channel_follows_its_unsubscribed(make_gateway: MakeG
     assert await receive_json(mux_bob) == {"type": "unsubscribed", "channel_id": first}
 
 
-async def test_a_resent_client_id_is_acked_once_per_channel(make_gateway: MakeGateway) -> None:
-    gateway = await make_gateway()
+async def _alone_in_two_channels(
+    gateway: TestClient[Any, Any],
+) -> tuple[int, int, aiohttp.ClientWebSocketResponse]:
     first, (alice,) = await room(gateway, "alice")
     second = await create_channel(gateway, alice, "second")
     mux = await open_mux(gateway, alice)
     await subscribe(mux, first)
     await subscribe(mux, second)
+    return first, second, mux
+
+
+async def test_a_resent_client_id_is_acked_once_per_channel(make_gateway: MakeGateway) -> None:
+    first, second, mux = await _alone_in_two_channels(await make_gateway())
 
     await send_text(mux, first, "once", "same")
     original, _ = await receive_each(mux, "ack", "message")
@@ -306,12 +327,7 @@ async def test_a_resent_client_id_is_acked_once_per_channel(make_gateway: MakeGa
 async def test_sends_across_channels_are_acked_in_the_order_sent(
     make_gateway: MakeGateway,
 ) -> None:
-    gateway = await make_gateway()
-    first, (alice,) = await room(gateway, "alice")
-    second = await create_channel(gateway, alice, "second")
-    mux = await open_mux(gateway, alice)
-    await subscribe(mux, first)
-    await subscribe(mux, second)
+    first, second, mux = await _alone_in_two_channels(await make_gateway())
     order = [first, second] * 10
     for index, channel_id in enumerate(order):
         await send_text(mux, channel_id, "m", f"c-{index}")
@@ -355,12 +371,7 @@ async def test_typing_reaches_event_sockets_on_every_gateway_once_per_interval(
 
 async def test_removal_ends_that_subscription_only(make_gateway: MakeGateway) -> None:
     gateway_a, gateway_b = await make_gateway(), await make_gateway()
-    first, (alice, bob) = await room(gateway_a, "alice", "bob")
-    second = await create_channel(gateway_a, alice, "second")
-    await join(gateway_a, bob, second)
-    mux_bob = await open_mux(gateway_b, bob)
-    await subscribe(mux_bob, first)
-    await subscribe(mux_bob, second)
+    first, second, _, bob, mux_bob = await _bob_in_two_channels(gateway_a, gateway_b)
 
     left = await gateway_a.post(
         "/api/v1/channels/leave", json={"channel_id": first}, headers=bob.auth
@@ -385,9 +396,7 @@ async def test_logout_closes_the_socket_4401(make_gateway: MakeGateway) -> None:
     response = await gateway_a.post("/api/v1/auth/logout", headers=alice.auth)
     assert response.status == 200
 
-    closing = await mux.receive(timeout=RECEIVE_TIMEOUT)
-    assert closing.type is aiohttp.WSMsgType.CLOSE
-    assert mux.close_code == 4401
+    assert await close_code_of(mux) == 4401
 
 
 async def test_admission_is_the_chat_sockets(make_gateway: MakeGateway) -> None:
@@ -419,3 +428,39 @@ async def test_admission_is_the_chat_sockets(make_gateway: MakeGateway) -> None:
     await subscribe(second, channels[0])
     third = await open_mux(gateway, alice)
     assert (await expect_refusal(third))[0]["code"] == "too_many_sockets"
+
+
+async def test_the_membership_audit_ends_a_subscription_no_event_removed(
+    make_gateway: MakeGateway, pg_pool: asyncpg.Pool
+) -> None:
+    gateway = await make_gateway(membership_recheck_seconds=0.3)
+    first, (_, bob) = await room(gateway, "alice", "bob")
+    mux = await open_mux(gateway, bob)
+    await subscribe(mux, first)
+
+    status = await pg_pool.execute(
+        "DELETE FROM memberships WHERE channel_id = $1 AND user_id = $2", first, bob.user_id
+    )
+    assert status == "DELETE 1"
+
+    removed = await next_error(mux)
+    assert (removed["code"], removed["channel_id"]) == ("not_a_member", first)
+    assert gateway.app[METRICS].membership_revocations.value == 1
+    await put(mux, type="typing", channel_id=first)
+    assert (await next_error(mux))["code"] == "not_subscribed"  # the socket is still open
+
+
+async def test_drain_closes_a_socket_without_subscriptions_with_1012(
+    make_gateway: MakeGateway,
+) -> None:
+    gateway = await make_gateway(drain_delay_seconds=0)
+    alice = await signup(gateway, "alice")
+    mux = await open_mux(gateway, alice)
+    # A frame answered proves the socket is admitted before the drain starts.
+    await put(mux, type="unsubscribe", channel_id=1)
+    assert (await receive_json(mux))["type"] == "unsubscribed"
+
+    draining = asyncio.create_task(drain(gateway.app))
+
+    assert await close_code_of(mux) == 1012
+    await draining
