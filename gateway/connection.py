@@ -312,9 +312,9 @@ class Connection:
         self._start_catch_up(self.last_seq, goal=seq - 1)
 
     def offer_event(self, frame: bytes) -> None:
-        """An ephemeral event frame (finished): sent as it comes, never held or replayed."""
-        if self.events:
-            self.out.send(frame)
+        """An ephemeral event frame (finished): sent as it comes, never held or replayed.
+        The hub offers events only to connections whose `events` is set."""
+        self.out.send(frame)
 
     def resync(self) -> None:
         """The pub/sub link was re-established: replay what was published meanwhile."""
