@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.api import auth, channels, health, openapi, users
+from gateway.api import auth, channels, health, me, openapi, users
 from gateway.app_keys import (
     BACKLOG,
     BROKER,
@@ -114,6 +114,8 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_get("/api/v1/channels/{id:[0-9]+}", channels.get_channel),
         app.router.add_get("/api/v1/channels/{id:[0-9]+}/members", channels.list_members),
         app.router.add_get("/api/v1/channels/{id:[0-9]+}/messages", channels.list_messages),
+        app.router.add_put("/api/v1/channels/{id:[0-9]+}/read", channels.mark_channel_read),
+        app.router.add_get("/api/v1/me/channels", me.list_my_channels),
     ]
     _enable_cors(app, settings, rest)
 

@@ -10,8 +10,9 @@ coroutine; `send` awaits the rest (connecting, retrying, seeding a counter).
 
 Incoming publishes reach `Deliveries.deliver` as the bytes that were published;
 frames are never decoded or re-encoded on the way to the sockets. Control
-events (a member removed, a user's tokens revoked, a user typing) share the channel's topic
-and start with `!`, which no JSON frame does.
+events (a member removed, a user's tokens revoked, a read marker moved, a user
+typing) share
+the channel's topic and start with `!`, which no JSON frame does.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from shared.errors import CloseCode, RateLimitedError, UnavailableError
 from shared.redis_keys import RedisKeys, partition_of
 from shared.scripts import Scripts
 from shared.settings import Settings
-from shared.wire import TYPING_EXPIRES_MS, typing_frame
+from shared.wire import TYPING_EXPIRES_MS
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,14 @@ _SEND_ARGV_COUNT = 12
 CONTROL_CLOSES: dict[str, tuple[CloseCode, str]] = {
     "member_removed": (CloseCode.FORBIDDEN, "no longer a member of this channel"),
     "tokens_revoked": (CloseCode.UNAUTHORIZED, "token revoked, log in again"),
+}
+# Control events that become frames for the sockets that take live events
+# (`Deliveries.deliver_event`), and whether only the event's user's sockets get
+# them. The frame is `{"type": <event>, "channel_id": ..}` plus the event's
+# other fields, encoded once per gateway.
+CONTROL_FRAMES: dict[str, bool] = {
+    "read": True,  # a user's read marker moved: their other sockets update badges
+    "typing": False,  # a user types (ephemeral): every taker of the channel shows it
 }
 # Recent history outlives a quiet weekend, then frees its memory.
 _RECENT_TTL_MS = 7 * 24 * 3600 * 1000
@@ -256,14 +265,14 @@ class Broker:
         assert self._deliveries is not None  # checked by the caller
         try:
             event = orjson.loads(payload[1:])
-            name = event["event"]
-            if name == "typing":
-                frame = typing_frame(channel_id, int(event["user_id"]), TYPING_EXPIRES_MS)
-                self._deliveries.deliver_event(channel_id, None, frame)
-                return
+            name = event.pop("event")
             closing = CONTROL_CLOSES.get(name)
             if closing is not None:
                 self._deliveries.remove_user(channel_id, int(event["user_id"]), *closing)
+            elif name in CONTROL_FRAMES:
+                user_id = int(event["user_id"]) if CONTROL_FRAMES[name] else None
+                frame = orjson.dumps({"type": name, "channel_id": channel_id, **event})
+                self._deliveries.deliver_event(channel_id, user_id, frame)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("malformed control event ignored", extra={"channel_id": channel_id})
 
@@ -278,12 +287,24 @@ class Broker:
 
     async def publish_typing(self, channel_id: int, user_id: int) -> None:
         """Tell every node's event-taking sockets in the channel that `user_id` types."""
-        await self._publish_control([channel_id], "typing", user_id)
+        await self._publish_control(
+            [channel_id], "typing", user_id, expires_in_ms=TYPING_EXPIRES_MS
+        )
 
-    async def _publish_control(self, channel_ids: list[int], event: str, user_id: int) -> None:
+    async def publish_read(self, channel_id: int, user_id: int, last_read_seq: int) -> None:
+        """Tell every node that `user_id`'s read marker in the channel is now `last_read_seq`."""
+        await self._publish_control([channel_id], "read", user_id, last_read_seq=last_read_seq)
+
+    async def _publish_control(
+        self, channel_ids: list[int], event: str, user_id: int, **fields: int
+    ) -> None:
         """Publish one control event on each channel's topic, pipelined: a user in
-        many channels costs one round trip per pipeline, not one per channel."""
-        payload = _CONTROL_PREFIX + orjson.dumps({"event": event, "user_id": user_id})
+        many channels costs one round trip per pipeline, not one per channel.
+
+        Raises UnavailableError.
+        """
+        body = {"event": event, "user_id": user_id, **fields}
+        payload = _CONTROL_PREFIX + orjson.dumps(body)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for channel_id in channel_ids:

@@ -140,6 +140,8 @@ def new_connection(
     channel_id: int,
     token_generation: int,
     kind: type[Connection] = Connection,
+    *,
+    wants_events: bool = False,
 ) -> Connection:
     settings = app[SETTINGS]
     return kind(
@@ -150,6 +152,7 @@ def new_connection(
         metrics=app[METRICS],
         resume_wait_seconds=settings.ws_resume_wait_seconds,
         replay_stall_seconds=settings.ws_replay_stall_seconds,
+        wants_events=wants_events,
     )
 
 

@@ -207,12 +207,8 @@ _DETACHED._close_request = (CloseCode.NORMAL, "", None)
 class Connection:
     """One channel's stream into a socket's `Outbox`, with the channel's resume state.
 
-    What the hub holds, per channel. `events` says whether the socket takes
-    event frames (typing, presence, read): the chat socket, which the Go
-    server's clients use, gets message frames only.
+    What the hub holds, per channel.
     """
-
-    events = False
 
     __slots__ = (
         "_catch_up",
@@ -226,6 +222,7 @@ class Connection:
         "out",
         "token_generation",
         "user_id",
+        "wants_events",
     )
 
     def __init__(
@@ -238,6 +235,7 @@ class Connection:
         metrics: GatewayMetrics,
         resume_wait_seconds: float,
         replay_stall_seconds: float,
+        wants_events: bool = False,
     ) -> None:
         self.out = out
         self.user_id = out.user_id
@@ -245,6 +243,10 @@ class Connection:
         # Of the token the socket was opened with: the membership audit re-checks it.
         self.token_generation = token_generation
         self.last_seq = 0  # the last message seq queued to this socket
+        # Whether live-state events (`Hub.deliver_event`) reach this socket: the
+        # multiplexed socket's do; the per-channel one keeps the Go server's
+        # frames. Fixed before `Hub.join`, which indexes the takers.
+        self.wants_events = wants_events
         self.metrics = metrics
         self._replay = replay
         self._resume_wait_seconds = resume_wait_seconds
@@ -312,8 +314,8 @@ class Connection:
         self._start_catch_up(self.last_seq, goal=seq - 1)
 
     def offer_event(self, frame: bytes) -> None:
-        """An ephemeral event frame (finished): sent as it comes, never held or replayed.
-        The hub offers events only to connections whose `events` is set."""
+        """A live-state event, as a finished frame: sent now or queued like any frame,
+        outside the seq order (an event has no seq), also while catching up."""
         self.out.send(frame)
 
     def resync(self) -> None:

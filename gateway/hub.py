@@ -55,6 +55,11 @@ class Hub:
         # leave never ends with members and no subscription.
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._resync_listeners: list[Callable[[], None]] = []
+        # The connections that take live-state events, by channel and user: a
+        # user's event (`read`) in a big channel reaches that user's few sockets
+        # without a walk over every member. Only the multiplexed socket's
+        # connections are here; a per-channel socket costs nothing.
+        self._event_takers: dict[int, dict[int, set[Connection]]] = {}
 
     def open_socket(self, out: Outbox) -> None:
         """Register a socket, counted once for its user however many channels it
@@ -88,6 +93,9 @@ class Hub:
                 await self._subscriptions.subscribe(channel_id)
                 members = self._channels[channel_id] = set()
             members.add(connection)
+            if connection.wants_events:
+                takers = self._event_takers.setdefault(channel_id, {})
+                takers.setdefault(connection.user_id, set()).add(connection)
 
     async def leave(self, connection: Connection) -> None:
         channel_id = connection.channel_id
@@ -96,11 +104,25 @@ class Hub:
             if members is None or connection not in members:
                 return
             members.remove(connection)
+            if connection.wants_events:
+                self._drop_event_taker(connection)
             if not members:
                 del self._channels[channel_id]
                 await self._subscriptions.unsubscribe(channel_id)
         if channel_id not in self._channels and not self._locks[channel_id].locked():
             self._locks.pop(channel_id, None)
+
+    def _drop_event_taker(self, connection: Connection) -> None:
+        # Tolerant: a flag turned on after `join` left the connection unindexed.
+        takers = self._event_takers.get(connection.channel_id, {})
+        mine = takers.get(connection.user_id)
+        if mine is None:
+            return
+        mine.discard(connection)
+        if not mine:
+            del takers[connection.user_id]
+            if not takers:
+                del self._event_takers[connection.channel_id]
 
     def deliver(self, channel_id: int, frame: bytes) -> None:
         """Offer one pre-encoded message frame to every local member of the channel."""
@@ -121,15 +143,22 @@ class Hub:
             connection.offer(seq, wire)
 
     def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None:
-        """Offer an event frame (a JSON payload, framed once here) to the channel's
-        local connections that take events; only to `user_id`'s when given."""
-        members = self._channels.get(channel_id)
-        if not members:
+        """Offer a live-state event (`read`, ...: no seq, never replayed) to the local
+        members of the channel whose connections take events (`wants_events`: the
+        multiplexed socket's; the per-channel socket keeps the Go server's frame
+        types), only to `user_id`'s when it is given. Framed once."""
+        takers = self._event_takers.get(channel_id)
+        if not takers:
+            return
+        if user_id is None:
+            targets = [connection for mine in takers.values() for connection in mine]
+        else:
+            targets = list(takers.get(user_id, ()))
+        if not targets:
             return
         wire = text_frame(frame)
-        for connection in members:
-            if connection.events and (user_id is None or connection.user_id == user_id):
-                connection.offer_event(wire)
+        for connection in targets:
+            connection.offer_event(wire)
 
     def resync(self, channel_ids: list[int]) -> None:
         """Publishes to these channels may have been missed (their pub/sub link was

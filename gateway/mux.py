@@ -19,6 +19,8 @@ JSON object with `type`, handled in the order they arrive (`gateway.inbound`):
   membership audit keeps checking it), and goes the chat socket's way: a
   message budget per channel (as the rate limit in Redis is), validation, the
   send script, the ack (with `channel_id`).
+- `read` marks the channel read (`gateway.read_markers.mark_read`, the REST
+  route's rules); no subscription needed.
 - `typing` requires a subscription, relays at most one per
   `WS_TYPING_INTERVAL_SECONDS` per channel (the rest are dropped silently) as
   a control event on the channel's topic, which every gateway delivers to the
@@ -54,6 +56,7 @@ from gateway.chat import (
 from gateway.connection import Connection, Outbox
 from gateway.inbound import Inbound, Step, check_size, invalid_frame
 from gateway.message_budget import MessageBudget
+from gateway.read_markers import mark_read
 from gateway.websocket import check_upgrade
 from shared.errors import (
     AppError,
@@ -68,6 +71,7 @@ from shared.errors import (
 )
 from shared.wire import (
     MUX_FRAME,
+    ReadFrame,
     SendFrame,
     SubscribeFrame,
     TypingFrame,
@@ -112,9 +116,7 @@ async def mux_socket(request: web.Request) -> web.StreamResponse:
 
 
 class _Subscription(Connection):
-    """One channel of a multiplexed socket."""
-
-    events = True
+    """One channel of a multiplexed socket (made with `wants_events`)."""
 
     __slots__ = ("announced", "budget", "owner", "route", "typed_at")
 
@@ -159,6 +161,8 @@ class _MuxSocket(Inbound):
         channel_id = frame.channel_id
         if isinstance(frame, SubscribeFrame):
             return self._subscribe(frame)
+        if isinstance(frame, ReadFrame):
+            return self._read(frame)
         sub = self._streams.get(channel_id)
         if frame.type == "unsubscribe":
             if sub is not None:
@@ -199,6 +203,13 @@ class _MuxSocket(Inbound):
         except AppError as exc:
             self._rejected(exc, channel_id)
 
+    async def _read(self, frame: ReadFrame) -> None:
+        # A member's mark, subscribed or not: the same rules as the REST route's.
+        try:
+            await mark_read(self.app, self._claims.user_id, frame.channel_id, frame.seq)
+        except AppError as exc:
+            self._rejected(exc, frame.channel_id)
+
     async def _subscribe(self, frame: SubscribeFrame) -> None:
         try:
             await self._join(frame)
@@ -216,7 +227,9 @@ class _MuxSocket(Inbound):
         if old is None and len(self._streams) >= limit:
             raise TooManySubscriptionsError(details=[{"limit": limit}])
         await channel_access(app, self._claims, channel_id)
-        sub = new_connection(app, self.out, channel_id, self._claims.generation, _Subscription)
+        sub = new_connection(
+            app, self.out, channel_id, self._claims.generation, _Subscription, wants_events=True
+        )
         assert isinstance(sub, _Subscription)
         sub.owner, sub.budget, sub.typed_at, sub.announced = self, None, -1e9, False
         sub.route = app[BROKER].route(channel_id, self._claims.user_id)

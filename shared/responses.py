@@ -141,6 +141,47 @@ class MessagePageJson(TypedDict):
 
 
 @with_config(_CLOSED)
+class ReadMarkerJson(TypedDict):
+    """The caller's stored read marker after a mark: where it ended up."""
+
+    channel_id: int
+    last_read_seq: int
+
+
+@with_config(_CLOSED)
+class LastMessageJson(TypedDict):
+    """A channel's newest stored message, as a channel list shows it."""
+
+    id: int
+    seq: int
+    user: AuthorJson
+    type: Annotated[str, Field(description="The body's type: `text` or `file`.")]
+    preview: Annotated[
+        str, Field(description="The first 100 characters of a text, or a file's `filename`.")
+    ]
+    created_at: Timestamp
+
+
+@with_config(_CLOSED)
+class MyChannelJson(TypedDict):
+    """One of the caller's channels, with their read state."""
+
+    id: int
+    name: str
+    description: str
+    image_url: str | None
+    created_at: Timestamp
+    role: MemberRole
+    last_seq: Annotated[
+        int,
+        Field(description="The channel's last seq, messages not yet persisted included."),
+    ]
+    last_read_seq: int
+    unread_count: Annotated[int, Field(description="`last_seq - last_read_seq`.")]
+    last_message: LastMessageJson | None
+
+
+@with_config(_CLOSED)
 class SuccessEnvelope(TypedDict):
     """Every successful REST answer but `GET /`, `/metrics` and the OpenAPI document.
 

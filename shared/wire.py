@@ -76,6 +76,8 @@ def _integral(value: object) -> object:
 
 
 ChannelId = Annotated[StrictInt, Field(gt=0, le=2**53), BeforeValidator(_integral)]
+# A position in a channel's order; 2**53 keeps it exact in JavaScript clients.
+Seq = Annotated[StrictInt, Field(ge=0, le=2**53), BeforeValidator(_integral)]
 
 
 class _Body(BaseModel):
@@ -124,6 +126,12 @@ class ChannelRefBody(_Body):
     channel_id: ChannelId
 
 
+class ReadBody(_Body):
+    """`PUT /api/v1/channels/{id}/read`: mark the channel read up to `seq`."""
+
+    seq: Seq
+
+
 # --- Chat frames (client -> server) -------------------------------------------
 
 
@@ -145,6 +153,14 @@ class FileFrame(_Body):
     client_id: Annotated[str, Field(pattern=_CLIENT_ID_PATTERN)] | None = None
 
 
+class ReadFrame(_Body):
+    """The multiplexed socket's `read` frame: the same as `ReadBody`, for one channel."""
+
+    type: Literal["read"]
+    channel_id: ChannelId
+    seq: Seq
+
+
 ChatFrame = Annotated[TextFrame | FileFrame, Field(discriminator="type")]
 CHAT_FRAME: TypeAdapter[TextFrame | FileFrame] = TypeAdapter(ChatFrame)
 
@@ -155,7 +171,7 @@ CHAT_FRAME: TypeAdapter[TextFrame | FileFrame] = TypeAdapter(ChatFrame)
 class SubscribeFrame(_Body):
     type: Literal["subscribe"]
     channel_id: ChannelId
-    since: Annotated[StrictInt, Field(ge=0, le=2**53)] | None = None
+    since: Seq | None = None
 
 
 class UnsubscribeFrame(_Body):
@@ -175,12 +191,8 @@ class TypingFrame(_Body):
     channel_id: ChannelId
 
 
-MuxFrame = Annotated[
-    SubscribeFrame | UnsubscribeFrame | SendFrame | TypingFrame, Field(discriminator="type")
-]
-MUX_FRAME: TypeAdapter[SubscribeFrame | UnsubscribeFrame | SendFrame | TypingFrame] = TypeAdapter(
-    MuxFrame
-)
+_MuxFrames = SubscribeFrame | UnsubscribeFrame | SendFrame | TypingFrame | ReadFrame
+MUX_FRAME: TypeAdapter[_MuxFrames] = TypeAdapter(Annotated[_MuxFrames, Field(discriminator="type")])
 
 
 def subscribed_frame(channel_id: int, last_seq: int) -> bytes:
@@ -193,17 +205,6 @@ def unsubscribed_frame(channel_id: int) -> bytes:
 
 # How long a client shows "typing" after the last typing event of a user.
 TYPING_EXPIRES_MS = 5000
-
-
-def typing_frame(channel_id: int, user_id: int, expires_in_ms: int) -> bytes:
-    return orjson.dumps(
-        {
-            "type": "typing",
-            "channel_id": channel_id,
-            "user_id": user_id,
-            "expires_in_ms": expires_in_ms,
-        }
-    )
 
 
 _TRANSPORT_FIELDS = {"client_id"}

@@ -19,6 +19,7 @@ from gateway.api.common import (
 )
 from gateway.api.docs import Auth, documented
 from gateway.app_keys import BROKER, PG_POOL
+from gateway.read_markers import mark_read
 from shared.db import channels, messages
 from shared.errors import (
     AlreadyMemberError,
@@ -27,6 +28,7 @@ from shared.errors import (
     ChannelNotFoundError,
     InvalidParameterError,
     NotAMemberError,
+    UnavailableError,
 )
 from shared.responses import (
     ChannelJson,
@@ -34,10 +36,12 @@ from shared.responses import (
     ChannelWithMembersJson,
     MemberJson,
     MessagePageJson,
+    ReadMarkerJson,
 )
 from shared.wire import (
     ChannelRefBody,
     NewChannelBody,
+    ReadBody,
     stored_message_json,
 )
 
@@ -200,3 +204,24 @@ async def list_messages(request: web.Request) -> web.Response:
         "next_cursor": next_cursor,
     }
     return ok("messages retrieved", data)
+
+
+@documented(
+    "Mark a channel read up to a seq, members only",
+    description="The marker only moves forward (a lower `seq` changes nothing) and is clamped "
+    "to the channel's last seq; the answer is the stored marker. When it moved, the caller's "
+    "multiplexed sockets subscribed to the channel get a `read` event, on every gateway.",
+    body=ReadBody,
+    data=ReadMarkerJson,
+    errors=(ChannelNotFoundError, NotAMemberError, UnavailableError),
+    auth=Auth.REQUIRED,
+)
+async def mark_channel_read(request: web.Request) -> web.Response:
+    """Move the caller's read marker up to `seq` (never back, clamped to the channel's
+    last seq); the answer is the stored marker. See `gateway.read_markers.mark_read`."""
+    claims = await caller(request)
+    channel_id = path_id(request, "id")
+    body = await read_body(request, ReadBody)
+    stored = await mark_read(request.app, claims.user_id, channel_id, body.seq)
+    data: ReadMarkerJson = {"channel_id": channel_id, "last_read_seq": stored}
+    return ok("channel marked read", data)

@@ -16,6 +16,15 @@ from aiohttp.test_utils import TestClient
 
 RECEIVE_TIMEOUT = 5.0
 PASSWORD = "correct horse"  # every account `signup` makes
+# A file message body with every field the Go server's clients send.
+FILE_BODY = {
+    "type": "file",
+    "file_id": "f-1",
+    "filename": "cat.png",
+    "mime_type": "image/png",
+    "url": "https://files.example.com/f-1",
+    "size_in_bytes": 2048,
+}
 
 
 @dataclass

@@ -18,6 +18,7 @@ from gateway.app_keys import HUB
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
 from tests.gateway.api_client import (
+    FILE_BODY,
     connect,
     create_channel,
     eventually,
@@ -97,14 +98,7 @@ async def test_messages_arrive_in_seq_order_both_ways(make_gateway: MakeGateway)
 async def test_file_message_keeps_the_go_fields(gateway: TestClient[Any, Any]) -> None:
     channel_id, (alice,) = await room(gateway, "alice")
     ws = await connect(gateway, alice, channel_id)
-    body = {
-        "type": "file",
-        "file_id": "f-1",
-        "filename": "cat.png",
-        "mime_type": "image/png",
-        "url": "https://files.example.com/f-1",
-        "size_in_bytes": 2048,
-    }
+    body = FILE_BODY
     await ws.send_str(orjson.dumps(body).decode())
     assert (await receive_until(ws, "message"))["body"] == body
 

@@ -467,3 +467,30 @@ async def test_drain_closes_a_socket_without_subscriptions_with_1012(
 
     assert await close_code_of(mux) == 1012
     await draining
+
+
+async def test_a_read_frame_moves_the_marker_and_reaches_the_users_sockets(
+    make_gateway: MakeGateway,
+) -> None:
+    gateway_a, gateway_b = await make_gateway(), await make_gateway()
+    channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
+    phone = await open_mux(gateway_a, alice)
+    laptop = await open_mux(gateway_b, alice)
+    mux_bob = await open_mux(gateway_b, bob)
+    for ws in (phone, laptop, mux_bob):
+        await subscribe(ws, channel_id)
+    for n in range(3):
+        await send_text(phone, channel_id, "m", f"c-{n}")
+
+    await put(phone, type="read", channel_id=channel_id, seq=2)
+
+    event = {"type": "read", "channel_id": channel_id, "user_id": alice.user_id}
+    assert await receive_until(laptop, "read") == {**event, "last_read_seq": 2}
+    assert await receive_until(phone, "read") == {**event, "last_read_seq": 2}
+    await put(phone, type="read", channel_id=10**9, seq=1)
+    refused = await next_error(phone)
+    assert (refused["code"], refused["channel_id"]) == ("channel_not_found", 10**9)
+    # Bob's socket got the messages and nothing of alice's marker.
+    await send_text(phone, channel_id, "last", "c-last")
+    seqs = [(await receive_json(mux_bob))["seq"] for _ in range(4)]
+    assert seqs == [1, 2, 3, 4]

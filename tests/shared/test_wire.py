@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import sys
 from collections.abc import Callable
 
 import orjson
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.wire import (
     CHAT_FRAME,
     ChannelRefBody,
+    ReadBody,
+    ReadFrame,
     SignupBody,
     TextFrame,
     frame_body,
@@ -78,6 +81,36 @@ def test_stored_body_is_the_frame_as_json_without_its_client_id(
     expected = {key: value for key, value in candidate.items() if key != "client_id"}
     assert orjson.loads(body) == expected
     assert body == orjson.dumps(expected)  # compact, in the frame's field order
+
+
+def _with_seq(seq: object, **fields: object) -> bytes:
+    """`{"seq": seq, ...}` as JSON, by the standard library: orjson refuses integers
+    past 64 bits, which a hostile client can send."""
+    return json.dumps({"seq": seq, **fields}).encode()
+
+
+@given(st.one_of(JSON_VALUES, st.integers(min_value=-(2**70), max_value=2**70)))
+@example(0)
+@example(2**53)
+@example(2**53 + 1)
+@example(-1)
+@example(2**64)
+@example(True)
+@example(1.0)
+@example(1.5)
+@example(2.0**53 + 2)
+@example("1")
+def test_a_read_seq_is_an_integer_from_0_to_2_53_and_nothing_else(seq: object) -> None:
+    """Only integers in range are accepted (`5.0` is 5, as in JSON Schema), never a
+    fraction, bool or string coerced into one; anything else is refused with details,
+    not another exception."""
+    integral = type(seq) is int or (type(seq) is float and seq.is_integer())
+    accepted = integral and 0 <= seq <= 2**53
+    body = _refusal(lambda: ReadBody.model_validate_json(_with_seq(seq)))
+    frame = _refusal(
+        lambda: ReadFrame.model_validate_json(_with_seq(seq, type="read", channel_id=1))
+    )
+    assert (body is None) == (frame is None) == accepted, (seq, body, frame)
 
 
 def test_text_frame_keeps_content_exactly() -> None:
