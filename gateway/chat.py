@@ -42,9 +42,10 @@ from gateway.app_keys import (
 )
 from gateway.auth import TokenClaims, check_generation, socket_claims, socket_protocol
 from gateway.broker import SendRoute
-from gateway.connection import Connection, Outbox
+from gateway.connection import Connection
 from gateway.inbound import Inbound, Step, check_size, invalid_frame
 from gateway.message_budget import MessageBudget
+from gateway.outbox import Outbox
 from gateway.websocket import Listener, Sockets, WebSocket, check_upgrade, text_frame
 from shared.db.channels import chat_access
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS

@@ -1,4 +1,4 @@
-"""A socket's outbound side: ordered, gap-free delivery through a bounded queue.
+"""One channel's stream into a socket: ordered, gap-free delivery, resumed after gaps.
 
 Two objects share the job. An `Outbox` is one socket's bounded queue and
 writer; a `Connection` is one channel's stream into an outbox, with the
@@ -6,13 +6,8 @@ channel's resume state. The chat socket holds one of each; the multiplexed
 socket one outbox and a connection per subscribed channel, so every
 guarantee below holds per channel while the queue bound is the socket's.
 
-Fan-out never awaits a socket: `offer` and `enqueue` are synchronous. When the
-socket keeps up (nothing waiting in the transport), a frame is written at once,
-with no task switch; otherwise it waits in a bounded queue that this
-connection's writer task drains, many frames per write, at the pace the
-transport allows. A client whose queue fills up is too slow; it is closed with
-`CloseCode.TOO_SLOW` and resumes on reconnect, so one slow reader never holds
-up anyone else.
+Fan-out never awaits a socket: `offer` is synchronous, and the outbox
+(`gateway.outbox`) writes at once or queues, bounded.
 
 The connection remembers the last `seq` it queued. A live frame that is not
 the next one is dropped when already sent, and starts a catch-up when it
@@ -36,7 +31,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from gateway.metrics import GatewayMetrics
-from gateway.websocket import WebSocket, text_frame
+from gateway.outbox import DETACHED, ClosedError, Outbox, StalledError
+from gateway.websocket import text_frame
 from shared.backoff import Backoff
 from shared.errors import AppError, CloseCode, HistoryGapError
 from shared.wire import error_frame
@@ -50,158 +46,6 @@ class Replay(Protocol):
     async def head(self, channel_id: int) -> int: ...
 
     async def page_after(self, channel_id: int, after_seq: int) -> Sequence[tuple[int, bytes]]: ...
-
-
-# The codes `revoke` closes with; nothing else closes a socket with them.
-_LOST_ACCESS = frozenset({CloseCode.FORBIDDEN, CloseCode.UNAUTHORIZED})
-
-
-class _StalledError(Exception):
-    """A replay found its socket's queue full for longer than the stall bound."""
-
-
-class _ClosedError(Exception):
-    """The outbox closed while a catch-up was replaying into it."""
-
-
-class Outbox:
-    """One socket's bounded outbound queue and its writer task.
-
-    Frames are offered finished (`text_frame`, built once per message for
-    every local recipient); `enqueue` takes a payload and frames it.
-    """
-
-    __slots__ = (
-        "_close_request",
-        "_metrics",
-        "_writer",
-        "pending",
-        "queue_size",
-        "socket",
-        "user_id",
-    )
-
-    def __init__(self, *, user_id: int, queue_size: int, metrics: GatewayMetrics) -> None:
-        self.user_id = user_id
-        # A list, not a deque: an empty deque costs ten times the memory of an
-        # empty list, and the writer swaps the list whole.
-        self.pending: list[bytes] = []
-        self.queue_size = queue_size
-        self.socket: WebSocket | None = None
-        self._metrics = metrics
-        # Runs only while frames wait for the transport: an idle socket holds no task.
-        self._writer: asyncio.Task[None] | None = None
-        self._close_request: tuple[CloseCode, str, bytes | None] | None = None
-
-    @property
-    def closing(self) -> bool:
-        return self._close_request is not None
-
-    def attach(self, socket: WebSocket) -> None:
-        """Start writing to `socket` what was queued before it opened, and all after."""
-        self.socket = socket
-        if self.pending:
-            self._start_writer()
-
-    async def stop(self) -> None:
-        """Close (normally, unless a close was already requested) and wait for the writer."""
-        self.close(CloseCode.NORMAL, "")
-        if self._writer is not None:
-            await asyncio.gather(self._writer, return_exceptions=True)
-
-    def enqueue(self, payload: bytes) -> None:
-        """Send or queue a frame without waiting. A full queue closes the socket as too slow."""
-        self.send(text_frame(payload))
-
-    def send(self, frame: bytes) -> None:
-        if self._close_request is not None:
-            return
-        pending = self.pending
-        socket = self.socket
-        if not pending and socket is not None and socket.write_if_idle(frame):
-            return
-        if len(pending) >= self.queue_size:
-            self.too_slow(0)
-            return
-        pending.append(frame)
-        if self._writer is None and socket is not None:
-            self._start_writer()
-
-    def close(self, code: CloseCode, reason: str, *, last_frame: bytes | None = None) -> None:
-        """Stop the writer and close the socket with `code`; idempotent.
-
-        Frames still queued are dropped (a slow client resumes from its last
-        seq); `last_frame`, such as an error frame, is sent before the close.
-        Catch-ups replaying into the outbox end at their next frame.
-        """
-        if self._close_request is not None:
-            return
-        self._close_request = (code, reason, last_frame)
-        writer = self._writer
-        if writer is not None and writer is not asyncio.current_task():
-            writer.cancel()
-        if self.socket is not None:
-            last = None if last_frame is None else text_frame(last_frame)
-            self.socket.close(code, reason, last_frame=last)
-
-    def revoke(self, code: CloseCode, reason: str) -> bool:
-        """Close because the user lost access (`code` 4403: removed from the channel;
-        4401: token revoked); False if the socket was closing already."""
-        if self._close_request is not None:
-            return False
-        self.close(code, reason)
-        return True
-
-    @property
-    def revoked(self) -> bool:
-        """Closed because the user lost access: what the socket read is no longer sent."""
-        request = self._close_request
-        return request is not None and request[0] in _LOST_ACCESS
-
-    def too_slow(self, held: int) -> None:
-        """Close as too slow; `held` counts frames dropped outside the queue."""
-        self._metrics.slow_disconnects.inc()
-        self._metrics.dropped_frames.inc(len(self.pending) + held)
-        log.info("closing slow client", extra={"user_id": self.user_id})
-        self.close(CloseCode.TOO_SLOW, "too slow: outbound queue full, reconnect to resume")
-
-    async def put(self, frame: bytes, stall_seconds: float) -> None:
-        """Queue a finished frame once the queue has room (replays wait for the writer).
-
-        This wait is a replay's backpressure: the next page is read only once
-        this one is queued. Raises _StalledError when the writer could not hand
-        the queue to the transport within `stall_seconds` (a client that stopped
-        reading): it would hold a page and a queue for as long as it liked.
-        Raises _ClosedError once the outbox is closing.
-        """
-        while len(self.pending) >= self.queue_size and self._writer is not None:
-            # The writer ends once the queue is written.
-            done, _ = await asyncio.wait({self._writer}, timeout=stall_seconds)
-            if not done:
-                raise _StalledError
-        if self._close_request is not None:
-            raise _ClosedError
-        self.send(frame)
-
-    def _start_writer(self) -> None:
-        self._writer = asyncio.create_task(self._write_pending(), name="ws-writer")
-
-    async def _write_pending(self) -> None:
-        """Write queued frames, all that wait in one write, at the transport's pace; then end."""
-        socket = self.socket
-        assert socket is not None  # the writer starts only once there is a socket
-        try:
-            while self.pending and self._close_request is None and socket.open:
-                await socket.drain()  # waits while the transport is over its limit
-                frames, self.pending = self.pending, []
-                socket.write(b"".join(frames))
-        finally:
-            self._writer = None
-
-
-# What a detached connection writes to: closed from the start, it takes nothing.
-_DETACHED = Outbox(user_id=0, queue_size=0, metrics=None)  # type: ignore[arg-type]
-_DETACHED._close_request = (CloseCode.NORMAL, "", None)
 
 
 class Connection:
@@ -276,7 +120,7 @@ class Connection:
     def detach(self) -> None:
         """Take nothing more into the socket's outbox (an unsubscribe): from now on
         this connection writes to a closed outbox, and its catch-up ends."""
-        self.out = _DETACHED
+        self.out = DETACHED
         if self._catch_up is not None:
             self._catch_up.cancel()
 
@@ -292,7 +136,7 @@ class Connection:
     def offer(self, seq: int, frame: bytes) -> None:
         """A live message, as a finished frame, in the channel's publish order."""
         out = self.out
-        if out._close_request is not None:
+        if out.close_request is not None:
             return
         held = self._held
         if held is not None:
@@ -336,9 +180,9 @@ class Connection:
     async def _run_catch_up(self, after_seq: int, goal: int | None) -> None:
         try:
             await self._replay_then_go_live(after_seq, goal)
-        except _ClosedError:
+        except ClosedError:
             pass
-        except _StalledError:
+        except StalledError:
             self._too_slow()
         except AppError as exc:
             frame = error_frame(exc.code, exc.message)
@@ -384,7 +228,7 @@ class Connection:
         backoff = Backoff()
         while last < goal:
             if self.out.closing:
-                raise _ClosedError
+                raise ClosedError
             page = await self._replay.page_after(self.channel_id, last)
             if page:
                 for seq, frame in page:

@@ -17,8 +17,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Protocol
 
-from gateway.connection import Connection, Outbox
+from gateway.connection import Connection
 from gateway.metrics import GatewayMetrics
+from gateway.outbox import Outbox
 from gateway.websocket import text_frame
 from shared.errors import CloseCode, TooManySocketsError
 from shared.wire import frame_created_ms, frame_seq

@@ -25,8 +25,8 @@ from pydantic import ValidationError
 
 from gateway.app_keys import BROKER, MESSAGE_LIMITS, METRICS, SETTINGS
 from gateway.broker import PendingSend, SendResult, SendRoute
-from gateway.connection import Outbox
 from gateway.message_budget import MessageBudget
+from gateway.outbox import Outbox
 from gateway.websocket import WebSocket
 from shared.errors import (
     AppError,

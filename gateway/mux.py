@@ -53,9 +53,10 @@ from gateway.chat import (
     refuse,
     upgrade,
 )
-from gateway.connection import Connection, Outbox
+from gateway.connection import Connection
 from gateway.inbound import Inbound, Step, check_size, invalid_frame
 from gateway.message_budget import MessageBudget
+from gateway.outbox import Outbox
 from gateway.read_markers import mark_read
 from gateway.websocket import check_upgrade
 from shared.errors import (

@@ -3,9 +3,10 @@ is offered an event, and that the hub forgets the connections that took them."""
 
 from __future__ import annotations
 
-from gateway.connection import Connection, Outbox
+from gateway.connection import Connection
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
+from gateway.outbox import Outbox
 from gateway.websocket import text_frame
 
 
