@@ -204,6 +204,11 @@ class Inbound:
     async def _run(self, work: Coroutine[Any, Any, None]) -> None:
         try:
             await work
+        except Exception:
+            # Not an AppError (those become error frames where they arise): the
+            # frames after this one would wait forever, so the socket closes.
+            log.exception("socket frame failed")
+            self.out.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             self._sender = None
         self._handle_next()
