@@ -27,6 +27,7 @@ from tests.gateway.api_client import (
     signup,
 )
 from tests.gateway.conftest import MakeGateway
+from tests.gateway.raw_websocket import TEXT, RawSocket
 from tests.gateway.test_chat import MESSAGE_FIELDS
 
 
@@ -494,3 +495,21 @@ async def test_a_read_frame_moves_the_marker_and_reaches_the_users_sockets(
     await send_text(phone, channel_id, "last", "c-last")
     seqs = [(await receive_json(mux_bob))["seq"] for _ in range(4)]
     assert seqs == [1, 2, 3, 4]
+
+
+async def test_invalid_utf8_closes_1007_and_sends_nothing(
+    make_gateway: MakeGateway, pg_pool: asyncpg.Pool
+) -> None:
+    gateway = await make_gateway()
+    channel_id, (alice,) = await room(gateway, "alice")
+    socket, _ = await RawSocket.connect(gateway.server, f"/api/v1/ws?token={alice.token}")
+    subscribe_frame = orjson.dumps({"type": "subscribe", "channel_id": channel_id})
+    socket.send(socket.frame(TEXT, subscribe_frame))
+    assert (await socket.read_json())["type"] == "subscribed"
+    send = b'{"type":"send","channel_id":%d,"body":{"type":"text","content":"\xc0\xaf"}}'
+    socket.send(socket.frame(TEXT, send % channel_id))
+    assert await socket.read_close() == 1007
+    stored = await pg_pool.fetchval(
+        "SELECT count(*) FROM messages WHERE channel_id = $1", channel_id
+    )
+    assert stored == 0
