@@ -6,7 +6,6 @@ session's PostgreSQL and Valkey (with a key prefix of its own).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from typing import Any
@@ -14,29 +13,17 @@ from typing import Any
 import pytest
 
 from loadtests.report import METRICS
+from tests.processes import run_with_deadline
 
 _RUN_LIMIT_SECONDS = 45.0
 
 
 async def _run_fanout(*args: str) -> dict[str, Any]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "loadtests.fanout",
-        *args,
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    finished = await run_with_deadline(
+        sys.executable, "-m", "loadtests.fanout", *args, "--json", deadline=_RUN_LIMIT_SECONDS
     )
-    try:
-        async with asyncio.timeout(_RUN_LIMIT_SECONDS):
-            stdout, stderr = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()[-3000:]
-    summary: dict[str, Any] = json.loads(stdout)
+    assert finished.returncode == 0, finished.stderr.decode()[-3000:]
+    summary: dict[str, Any] = json.loads(finished.stdout)
     return summary
 
 
