@@ -50,6 +50,7 @@ from gateway.membership_audit import MembershipAudit
 from gateway.message_budget import BudgetLimits
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import error_middleware, rate_limit_middleware, request_id_middleware
+from gateway.mux import mux_socket
 from gateway.passwords import PasswordHasher, hash_concurrency
 from gateway.pipelined_redis import PipelinedRedis
 from gateway.presence import Presence
@@ -96,6 +97,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/api/v1/chat/{channel_id}", chat_socket)
+    app.router.add_get("/api/v1/ws", mux_socket)
     # Ids in REST paths match digits only, so `GET /api/v1/channels/join` is the
     # POST-only resource answering 405, not channel "join" answering 422.
     rest = [

@@ -10,10 +10,11 @@ coroutine; `send` awaits the rest (connecting, retrying, seeding a counter).
 
 Incoming publishes reach `Deliveries.deliver` as the bytes that were published;
 frames are never decoded or re-encoded on the way to the sockets. Control
-events (a member removed, a user's tokens revoked, a read marker moved) share
-the channel's topic and start with `!`, which no JSON frame does. A `presence`
-event, published by the presence scripts, is `!presence ` and the finished
-frame for the sockets that take events (`Deliveries.deliver_event`).
+events (a member removed, a user's tokens revoked, a read marker moved, a user
+typing) share the channel's topic and start with `!`, which no JSON frame
+does. A `presence` event, published by the presence scripts, is `!presence `
+and the finished frame for the sockets that take events
+(`Deliveries.deliver_event`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from shared.errors import CloseCode, RateLimitedError, UnavailableError
 from shared.redis_keys import RedisKeys, partition_of
 from shared.scripts import Scripts
 from shared.settings import Settings
+from shared.wire import TYPING_EXPIRES_MS
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ CONTROL_CLOSES: dict[str, tuple[CloseCode, str]] = {
 # other fields, encoded once per gateway.
 CONTROL_FRAMES: dict[str, bool] = {
     "read": True,  # a user's read marker moved: their other sockets update badges
+    "typing": False,  # a user types (ephemeral): every taker of the channel shows it
 }
 # Recent history outlives a quiet weekend, then frees its memory.
 _RECENT_TTL_MS = 7 * 24 * 3600 * 1000
@@ -288,6 +291,12 @@ class Broker:
         """Tell every node to close `user_id`'s sockets in these channels (4401):
         the tokens they were opened with are revoked."""
         await self._publish_control(channel_ids, "tokens_revoked", user_id)
+
+    async def publish_typing(self, channel_id: int, user_id: int) -> None:
+        """Tell every node's event-taking sockets in the channel that `user_id` types."""
+        await self._publish_control(
+            [channel_id], "typing", user_id, expires_in_ms=TYPING_EXPIRES_MS
+        )
 
     async def publish_read(self, channel_id: int, user_id: int, last_read_seq: int) -> None:
         """Tell every node that `user_id`'s read marker in the channel is now `last_read_seq`."""

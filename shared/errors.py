@@ -38,6 +38,8 @@ class ErrorCode(StrEnum):
     DRAINING = "draining"
     SINCE_AHEAD = "since_ahead"
     HISTORY_GAP = "history_gap"
+    NOT_SUBSCRIBED = "not_subscribed"
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     INTERNAL = "internal"
 
 
@@ -111,6 +113,12 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.HISTORY_GAP: ErrorSpec(
         410, CloseCode.BAD_REQUEST, "Some messages could not be replayed; fetch them from history"
     ),
+    ErrorCode.NOT_SUBSCRIBED: ErrorSpec(
+        409, CloseCode.BAD_REQUEST, "Subscribe to this channel first"
+    ),
+    ErrorCode.TOO_MANY_SUBSCRIPTIONS: ErrorSpec(
+        429, CloseCode.RATE_LIMITED, "Too many channels subscribed on this socket"
+    ),
     ErrorCode.INTERNAL: ErrorSpec(500, CloseCode.INTERNAL_ERROR, "Internal server error"),
 }
 
@@ -172,4 +180,6 @@ UnavailableError = _error("UnavailableError", ErrorCode.UNAVAILABLE)
 DrainingError = _error("DrainingError", ErrorCode.DRAINING)
 SinceAheadError = _error("SinceAheadError", ErrorCode.SINCE_AHEAD)
 HistoryGapError = _error("HistoryGapError", ErrorCode.HISTORY_GAP)
+NotSubscribedError = _error("NotSubscribedError", ErrorCode.NOT_SUBSCRIBED)
+TooManySubscriptionsError = _error("TooManySubscriptionsError", ErrorCode.TOO_MANY_SUBSCRIPTIONS)
 InternalError = _error("InternalError", ErrorCode.INTERNAL)

@@ -178,6 +178,20 @@ class Settings(BaseSettings):
         description="Chat sockets one user may hold open on one gateway, all channels together;"
         " more are refused with too_many_sockets (4429).",
     )
+    ws_max_subscriptions: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Channels one multiplexed socket (/api/v1/ws) may subscribe at once;"
+        " a subscribe beyond is refused with too_many_subscriptions, the socket stays open.",
+    )
+    ws_typing_interval_seconds: float = Field(
+        2.5,
+        gt=0,
+        le=60,
+        description="At most one typing event per user, channel and socket is relayed per"
+        " this interval; the ones between are dropped silently.",
+    )
     ws_heartbeat_seconds: float = Field(
         30.0, gt=0, description="Ping interval; a peer silent for this long is dropped."
     )

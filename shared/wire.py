@@ -165,6 +165,48 @@ ChatFrame = Annotated[TextFrame | FileFrame, Field(discriminator="type")]
 CHAT_FRAME: TypeAdapter[TextFrame | FileFrame] = TypeAdapter(ChatFrame)
 
 
+# --- Multiplexed socket frames (client -> server) ------------------------------
+
+
+class SubscribeFrame(_Body):
+    type: Literal["subscribe"]
+    channel_id: ChannelId
+    since: Seq | None = None
+
+
+class UnsubscribeFrame(_Body):
+    type: Literal["unsubscribe"]
+    channel_id: ChannelId
+
+
+class SendFrame(_Body):
+    type: Literal["send"]
+    channel_id: ChannelId
+    body: ChatFrame
+    client_id: Annotated[str, Field(pattern=_CLIENT_ID_PATTERN)] | None = None
+
+
+class TypingFrame(_Body):
+    type: Literal["typing"]
+    channel_id: ChannelId
+
+
+_MuxFrames = SubscribeFrame | UnsubscribeFrame | SendFrame | TypingFrame | ReadFrame
+MUX_FRAME: TypeAdapter[_MuxFrames] = TypeAdapter(Annotated[_MuxFrames, Field(discriminator="type")])
+
+
+def subscribed_frame(channel_id: int, last_seq: int) -> bytes:
+    return orjson.dumps({"type": "subscribed", "channel_id": channel_id, "last_seq": last_seq})
+
+
+def unsubscribed_frame(channel_id: int) -> bytes:
+    return orjson.dumps({"type": "unsubscribed", "channel_id": channel_id})
+
+
+# How long a client shows "typing" after the last typing event of a user.
+TYPING_EXPIRES_MS = 5000
+
+
 _TRANSPORT_FIELDS = {"client_id"}
 
 
@@ -229,9 +271,14 @@ def error_frame(
     message: str,
     details: list[dict[str, object]] | None = None,
     retry_after: float | None = None,
+    *,
+    channel_id: int | None = None,
 ) -> bytes:
-    """The socket's error frame: the Go server's shape plus `type` and `code`."""
+    """The socket's error frame: the Go server's shape plus `type` and `code`
+    (and, on the multiplexed socket, the `channel_id` it is about)."""
     body: dict[str, object] = {"success": False, "message": message, "type": "error", "code": code}
+    if channel_id is not None:
+        body["channel_id"] = channel_id
     if details:
         body["errors"] = details
     if retry_after is not None:
@@ -240,13 +287,23 @@ def error_frame(
 
 
 def ack_frame(
-    message_id: int, seq: int, client_id: str | None, *, duplicate: bool = False
+    message_id: int,
+    seq: int,
+    client_id: str | None,
+    *,
+    duplicate: bool = False,
+    channel_id: int | None = None,
 ) -> bytes:
-    """The sender's acknowledgement; a re-sent `client_id` gets the original's, marked."""
+    """The sender's acknowledgement; a re-sent `client_id` gets the original's, marked.
+    The multiplexed socket's carries `channel_id`."""
     ack: dict[str, object] = {
         "success": True,
         "message": "Message sent successfully",
         "type": "ack",
+    }
+    if channel_id is not None:
+        ack["channel_id"] = channel_id
+    ack |= {
         "id": message_id,
         "seq": seq,
         "client_id": client_id,

@@ -12,8 +12,7 @@ import redis.asyncio as redis
 from aiohttp.test_utils import TestClient
 from pydantic import ValidationError
 
-from gateway.app_keys import BACKLOG, HUB, METRICS, PRESENCE, SETTINGS
-from gateway.connection import Connection
+from gateway.app_keys import PRESENCE, SETTINGS
 from shared.local_servers import ServerProcess, start_valkey
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
@@ -22,11 +21,13 @@ from tests.gateway.api_client import (
     connect,
     eventually,
     receive_each,
+    receive_until,
     room,
     signup,
 )
 from tests.gateway.conftest import MakeGateway
 from tests.gateway.presence_events import presence_events
+from tests.gateway.test_mux import open_mux, subscribe
 
 # Long enough that no refresh or expiry happens during a test that does not want one.
 _QUIET = {"presence_refresh_seconds": 30.0, "presence_ttl_seconds": 60.0}
@@ -329,47 +330,37 @@ async def test_a_failing_presence_call_leaves_the_socket_working(
         await raw.aclose()
 
 
-async def test_a_socket_that_wants_events_gets_the_presence_frame(
+async def test_multiplexed_sockets_on_every_gateway_get_presence_changes(
     make_gateway: MakeGateway,
 ) -> None:
-    """The path the multiplexed socket uses: topic -> broker -> Hub.deliver_event ->
-    the connections that want events. Checked on the connection's queue (it has no
-    socket here), against a chat socket in the same channel that must get nothing."""
-    gateway = await make_gateway(**_QUIET)
-    app = gateway.app
-    channel_id, (alice, bob) = await room(gateway, "alice", "bob")
-    settings = app[SETTINGS]
-    listener = Connection(
-        user_id=alice.user_id,
-        channel_id=channel_id,
-        token_generation=1,
-        queue_size=8,
-        replay=app[BACKLOG],
-        metrics=app[METRICS],
-        resume_wait_seconds=settings.ws_resume_wait_seconds,
-        replay_stall_seconds=settings.ws_replay_stall_seconds,
-        wants_events=True,
-    )
-    await app[HUB].join(listener)
-    try:
-        await connect(gateway, bob, channel_id)
+    """topic -> broker -> Hub.deliver_event -> the multiplexed sockets of the channel,
+    on another gateway than the one whose user came and went."""
+    gateway_a, gateway_b = await make_gateway(**_QUIET), await make_gateway(**_QUIET)
+    channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
+    watcher = await open_mux(gateway_a, alice)
+    await subscribe(watcher, channel_id)
+    assert await receive_until(watcher, "presence") == {
+        "type": "presence",
+        "channel_id": channel_id,
+        "user_id": alice.user_id,
+        "status": "online",
+        "online_count": 1,
+    }
 
-        async def queued() -> bool:
-            return bool(listener._pending)
+    bob_socket = await open_mux(gateway_b, bob)
+    await subscribe(bob_socket, channel_id)
+    online = await receive_until(watcher, "presence")
+    await bob_socket.close()
+    offline = await receive_until(watcher, "presence")
 
-        await eventually(queued)
-        frame = listener._pending[0]
-        assert frame[:1] == b"\x81"  # a final text frame
-        # A short frame: a 2-byte header, then the payload.
-        assert orjson.loads(frame[2:]) == {
-            "type": "presence",
-            "channel_id": channel_id,
-            "user_id": bob.user_id,
-            "status": "online",
-            "online_count": 1,
-        }
-    finally:
-        await app[HUB].leave(listener)
+    assert online == {
+        "type": "presence",
+        "channel_id": channel_id,
+        "user_id": bob.user_id,
+        "status": "online",
+        "online_count": 2,
+    }
+    assert offline == online | {"status": "offline", "online_count": 1}
 
 
 @pytest.mark.parametrize(
