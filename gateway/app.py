@@ -33,6 +33,7 @@ from gateway.app_keys import (
     OPENAPI,
     PASSWORDS,
     PG_POOL,
+    PRESENCE,
     READINESS,
     REDIS,
     SCRIPTS,
@@ -49,8 +50,10 @@ from gateway.membership_audit import MembershipAudit
 from gateway.message_budget import BudgetLimits
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import error_middleware, rate_limit_middleware, request_id_middleware
+from gateway.mux import mux_socket
 from gateway.passwords import PasswordHasher, hash_concurrency
 from gateway.pipelined_redis import PipelinedRedis
+from gateway.presence import Presence
 from gateway.websocket import Sockets
 from shared.db.pool import create_pool
 from shared.errors import CloseCode
@@ -79,7 +82,9 @@ def create_app(settings: Settings) -> web.Application:
         max_fragments=settings.ws_max_fragments,
         send_buffer_bytes=settings.ws_socket_send_buffer_bytes,
     )
-    app.cleanup_ctx.extend([_passwords, _postgres, _redis, _broker, _membership_audit, _heartbeat])
+    app.cleanup_ctx.extend(
+        [_passwords, _postgres, _redis, _broker, _presence, _membership_audit, _heartbeat]
+    )
     app.on_shutdown.append(drain)
     _add_routes(app, settings)
     app[OPENAPI] = openapi.build_document(app)  # refuses an undocumented route
@@ -92,6 +97,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/readyz", health.readyz)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/api/v1/chat/{channel_id}", chat_socket)
+    app.router.add_get("/api/v1/ws", mux_socket)
     # Ids in REST paths match digits only, so `GET /api/v1/channels/join` is the
     # POST-only resource answering 405, not channel "join" answering 422.
     rest = [
@@ -112,6 +118,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_get("/api/v1/channels/{id:[0-9]+}", channels.get_channel),
         app.router.add_get("/api/v1/channels/{id:[0-9]+}/members", channels.list_members),
         app.router.add_get("/api/v1/channels/{id:[0-9]+}/messages", channels.list_messages),
+        app.router.add_get("/api/v1/channels/{id:[0-9]+}/presence", channels.channel_presence),
         app.router.add_put("/api/v1/channels/{id:[0-9]+}/read", channels.mark_channel_read),
         app.router.add_get("/api/v1/me/channels", me.list_my_channels),
     ]
@@ -214,6 +221,21 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
         await listener
     await app[BACKLOG].aclose()
     await broker.aclose()
+
+
+async def _presence(app: web.Application) -> AsyncIterator[None]:
+    presence = app[PRESENCE] = Presence(app[SETTINGS], app[REDIS], app[SCRIPTS])
+    app[METRICS].registry.gauge(
+        "chat_presence_entries",
+        "Users online through this gateway, counted once per channel.",
+        lambda: presence.entry_count,
+    )
+    refresher = asyncio.create_task(presence.run(), name="presence-refresh")
+    yield
+    refresher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await refresher
+    await presence.leave_all()
 
 
 async def _membership_audit(app: web.Application) -> AsyncIterator[None]:

@@ -19,6 +19,7 @@ from gateway.message_budget import BudgetLimits
 from gateway.metrics import GatewayMetrics
 from gateway.passwords import PasswordHasher
 from gateway.pipelined_redis import PipelinedRedis
+from gateway.presence import Presence
 from gateway.websocket import Sockets
 from shared.redis_keys import RedisKeys
 from shared.scripts import Scripts
@@ -49,6 +50,7 @@ SENDS: web.AppKey[PipelinedRedis | Redis] = web.AppKey("SENDS")
 SCRIPTS = web.AppKey("SCRIPTS", Scripts)
 BROKER = web.AppKey("BROKER", Broker)
 HUB = web.AppKey("HUB", Hub)
+PRESENCE = web.AppKey("PRESENCE", Presence)
 SOCKETS = web.AppKey("SOCKETS", Sockets)
 BACKLOG = web.AppKey("BACKLOG", Backlog)
 METRICS = web.AppKey("METRICS", GatewayMetrics)

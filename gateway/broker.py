@@ -12,9 +12,11 @@ went back with lost Redis writes is raised instead of handing out a seq again.
 
 Incoming publishes reach `Deliveries.deliver` as the bytes that were published;
 frames are never decoded or re-encoded on the way to the sockets. Control
-events (a member removed, a user's tokens revoked, a read marker moved, a
-channel's counter raised) share the channel's topic and start with `!`, which no
-JSON frame does.
+events (a member removed, a user's tokens revoked, a read marker moved, a user
+typing, a channel's counter raised) share the channel's topic and start with
+`!`, which no JSON frame does. A `presence` event, published by the presence
+scripts, is `!presence ` and the finished frame for the sockets that take
+events (`Deliveries.deliver_event`).
 """
 
 from __future__ import annotations
@@ -39,11 +41,13 @@ from shared.redis_keys import RedisKeys, partition_of
 from shared.scripts import Scripts
 from shared.seq_counter import CHANNEL_REWOUND, publish_command
 from shared.settings import Settings
-from shared.wire import frame_id, frame_seq
+from shared.wire import TYPING_EXPIRES_MS, frame_id, frame_seq
 
 log = logging.getLogger(__name__)
 
 _CONTROL_PREFIX = b"!"
+# What shared/redis_scripts/presence_common.lua puts before a presence frame.
+_PRESENCE_PREFIX = b"!presence "
 # send.lua takes 7 keys and 13 arguments.
 _SEND_KEY_COUNT = 7
 _SEND_ARGV_COUNT = 13
@@ -63,6 +67,7 @@ CONTROL_CLOSES: dict[str, tuple[CloseCode, str]] = {
 # other fields, encoded once per gateway.
 CONTROL_FRAMES: dict[str, bool] = {
     "read": True,  # a user's read marker moved: their other sockets update badges
+    "typing": False,  # a user types (ephemeral): every taker of the channel shows it
 }
 # Recent history outlives a quiet weekend, then frees its memory.
 _RECENT_TTL_MS = 7 * 24 * 3600 * 1000
@@ -317,6 +322,9 @@ class Broker:
 
     def _on_control(self, channel_id: int, payload: bytes) -> None:
         assert self._deliveries is not None  # checked by the caller
+        if payload.startswith(_PRESENCE_PREFIX):
+            self._deliveries.deliver_event(channel_id, None, payload[len(_PRESENCE_PREFIX) :])
+            return
         try:
             event = orjson.loads(payload[1:])
             name = event.pop("event")
@@ -347,6 +355,12 @@ class Broker:
         """Tell every node to close `user_id`'s sockets in these channels (4401):
         the tokens they were opened with are revoked."""
         await self._publish_control(channel_ids, "tokens_revoked", user_id)
+
+    async def publish_typing(self, channel_id: int, user_id: int) -> None:
+        """Tell every node's event-taking sockets in the channel that `user_id` types."""
+        await self._publish_control(
+            [channel_id], "typing", user_id, expires_in_ms=TYPING_EXPIRES_MS
+        )
 
     async def publish_read(self, channel_id: int, user_id: int, last_read_seq: int) -> None:
         """Tell every node that `user_id`'s read marker in the channel is now `last_read_seq`."""

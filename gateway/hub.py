@@ -18,9 +18,10 @@ from typing import Protocol
 
 from gateway.connection import Connection
 from gateway.metrics import GatewayMetrics
+from gateway.outbox import Outbox
 from gateway.websocket import text_frame
 from shared.errors import ChannelRewoundError, CloseCode, TooManySocketsError
-from shared.wire import created_ms_of, error_frame
+from shared.wire import created_ms_of
 
 
 class Subscriptions(Protocol):
@@ -47,6 +48,7 @@ class Hub:
         # memory, and counting here costs no round trip per connect.
         self._max_sockets_per_user = max_sockets_per_user
         self._sockets_of_user: dict[int, int] = {}
+        self._sockets: set[Outbox] = set()
         # Serializes subscribe/unsubscribe per channel, so a join racing the last
         # leave never ends with members and no subscription.
         self._locks: defaultdict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -57,31 +59,41 @@ class Hub:
         # connections are here; a per-channel socket costs nothing.
         self._event_takers: dict[int, dict[int, set[Connection]]] = {}
 
-    async def join(self, connection: Connection) -> None:
-        """Register a connection; subscribes the node if it is the channel's first.
-
-        Raises TooManySocketsError when its user already holds the most sockets
-        allowed here, or whatever `subscribe` raises, with the hub left unchanged.
-        """
-        channel_id, user_id = connection.channel_id, connection.user_id
-        # Counted before the first await, so concurrent joins cannot overshoot the cap.
+    def open_socket(self, out: Outbox) -> None:
+        """Register a socket, counted once for its user however many channels it
+        holds (`close_all` closes it); raises TooManySocketsError at the cap."""
+        user_id = out.user_id
         held = self._sockets_of_user.get(user_id, 0)
         if held >= self._max_sockets_per_user:
             raise TooManySocketsError()
         self._sockets_of_user[user_id] = held + 1
-        try:
-            async with self._locks[channel_id]:
-                members = self._channels.get(channel_id)
-                if members is None:
-                    await self._subscriptions.subscribe(channel_id)
-                    members = self._channels[channel_id] = set()
-                members.add(connection)
-                if connection.wants_events:
-                    takers = self._event_takers.setdefault(channel_id, {})
-                    takers.setdefault(user_id, set()).add(connection)
-        except BaseException:
-            self._release(user_id)
-            raise
+        self._sockets.add(out)
+
+    def close_socket(self, out: Outbox) -> None:
+        """The end of a socket `open_socket` registered."""
+        self._sockets.remove(out)
+        user_id = out.user_id
+        held = self._sockets_of_user[user_id] - 1
+        if held:
+            self._sockets_of_user[user_id] = held
+        else:
+            del self._sockets_of_user[user_id]
+
+    async def join(self, connection: Connection) -> None:
+        """Register a connection; subscribes the node if it is the channel's first.
+
+        Raises whatever `subscribe` raises, with the hub left unchanged.
+        """
+        channel_id = connection.channel_id
+        async with self._locks[channel_id]:
+            members = self._channels.get(channel_id)
+            if members is None:
+                await self._subscriptions.subscribe(channel_id)
+                members = self._channels[channel_id] = set()
+            members.add(connection)
+            if connection.wants_events:
+                takers = self._event_takers.setdefault(channel_id, {})
+                takers.setdefault(connection.user_id, set()).add(connection)
 
     async def leave(self, connection: Connection) -> None:
         channel_id = connection.channel_id
@@ -92,7 +104,6 @@ class Hub:
             members.remove(connection)
             if connection.wants_events:
                 self._drop_event_taker(connection)
-            self._release(connection.user_id)
             if not members:
                 del self._channels[channel_id]
                 await self._subscriptions.unsubscribe(channel_id)
@@ -110,13 +121,6 @@ class Hub:
             del takers[connection.user_id]
             if not takers:
                 del self._event_takers[connection.channel_id]
-
-    def _release(self, user_id: int) -> None:
-        held = self._sockets_of_user[user_id] - 1
-        if held:
-            self._sockets_of_user[user_id] = held
-        else:
-            del self._sockets_of_user[user_id]
 
     def deliver(self, channel_id: int, frame: bytes, seq: int, message_id: int) -> None:
         """Offer one pre-encoded message frame (its `seq` and id read by the caller)
@@ -165,12 +169,10 @@ class Hub:
         `to_seq` may have been lost or given to other messages. Tell each socket that
         saw any of them, and replay it the seqs in `replay` (see Connection.rewound)."""
         self._metrics.channel_rewinds.inc()
-        told = [c for c in self._channels.get(channel_id, ()) if c.last_seq > after_seq]
-        if told:
-            error = ChannelRewoundError(details=[{"from_seq": after_seq + 1, "to_seq": to_seq}])
-            frame = error_frame(error.code, error.message, error.details)
-            for connection in told:
-                connection.rewound(replay, frame)
+        error = ChannelRewoundError(details=[{"from_seq": after_seq + 1, "to_seq": to_seq}])
+        for connection in list(self._channels.get(channel_id, ())):
+            if connection.last_seq > after_seq:
+                connection.rewound(replay, error)
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None:
         """Close the sockets of a user who lost access to a channel (see `Connection.revoke`)."""
@@ -196,6 +198,8 @@ class Hub:
         for members in list(self._channels.values()):
             for connection in list(members):
                 connection.close(code, reason)
+        for out in list(self._sockets):
+            out.close(code, reason)  # a multiplexed socket may hold no channel
 
     @property
     def channel_count(self) -> int:
@@ -203,4 +207,5 @@ class Hub:
 
     @property
     def connection_count(self) -> int:
-        return sum(len(members) for members in self._channels.values())
+        """Sockets open (a multiplexed one counts once)."""
+        return len(self._sockets)

@@ -172,8 +172,11 @@ class BenchStack:
         )
         return env
 
-    def start_gateways(self, count: int, key_prefix: str) -> list[Service]:
-        env = self.our_env(key_prefix)
+    def start_gateways(
+        self, count: int, key_prefix: str, settings: dict[str, str] | None = None
+    ) -> list[Service]:
+        """`settings`: environment variables to set on top of `our_env`."""
+        env = {**self.our_env(key_prefix), **(settings or {})}
         services = [
             self._spawn(
                 f"gateway-{number}",

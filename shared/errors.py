@@ -39,6 +39,8 @@ class ErrorCode(StrEnum):
     SINCE_AHEAD = "since_ahead"
     HISTORY_GAP = "history_gap"
     CHANNEL_REWOUND = "channel_rewound"
+    NOT_SUBSCRIBED = "not_subscribed"
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     INTERNAL = "internal"
 
 
@@ -117,6 +119,12 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
         CloseCode.BAD_REQUEST,
         "The channel's sequence went back (the broker lost messages); replaying from history",
     ),
+    ErrorCode.NOT_SUBSCRIBED: ErrorSpec(
+        409, CloseCode.BAD_REQUEST, "Subscribe to this channel first"
+    ),
+    ErrorCode.TOO_MANY_SUBSCRIPTIONS: ErrorSpec(
+        429, CloseCode.RATE_LIMITED, "Too many channels subscribed on this socket"
+    ),
     ErrorCode.INTERNAL: ErrorSpec(500, CloseCode.INTERNAL_ERROR, "Internal server error"),
 }
 
@@ -179,4 +187,6 @@ DrainingError = _error("DrainingError", ErrorCode.DRAINING)
 SinceAheadError = _error("SinceAheadError", ErrorCode.SINCE_AHEAD)
 HistoryGapError = _error("HistoryGapError", ErrorCode.HISTORY_GAP)
 ChannelRewoundError = _error("ChannelRewoundError", ErrorCode.CHANNEL_REWOUND)
+NotSubscribedError = _error("NotSubscribedError", ErrorCode.NOT_SUBSCRIBED)
+TooManySubscriptionsError = _error("TooManySubscriptionsError", ErrorCode.TOO_MANY_SUBSCRIPTIONS)
 InternalError = _error("InternalError", ErrorCode.INTERNAL)

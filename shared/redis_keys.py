@@ -40,6 +40,19 @@ class RedisKeys:
         """Pub/sub topic every gateway holding a member of the channel listens to."""
         return f"{self._tag(channel_id)}:ch:{channel_id}:live"
 
+    def presence_entries(self, channel_id: int) -> str:
+        """Sorted set of who is online in the channel: member `<user_id>:<node_id>`,
+        score the entry's expiry (ms)."""
+        return f"{self._tag(channel_id)}:ch:{channel_id}:presence"
+
+    def presence_users(self, channel_id: int) -> str:
+        """Hash `<user_id>` -> how many entries (gateways) hold that user online."""
+        return f"{self._tag(channel_id)}:ch:{channel_id}:presence:users"
+
+    def presence_shown(self, channel_id: int) -> str:
+        """Hash of the last counts-only presence event: `count`, `at` (ms)."""
+        return f"{self._tag(channel_id)}:ch:{channel_id}:presence:shown"
+
     def id_clock(self, channel_id: int) -> str:
         """Per-partition state of the message-id generator (last ms, counter)."""
         return f"{self._tag(channel_id)}:idclock"

@@ -149,6 +149,15 @@ class ReadMarkerJson(TypedDict):
 
 
 @with_config(_CLOSED)
+class PresenceJson(TypedDict):
+    """Who is online in a channel: `users` is null above PRESENCE_MAX_LISTED (counts only)."""
+
+    channel_id: int
+    online_count: int
+    users: list[AuthorJson] | None
+
+
+@with_config(_CLOSED)
 class LastMessageJson(TypedDict):
     """A channel's newest stored message, as a channel list shows it."""
 

@@ -20,12 +20,20 @@ def _source(name: str) -> str:
     return resources.files("shared").joinpath("redis_scripts", f"{name}.lua").read_text("utf-8")
 
 
+def _presence_source(name: str) -> str:
+    """A presence script: the shared head (keys, arguments, sweep, events), then its own part."""
+    return _source("presence_common") + _source(name)
+
+
 @dataclass(frozen=True, slots=True)
 class Scripts:
     send: AsyncScript
     http_rate: AsyncScript
     raise_seq: AsyncScript
     login_failures: AsyncScript
+    presence_add: AsyncScript
+    presence_remove: AsyncScript
+    presence_read: AsyncScript
     send_source: str  # for EVAL by a connection that is not a redis-py client
 
 
@@ -36,5 +44,8 @@ def register_scripts(redis: RedisClient) -> Scripts:
         http_rate=redis.register_script(_source("http_rate")),
         raise_seq=redis.register_script(_source("raise_seq")),
         login_failures=redis.register_script(_source("login_failures")),
+        presence_add=redis.register_script(_presence_source("presence_add")),
+        presence_remove=redis.register_script(_presence_source("presence_remove")),
+        presence_read=redis.register_script(_presence_source("presence_read")),
         send_source=send,
     )

@@ -178,6 +178,20 @@ class Settings(BaseSettings):
         description="Chat sockets one user may hold open on one gateway, all channels together;"
         " more are refused with too_many_sockets (4429).",
     )
+    ws_max_subscriptions: int = Field(
+        100,
+        ge=1,
+        le=10_000,
+        description="Channels one multiplexed socket (/api/v1/ws) may subscribe at once;"
+        " a subscribe beyond is refused with too_many_subscriptions, the socket stays open.",
+    )
+    ws_typing_interval_seconds: float = Field(
+        2.5,
+        gt=0,
+        le=60,
+        description="At most one typing event per user, channel and socket is relayed per"
+        " this interval; the ones between are dropped silently.",
+    )
     ws_heartbeat_seconds: float = Field(
         30.0, gt=0, description="Ping interval; a peer silent for this long is dropped."
     )
@@ -214,6 +228,27 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a replay waits for a socket whose queue stays full (the client"
         " does not read) before closing it as too slow (4408).",
+    )
+    presence_refresh_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="How often a gateway refreshes its presence entries and sweeps expired ones"
+        " (one script call per channel it serves); also the least time between two counts-only"
+        " presence events of a big channel.",
+    )
+    presence_ttl_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a presence entry lives after its last refresh (at least twice"
+        " PRESENCE_REFRESH_SECONDS): users of a gateway that died go offline within this plus"
+        " one refresh interval.",
+    )
+    presence_max_listed: int = Field(
+        100,
+        ge=0,
+        le=10_000,
+        description="Online users a channel lists; above this many, its presence reports counts"
+        " only (users null, events carry online_count).",
     )
     drain_delay_seconds: float = Field(
         0.0,
@@ -297,6 +332,9 @@ class Settings(BaseSettings):
                 raise ValueError(f"{name} must not be empty")
         if production and "*" in self.allowed_origins:
             raise ValueError("ALLOWED_ORIGINS may not be * in production")
+        if self.presence_ttl_seconds < 2 * self.presence_refresh_seconds:
+            # One late refresh must not let a live user's entry expire.
+            raise ValueError("PRESENCE_TTL_SECONDS must be at least twice PRESENCE_REFRESH_SECONDS")
         return self
 
     def signing_key(self) -> str:

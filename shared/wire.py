@@ -206,9 +206,55 @@ ChatFrame = Annotated[TextFrame | FileFrame, Field(discriminator="type")]
 CHAT_FRAME: TypeAdapter[TextFrame | FileFrame] = TypeAdapter(ChatFrame)
 
 
+# --- Multiplexed socket frames (client -> server) ------------------------------
+
+
+class SubscribeFrame(_Body):
+    type: Literal["subscribe"]
+    channel_id: ChannelId
+    since: Seq | None = None
+
+
+class UnsubscribeFrame(_Body):
+    type: Literal["unsubscribe"]
+    channel_id: ChannelId
+
+
+class SendFrame(_Body):
+    type: Literal["send"]
+    channel_id: ChannelId
+    body: ChatFrame
+    client_id: ClientId | None = None
+
+
+class TypingFrame(_Body):
+    type: Literal["typing"]
+    channel_id: ChannelId
+
+
+_MuxFrames = SubscribeFrame | UnsubscribeFrame | SendFrame | TypingFrame | ReadFrame
+MUX_FRAME: TypeAdapter[_MuxFrames] = TypeAdapter(Annotated[_MuxFrames, Field(discriminator="type")])
+
+
+def subscribed_frame(channel_id: int, last_seq: int) -> bytes:
+    return orjson.dumps({"type": "subscribed", "channel_id": channel_id, "last_seq": last_seq})
+
+
+def unsubscribed_frame(channel_id: int) -> bytes:
+    return orjson.dumps({"type": "unsubscribed", "channel_id": channel_id})
+
+
+# How long a client shows "typing" after the last typing event of a user.
+TYPING_EXPIRES_MS = 5000
+
+
 _TRANSPORT_FIELDS = {"client_id"}
 
 _Parsed = TypeVar("_Parsed")
+# How pydantic's JSON parser words its refusal of a lone surrogate escape
+# (`\ud800"`: "unexpected end of hex escape"; `\udc00`: "lone leading surrogate
+# in hex escape"); a malformed escape is "invalid escape".
+_SURROGATE_ESCAPE = "hex escape"
 
 
 def parse_json(adapter: TypeAdapter[_Parsed], raw: bytes) -> _Parsed:
@@ -220,11 +266,14 @@ def parse_json(adapter: TypeAdapter[_Parsed], raw: bytes) -> _Parsed:
     try:
         return adapter.validate_json(raw)
     except ValidationError as exc:
-        if not any(error["type"] == "json_invalid" for error in exc.errors()):
+        unparsed = [e["msg"] for e in exc.errors() if e["type"] == "json_invalid"]
+        if not unparsed:
             raise InvalidBodyError(details=validation_details(exc)) from None
+        if not any(_SURROGATE_ESCAPE in message for message in unparsed):
+            raise InvalidJsonError() from None
     # pydantic's parser refuses an escaped lone surrogate ("\ud800") as invalid
     # JSON, though JSON's grammar allows it: it is a string we cannot store, so
-    # it is refused like one, with its field. Only refused input gets here.
+    # it is refused like one, with its field. Only such refusals get here.
     try:
         value = json.loads(raw.decode(), parse_constant=_not_json)
     except (ValueError, RecursionError):
@@ -313,9 +362,14 @@ def error_frame(
     message: str,
     details: list[dict[str, object]] | None = None,
     retry_after: float | None = None,
+    *,
+    channel_id: int | None = None,
 ) -> bytes:
-    """The socket's error frame: the Go server's shape plus `type` and `code`."""
+    """The socket's error frame: the Go server's shape plus `type` and `code`
+    (and, on the multiplexed socket, the `channel_id` it is about)."""
     body: dict[str, object] = {"success": False, "message": message, "type": "error", "code": code}
+    if channel_id is not None:
+        body["channel_id"] = channel_id
     if details:
         body["errors"] = details
     if retry_after is not None:
@@ -324,13 +378,23 @@ def error_frame(
 
 
 def ack_frame(
-    message_id: int, seq: int, client_id: str | None, *, duplicate: bool = False
+    message_id: int,
+    seq: int,
+    client_id: str | None,
+    *,
+    duplicate: bool = False,
+    channel_id: int | None = None,
 ) -> bytes:
-    """The sender's acknowledgement; a re-sent `client_id` gets the original's, marked."""
+    """The sender's acknowledgement; a re-sent `client_id` gets the original's, marked.
+    The multiplexed socket's carries `channel_id`."""
     ack: dict[str, object] = {
         "success": True,
         "message": "Message sent successfully",
         "type": "ack",
+    }
+    if channel_id is not None:
+        ack["channel_id"] = channel_id
+    ack |= {
         "id": message_id,
         "seq": seq,
         "client_id": client_id,

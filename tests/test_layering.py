@@ -45,7 +45,7 @@ def test_packages_only_share_through_shared(package: str, forbidden: set[str]) -
     assert offenders == {}
 
 
-@pytest.mark.parametrize("module", ["gateway/hub.py", "gateway/connection.py"])
+@pytest.mark.parametrize("module", ["gateway/hub.py", "gateway/connection.py", "gateway/outbox.py"])
 def test_local_fan_out_knows_nothing_of_redis(module: str) -> None:
     imports = {name.split(".")[0] for name in _imports(ROOT / module)}
     assert not imports & {"redis", "gateway.broker", "gateway.subscriber"}

@@ -18,9 +18,9 @@ from gateway.api.common import (
     read_body,
 )
 from gateway.api.docs import Auth, documented
-from gateway.app_keys import BROKER, PG_POOL
+from gateway.app_keys import BROKER, PG_POOL, PRESENCE
 from gateway.read_markers import mark_read
-from shared.db import channels, messages
+from shared.db import channels, messages, users
 from shared.errors import (
     AlreadyMemberError,
     AppError,
@@ -36,12 +36,14 @@ from shared.responses import (
     ChannelWithMembersJson,
     MemberJson,
     MessagePageJson,
+    PresenceJson,
     ReadMarkerJson,
 )
 from shared.wire import (
     ChannelRefBody,
     NewChannelBody,
     ReadBody,
+    author_json,
     stored_message_json,
 )
 
@@ -225,3 +227,29 @@ async def mark_channel_read(request: web.Request) -> web.Response:
     stored = await mark_read(request.app, claims.user_id, channel_id, body.seq)
     data: ReadMarkerJson = {"channel_id": channel_id, "last_read_seq": stored}
     return ok("channel marked read", data)
+
+
+@documented(
+    "Who is online in a channel, members only",
+    description="Users with a socket open in the channel, on any gateway, each once. Above "
+    "PRESENCE_MAX_LISTED online users `users` is null (counts only). Expired entries of a "
+    "gateway that died are left out.",
+    data=PresenceJson,
+    errors=(ChannelNotFoundError, NotAMemberError, UnavailableError),
+    auth=Auth.REQUIRED,
+)
+async def channel_presence(request: web.Request) -> web.Response:
+    """Who is online in the channel, members only: `users` is null above
+    PRESENCE_MAX_LISTED online users (a big channel reports its count only)."""
+    claims = await caller(request)
+    pool = request.app[PG_POOL]
+    channel_id = path_id(request, "id")
+    if await channels.member_role(pool, channel_id, claims.user_id) is None:
+        raise await _why_not_a_member(pool, channel_id)
+    online = await request.app[PRESENCE].online(channel_id)
+    listed = None
+    if online.user_ids is not None:
+        found = await users.get_users(pool, online.user_ids)
+        listed = [author_json(u.id, u.name, u.username, u.avatar_url) for u in found]
+    data: PresenceJson = {"channel_id": channel_id, "online_count": online.count, "users": listed}
+    return ok("presence retrieved", data)

@@ -56,6 +56,16 @@ async def get_user(db: Executor, user_id: int) -> User | None:
     return None if row is None else User.from_record(row)
 
 
+async def get_users(db: Executor, user_ids: list[int]) -> list[User]:
+    """The users among `user_ids` that exist, by username; one query for any number."""
+    rows = await db.fetch(
+        """SELECT id, name, username, email, avatar_url, role, created_at FROM users
+           WHERE id = ANY($1::bigint[]) ORDER BY lower(username), id""",
+        user_ids,
+    )
+    return [User.from_record(row) for row in rows]
+
+
 async def list_users(db: Executor, *, limit: int, offset: int) -> list[User]:
     rows = await db.fetch(
         """SELECT id, name, username, email, avatar_url, role, created_at FROM users

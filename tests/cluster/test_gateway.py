@@ -19,6 +19,7 @@ import asyncpg
 import orjson
 from aiohttp.test_utils import TestClient
 
+from gateway.app_keys import KEYS, PRESENCE, REDIS
 from persistence.worker import Worker
 from shared.local_cluster import ValkeyCluster
 from shared.redis_keys import RedisKeys
@@ -30,6 +31,7 @@ from tests.gateway.api_client import (
     Account,
     connect,
     create_channel,
+    eventually,
     join,
     receive_until,
     room,
@@ -234,3 +236,31 @@ async def test_worker_persists_every_partition_in_cluster_mode(
         stored.setdefault(row["channel_id"], []).append(row["seq"])
     assert stored == acked
     assert await Worker(settings).run_until_idle() == 0  # everything was acked
+
+
+async def test_presence_across_gateways_on_every_master(make_gateway: MakeGateway) -> None:
+    """Presence scripts run on each channel's master, and the refresh (one call per
+    channel, spread over the masters) keeps entries alive past their first expiry."""
+    settings = {"presence_refresh_seconds": 0.2, "presence_ttl_seconds": 0.6}
+    gateway_a, gateway_b = await make_gateway(**settings), await make_gateway(**settings)
+    alice, bob = await signup(gateway_a, "alice"), await signup(gateway_a, "bob")
+    channel_ids = await _channels(gateway_a, alice, [bob], 3)  # partitions 1-3
+    for channel_id in channel_ids:
+        await connect(gateway_a, alice, channel_id)
+        await connect(gateway_b, bob, channel_id)
+    app = gateway_a.app
+    redis, keys = app[REDIS], app[KEYS]
+    entry = f"{alice.user_id}:{app[PRESENCE].node_id}"
+    first_expiry = [await redis.zscore(keys.presence_entries(c), entry) for c in channel_ids]
+    assert None not in first_expiry
+
+    async def refreshed_everywhere() -> bool:
+        expiries = [await redis.zscore(keys.presence_entries(c), entry) for c in channel_ids]
+        pairs = zip(expiries, first_expiry, strict=True)
+        return all(new is not None and new > old for new, old in pairs)
+
+    await eventually(refreshed_everywhere)
+    for channel_id in channel_ids:
+        response = await gateway_b.get(f"/api/v1/channels/{channel_id}/presence", headers=bob.auth)
+        data = (await response.json())["data"]
+        assert [user["id"] for user in data["users"]] == [alice.user_id, bob.user_id]

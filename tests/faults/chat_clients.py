@@ -5,6 +5,10 @@ gateway with `since=<last seq>`. A `Sender` sends numbered messages one at a
 time and re-sends a message under the same `client_id` until it is
 acknowledged. After the fault, the test compares what every member received
 and what PostgreSQL stores with what was acknowledged.
+
+Both speak either socket kind (`SOCKET_KINDS`): the per-channel chat socket,
+or the multiplexed one (`/api/v1/ws`), where a member subscribes with
+`since` after each reconnect and a sender subscribes before sending.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import orjson
@@ -24,6 +29,46 @@ _REPLY_TIMEOUT_SECONDS = 3.0
 # A real client waits a little before reconnecting or re-sending, so a restarting
 # server is not hammered; the figure only shapes the traffic, not the outcome.
 _RETRY_PAUSE_SECONDS = 0.05
+
+
+SOCKET_KINDS = ("chat", "mux")
+
+
+async def open_socket(
+    session: aiohttp.ClientSession,
+    url: str,
+    kind: str,
+    account: Account,
+    channel_id: int,
+    since: int | None = None,
+    **kwargs: Any,
+) -> aiohttp.ClientWebSocketResponse:
+    """A socket of `kind` that receives `channel_id`'s messages (after `since`, if given).
+
+    On the multiplexed socket this sends the subscribe and returns without
+    waiting for `subscribed`: the caller reads every frame anyway.
+    """
+    params = {"token": account.token}
+    if kind == "chat":
+        if since is not None:
+            params["since"] = str(since)
+        return await session.ws_connect(
+            f"{url}/api/v1/chat/{channel_id}", params=params, origin=ORIGIN, **kwargs
+        )
+    ws = await session.ws_connect(f"{url}/api/v1/ws", params=params, origin=ORIGIN, **kwargs)
+    subscribe: dict[str, object] = {"type": "subscribe", "channel_id": channel_id}
+    if since is not None:
+        subscribe["since"] = since
+    await ws.send_str(orjson.dumps(subscribe).decode())
+    return ws
+
+
+def send_frame(kind: str, channel_id: int, content: str, client_id: str) -> str:
+    text = {"type": "text", "content": content}
+    if kind == "chat":
+        return orjson.dumps({**text, "client_id": client_id}).decode()
+    frame = {"type": "send", "channel_id": channel_id, "body": text, "client_id": client_id}
+    return orjson.dumps(frame).decode()
 
 
 @dataclass
@@ -87,9 +132,15 @@ class Member:
     """Stays in the channel across faults; reconnects with `since`, rotating gateways."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, urls: list[str], account: Account, channel_id: int
+        self,
+        session: aiohttp.ClientSession,
+        urls: list[str],
+        account: Account,
+        channel_id: int,
+        kind: str = "chat",
     ) -> None:
         self._session = session
+        self._kind = kind
         self._urls = urls
         self._account = account
         self._channel_id = channel_id
@@ -124,14 +175,12 @@ class Member:
         while True:
             url = self._urls[attempt % len(self._urls)]
             attempt += 1
-            params = {"token": self._account.token}
-            if self.last_seq is not None:
-                params["since"] = str(self.last_seq)
             try:
-                async with self._session.ws_connect(
-                    f"{url}/api/v1/chat/{self._channel_id}", params=params, origin=ORIGIN
+                async with await open_socket(
+                    self._session, url, self._kind, self._account, self._channel_id, self.last_seq
                 ) as ws:
-                    self.connected.set()
+                    if self._kind == "chat":
+                        self.connected.set()  # subscribed before the upgrade completed
                     async for message in ws:
                         if message.type is aiohttp.WSMsgType.TEXT:
                             self._on_frame(orjson.loads(message.data))
@@ -141,7 +190,9 @@ class Member:
             await asyncio.sleep(_RETRY_PAUSE_SECONDS)
 
     def _on_frame(self, frame: dict[str, object]) -> None:
-        if frame["type"] == "message":
+        if frame["type"] == "subscribed":
+            self.connected.set()  # messages sent from now on reach this member
+        elif frame["type"] == "message":
             seq = frame["seq"]
             assert isinstance(seq, int)
             self.seqs.append(seq)
@@ -166,8 +217,10 @@ class Sender:
         tag: str,
         *,
         content_bytes: int = 0,
+        kind: str = "chat",
     ) -> None:
         self._session = session
+        self._kind = kind
         self._urls = urls
         self._account = account
         self._channel_id = channel_id
@@ -199,8 +252,7 @@ class Sender:
             try:
                 ws = await self._socket()
                 content = f"{self._padding}{self._tag} {time.monotonic()}"
-                frame = {"type": "text", "content": content, "client_id": client_id}
-                await ws.send_str(orjson.dumps(frame).decode())
+                await ws.send_str(send_frame(self._kind, self._channel_id, content, client_id))
                 if await self._acked(ws, client_id):
                     self._progress.notify()
                     return
@@ -227,10 +279,8 @@ class Sender:
         if self._ws is None or self._ws.closed:
             url = self._urls[self._attempt % len(self._urls)]
             self._attempt += 1
-            self._ws = await self._session.ws_connect(
-                f"{url}/api/v1/chat/{self._channel_id}",
-                params={"token": self._account.token},
-                origin=ORIGIN,
+            self._ws = await open_socket(
+                self._session, url, self._kind, self._account, self._channel_id
             )
         return self._ws
 

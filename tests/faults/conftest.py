@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.faults.chat_clients import SOCKET_KINDS
 from tests.faults.stack import Servers, Stack
 
 
@@ -41,3 +42,10 @@ async def stack(fault_servers: Servers, tmp_path: Path) -> AsyncIterator[Stack]:
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as client:
         yield client
+
+
+@pytest.fixture(params=SOCKET_KINDS)
+def socket_kind(request: pytest.FixtureRequest) -> str:
+    """Each fault test runs over the per-channel chat socket and the multiplexed one."""
+    kind: str = request.param
+    return kind

@@ -17,8 +17,8 @@ import signal
 import aiohttp
 import pytest
 
-from tests.faults.chat_clients import signup
-from tests.faults.stack import ORIGIN, Servers, Service, Stack
+from tests.faults.chat_clients import open_socket, signup
+from tests.faults.stack import Servers, Service, Stack
 from tests.faults.traffic import finish, start_traffic
 from tests.gateway.api_client import tiny_receive_buffer
 
@@ -33,10 +33,10 @@ async def _deployment(stack: Stack, gateways: int = 2) -> tuple[list[Service], S
 
 
 async def test_worker_killed_mid_stream_loses_and_duplicates_nothing(
-    stack: Stack, session: aiohttp.ClientSession
+    stack: Stack, session: aiohttp.ClientSession, socket_kind: str
 ) -> None:
     gateways, worker = await _deployment(stack)
-    traffic = await start_traffic(session, gateways)
+    traffic = await start_traffic(session, gateways, kind=socket_kind)
     await traffic.wait_acked(150)
 
     worker.signal(signal.SIGKILL)
@@ -49,10 +49,14 @@ async def test_worker_killed_mid_stream_loses_and_duplicates_nothing(
 
 @pytest.mark.parametrize("fault", ["SIGSTOP redis", "kill -9 redis, restart"])
 async def test_redis_outage_under_traffic(
-    stack: Stack, fault_servers: Servers, session: aiohttp.ClientSession, fault: str
+    stack: Stack,
+    fault_servers: Servers,
+    session: aiohttp.ClientSession,
+    fault: str,
+    socket_kind: str,
 ) -> None:
     gateways, _ = await _deployment(stack)
-    traffic = await start_traffic(session, gateways)
+    traffic = await start_traffic(session, gateways, kind=socket_kind)
     await traffic.wait_acked(150)
 
     if fault == "SIGSTOP redis":
@@ -70,10 +74,10 @@ async def test_redis_outage_under_traffic(
 
 
 async def test_postgres_stopped_then_started(
-    stack: Stack, fault_servers: Servers, session: aiohttp.ClientSession
+    stack: Stack, fault_servers: Servers, session: aiohttp.ClientSession, socket_kind: str
 ) -> None:
     gateways, _ = await _deployment(stack)
-    traffic = await start_traffic(session, gateways)
+    traffic = await start_traffic(session, gateways, kind=socket_kind)
     await traffic.wait_acked(150)
 
     fault_servers.postgres.stop()
@@ -93,11 +97,11 @@ async def test_postgres_stopped_then_started(
 
 
 async def test_sigterm_one_gateway_moves_its_clients_to_the_other(
-    stack: Stack, session: aiohttp.ClientSession
+    stack: Stack, session: aiohttp.ClientSession, socket_kind: str
 ) -> None:
     stack.env["DRAIN_DELAY_SECONDS"] = "3"
     gateways, _ = await _deployment(stack)
-    traffic = await start_traffic(session, gateways)
+    traffic = await start_traffic(session, gateways, kind=socket_kind)
     await traffic.wait_acked(150)
 
     gateways[0].signal(signal.SIGTERM)
@@ -122,13 +126,20 @@ _STILL_OPEN = (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.PING)
 
 
 async def test_client_that_never_reads_is_dropped_without_slowing_the_others(
-    stack: Stack, session: aiohttp.ClientSession
+    stack: Stack, session: aiohttp.ClientSession, socket_kind: str
 ) -> None:
     stack.env["WS_SEND_QUEUE_SIZE"] = "32"
     stack.env["WS_SOCKET_SEND_BUFFER_BYTES"] = "16384"
     gateways, _ = await _deployment(stack, gateways=1)
     traffic = await start_traffic(
-        session, gateways, members=2, senders=1, messages=600, pause=0, content_bytes=2000
+        session,
+        gateways,
+        members=2,
+        senders=1,
+        messages=600,
+        pause=0,
+        content_bytes=2000,
+        kind=socket_kind,
     )
     stuck_account = await signup(session, gateways[0].url, "stuck")
     async with session.post(
@@ -139,10 +150,12 @@ async def test_client_that_never_reads_is_dropped_without_slowing_the_others(
         assert response.status == 200
     connector = aiohttp.TCPConnector(socket_factory=tiny_receive_buffer)
     async with aiohttp.ClientSession(connector=connector) as stuck_session:
-        stuck = await stuck_session.ws_connect(
-            f"{gateways[0].url}/api/v1/chat/{traffic.channel_id}",
-            params={"token": stuck_account.token},
-            origin=ORIGIN,
+        stuck = await open_socket(
+            stuck_session,
+            gateways[0].url,
+            socket_kind,
+            stuck_account,
+            traffic.channel_id,
             autoping=False,
         )
         await finish(traffic, stack, "client never reads, 600 x 2 KB flood")

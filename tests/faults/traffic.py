@@ -48,10 +48,12 @@ async def start_traffic(
     pause: float = _SEND_PAUSE_SECONDS,
     content_bytes: int = 0,
     tag: str = "",
+    kind: str = "chat",
 ) -> Traffic:
     """Members connected to the gateways, then senders started, in one new channel.
 
-    `tag` tells apart the users and the channel of several traffics in one database.
+    `tag` tells apart the users and the channel of several traffics in one database;
+    `kind` is the socket every client uses (`SOCKET_KINDS`).
     """
     urls = [gateway.url for gateway in gateways]
     accounts = [await signup(session, urls[0], f"{tag}user{n}") for n in range(members + senders)]
@@ -61,7 +63,7 @@ async def start_traffic(
         return urls[start % len(urls) :] + urls[: start % len(urls)]
 
     listeners = [
-        Member(session, rotated(n), account, channel_id)
+        Member(session, rotated(n), account, channel_id, kind)
         for n, account in enumerate(accounts[:members])
     ]
     for member in listeners:
@@ -69,7 +71,15 @@ async def start_traffic(
     for member in listeners:
         await asyncio.wait_for(member.connected.wait(), _SETTLE_TIMEOUT_SECONDS)
     writers = [
-        Sender(session, rotated(n), account, channel_id, f"s{n}", content_bytes=content_bytes)
+        Sender(
+            session,
+            rotated(n),
+            account,
+            channel_id,
+            f"s{n}",
+            content_bytes=content_bytes,
+            kind=kind,
+        )
         for n, account in enumerate(accounts[members:])
     ]
     sending = [asyncio.create_task(writer.send(messages, pause)) for writer in writers]

@@ -3,7 +3,7 @@ PostgreSQL and Redis."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +13,10 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from shared.local_servers import ServerProcess, free_port, start_valkey
 from shared.settings import Settings
+from tests.faults.stack import Servers, Stack
 
 MakeGateway = Callable[..., Awaitable[TestClient[Any, Any]]]
+MakeStack = Callable[..., Awaitable[Stack]]
 
 
 @pytest.fixture
@@ -41,3 +43,22 @@ def own_valkey(tmp_path: Path) -> Iterator[ServerProcess]:
 @pytest.fixture
 async def gateway(make_gateway: MakeGateway) -> TestClient[Any, Any]:
     return await make_gateway()
+
+
+@pytest.fixture
+async def make_stack(
+    servers_dir: Path, postgres_server: ServerProcess, redis_server: ServerProcess, tmp_path: Path
+) -> AsyncIterator[MakeStack]:
+    """Deployments of `python -m gateway` processes on the session's servers (a database
+    of their own each); keyword arguments are environment variables. Stopped at the end."""
+    made: list[Stack] = []
+
+    async def make(**settings: str) -> Stack:
+        servers = Servers(servers_dir, postgres_server, redis_server)
+        stack = await Stack.create(servers, tmp_path, **settings)
+        made.append(stack)
+        return stack
+
+    yield make
+    for stack in made:
+        stack.stop()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from shared.local_servers import ServerProcess
-from tests.faults.stack import ORIGIN, Servers, Service, Stack
+from tests.faults.stack import ORIGIN, Service, Stack
+from tests.gateway.conftest import MakeStack
 
 # What a burst of log-ins may leave a gateway larger by, measured after it (the
 # issue's bound). Without the bounded hashing this was ~115 MB for 48 log-ins.
@@ -25,24 +24,15 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-async def stack(
-    servers_dir: Path, postgres_server: ServerProcess, redis_server: ServerProcess, tmp_path: Path
-) -> AsyncIterator[Stack]:
-    servers = Servers(servers_dir, postgres_server, redis_server)
+async def stack(make_stack: MakeStack) -> Stack:
     # The failed log-in limits count log-ins in flight; a storm from one address
     # would hit them, and they are not what these tests are about.
-    deployment = await Stack.create(
-        servers,
-        tmp_path,
+    return await make_stack(
         LOG_LEVEL="DEBUG",
         LOG_JSON="false",
         LOGIN_MAX_FAILURES="0",
         LOGIN_MAX_FAILURES_PER_IP="0",
     )
-    try:
-        yield deployment
-    finally:
-        deployment.stop()
 
 
 def _rss_mb(service: Service) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from gateway.connection import Connection
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
+from gateway.outbox import Outbox
 from gateway.websocket import text_frame
 
 
@@ -23,13 +24,13 @@ class _Subscriptions:
 
 
 def _connection(user_id: int, channel_id: int, *, wants_events: bool) -> Connection:
+    metrics = GatewayMetrics()
     return Connection(
-        user_id=user_id,
+        Outbox(user_id=user_id, queue_size=8, metrics=metrics),
         channel_id=channel_id,
         token_generation=0,
-        queue_size=8,
         replay=None,  # type: ignore[arg-type]  # never started: nothing is replayed
-        metrics=GatewayMetrics(),
+        metrics=metrics,
         resume_wait_seconds=1.0,
         replay_stall_seconds=1.0,
         wants_events=wants_events,
@@ -38,7 +39,7 @@ def _connection(user_id: int, channel_id: int, *, wants_events: bool) -> Connect
 
 def _queued(connection: Connection) -> list[bytes]:
     """What the connection would write: a connection not yet started queues everything."""
-    return connection._pending
+    return connection.out.pending
 
 
 async def test_events_reach_only_takers_and_only_the_users_for_a_user_event() -> None:

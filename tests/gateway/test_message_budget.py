@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -14,7 +15,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from gateway.app_keys import HUB, METRICS
+from gateway.app_keys import HUB, KEYS, METRICS
 from gateway.message_budget import BudgetLimits, MessageBudget
 from gateway.websocket import CLOSE_TIMEOUT_SECONDS
 from shared.settings import Settings
@@ -33,17 +34,36 @@ _SCRIPT_COMMANDS = ("evalsha", "eval")  # EVAL after a NOSCRIPT
 
 async def _flooder(
     gateway: TestClient[Any, Any], redis_url: str
-) -> aiohttp.ClientWebSocketResponse:
-    """Alice's socket, in a channel whose first message (which also seeds the channel's
-    counter and loads the script: more calls) bob has sent; Redis's call counts reset."""
+) -> tuple[aiohttp.ClientWebSocketResponse, int, int]:
+    """Alice's socket, its channel and alice's id. Bob has sent the channel's first
+    message (which also seeds its counter and loads the script: more calls), and
+    Redis's call counts are reset once alice's presence entry (a script call too) is in."""
     channel_id, (alice, bob) = await room(gateway, "alice", "bob")
     await send_texts(await connect(gateway, bob, channel_id), 1, "first")
+    ws = await connect(gateway, alice, channel_id)
+    await eventually(_online_in_redis(gateway, redis_url, channel_id, alice.user_id, True))
     client = Redis.from_url(redis_url)
     try:
         await client.config_resetstat()
     finally:
         await client.aclose()
-    return await connect(gateway, alice, channel_id)
+    return ws, channel_id, alice.user_id
+
+
+def _online_in_redis(
+    gateway: TestClient[Any, Any], redis_url: str, channel_id: int, user_id: int, online: bool
+) -> Callable[[], Awaitable[bool]]:
+    """Whether the user's presence is as given, read without a script call."""
+
+    async def probe() -> bool:
+        client = Redis.from_url(redis_url)
+        try:
+            users = gateway.app[KEYS].presence_users(channel_id)
+            return bool(await client.hexists(users, str(user_id))) is online
+        finally:
+            await client.aclose()
+
+    return probe
 
 
 async def _script_calls(redis_url: str) -> int:
@@ -79,7 +99,7 @@ async def test_frames_over_the_budget_are_refused_without_a_redis_call(
     make_gateway: MakeGateway, redis_url: str
 ) -> None:
     gateway = await make_gateway(ws_message_rate=5, ws_message_rate_close_after=100)
-    ws = await _flooder(gateway, redis_url)
+    ws, _, _ = await _flooder(gateway, redis_url)
 
     await _flood(ws, 30)
     replies = await _replies(ws, 30)
@@ -98,7 +118,7 @@ async def test_socket_that_keeps_flooding_is_closed_with_4429(
     make_gateway: MakeGateway, redis_url: str
 ) -> None:
     gateway = await make_gateway(ws_message_rate=5, ws_message_rate_close_after=3)
-    ws = await _flooder(gateway, redis_url)
+    ws, channel_id, alice_id = await _flooder(gateway, redis_url)
 
     await _flood(ws, 200)
     acks = 0
@@ -109,7 +129,9 @@ async def test_socket_that_keeps_flooding_is_closed_with_4429(
     assert message.type is aiohttp.WSMsgType.CLOSE
     assert ws.close_code == 4429
     assert acks == 5
-    assert await _script_calls(redis_url) == 11
+    # The close removed alice's presence entry: one more script call.
+    await eventually(_online_in_redis(gateway, redis_url, channel_id, alice_id, False))
+    assert await _script_calls(redis_url) == 12
     assert gateway.app[METRICS].rate_limit_closes.value == 1
 
     async def closing_handshake_done() -> bool:

@@ -9,6 +9,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import asyncpg
 import orjson
 import pytest
@@ -320,7 +321,7 @@ async def test_read_event_reaches_the_users_event_sockets_on_every_gateway(
     finally:
         await client.aclose()
     assert await _mark(gateway_a, alice, channel_id, 2) == 2
-    assert await receive_json(events) == {
+    assert await _next_but_presence(events) == {
         "type": "read",
         "channel_id": channel_id,
         "user_id": alice.user_id,
@@ -330,10 +331,18 @@ async def test_read_event_reaches_the_users_event_sockets_on_every_gateway(
     # sees is the message sent after the mark.
     await _send(gateway_a, bob, channel_id, 1)
     for ws in (plain, bob_events, events):
-        frame = await receive_json(ws)
+        frame = await _next_but_presence(ws)
         assert (frame["type"], frame["seq"]) == ("message", 4)
     for ws in (plain, bob_events):
         await ws.close()
+
+
+async def _next_but_presence(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    """The next frame that is not a `presence` event: the stand-ins take those too (bob's
+    socket opening is one), in an order this test does not fix."""
+    while (frame := await receive_json(ws))["type"] == "presence":
+        pass
+    return frame
 
 
 def _has_socket(

@@ -6,38 +6,18 @@ session's PostgreSQL and Valkey (with a key prefix of its own).
 
 from __future__ import annotations
 
-import asyncio
-import json
-import sys
 from typing import Any
 
 import pytest
 
 from loadtests.report import METRICS
+from tests.loadtests.subprocess_run import run_json
 
 _RUN_LIMIT_SECONDS = 45.0
 
 
 async def _run_fanout(*args: str) -> dict[str, Any]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "loadtests.fanout",
-        *args,
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(_RUN_LIMIT_SECONDS):
-            stdout, stderr = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, stderr.decode()[-3000:]
-    summary: dict[str, Any] = json.loads(stdout)
-    return summary
+    return await run_json("loadtests.fanout", *args, "--json", within=_RUN_LIMIT_SECONDS)
 
 
 async def test_small_channels_run_delivers_every_message_once(

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from shared.settings import Settings
+from tests.processes import run_with_deadline
 
 _RUN_LIMIT_SECONDS = 30.0
 _LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
@@ -44,23 +45,16 @@ async def test_headless_locust_run_succeeds_against_a_gateway(
         "LOCUST_WS_RATE": "5",
         "LOCUST_REST_WAIT": "0.05,0.1",
     }
-    process = await asyncio.create_subprocess_exec(
+    finished = await run_with_deadline(
         *(sys.executable, "-m", "locust", "-f", str(_LOCUSTFILE), "--headless"),
         *("-u", "4", "-r", "4", "-t", "4s", "--host", host, "--only-summary"),
         *("--csv", str(tmp_path / "smoke"), "--loglevel", "WARNING"),
+        deadline=_RUN_LIMIT_SECONDS,
         env=env,
-        stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    try:
-        async with asyncio.timeout(_RUN_LIMIT_SECONDS):
-            output, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
-    assert process.returncode == 0, output.decode()[-3000:]
+    assert finished.returncode == 0, finished.stdout.decode()[-3000:]
     with (tmp_path / "smoke_stats.csv").open() as file:
         rows = {(row["Type"], row["Name"]): row for row in csv.DictReader(file)}
     assert set(rows) >= _EXPECTED, sorted(rows)
@@ -69,4 +63,4 @@ async def test_headless_locust_run_succeeds_against_a_gateway(
     failures = {
         key: row["Failure Count"] for key, row in rows.items() if row["Failure Count"] != "0"
     }
-    assert failures == {}, output.decode()[-3000:]
+    assert failures == {}, finished.stdout.decode()[-3000:]
