@@ -7,14 +7,16 @@ returns, the message is durable in the stream: only then is it acknowledged.
 `start_send` makes the script call at once when the connection is up, so the
 usual send completes in that call's callback (`result_now`), with no task or
 coroutine; `send` awaits the rest (connecting, retrying, seeding a counter).
+Each send passes the channel's floor (`gateway.seq_floors`), so a counter that
+went back with lost Redis writes is raised instead of handing out a seq again.
 
 Incoming publishes reach `Deliveries.deliver` as the bytes that were published;
 frames are never decoded or re-encoded on the way to the sockets. Control
 events (a member removed, a user's tokens revoked, a read marker moved, a user
-typing) share the channel's topic and start with `!`, which no JSON frame
-does. A `presence` event, published by the presence scripts, is `!presence `
-and the finished frame for the sockets that take events
-(`Deliveries.deliver_event`).
+typing, a channel's counter raised) share the channel's topic and start with
+`!`, which no JSON frame does. A `presence` event, published by the presence
+scripts, is `!presence ` and the finished frame for the sockets that take
+events (`Deliveries.deliver_event`).
 """
 
 from __future__ import annotations
@@ -32,23 +34,27 @@ from redis.exceptions import RedisError, ResponseError
 
 from gateway.cluster_subscriber import ClusterSubscriber
 from gateway.pipelined_redis import PipelinedRedis
+from gateway.seq_floors import Seen, SeqFloors
 from gateway.subscriber import Subscriber
-from shared.db.messages import max_seq
-from shared.db.pool import POSTGRES_OUTAGE_ERRORS
 from shared.errors import CloseCode, RateLimitedError, UnavailableError
 from shared.redis_keys import RedisKeys, partition_of
 from shared.scripts import Scripts
+from shared.seq_counter import CHANNEL_REWOUND, publish_command
 from shared.settings import Settings
-from shared.wire import TYPING_EXPIRES_MS
+from shared.wire import TYPING_EXPIRES_MS, frame_id, frame_seq
 
 log = logging.getLogger(__name__)
 
 _CONTROL_PREFIX = b"!"
 # What shared/redis_scripts/presence_common.lua puts before a presence frame.
 _PRESENCE_PREFIX = b"!presence "
-# send.lua takes 7 keys and 12 arguments.
+# send.lua takes 7 keys and 13 arguments.
 _SEND_KEY_COUNT = 7
-_SEND_ARGV_COUNT = 12
+_SEND_ARGV_COUNT = 13
+# Script replies that mean "raise the channel's counter, then send again".
+_NEEDS_COUNTER = (b"noseq", b"behind")
+# Raises before a send gives up: one suffices unless the floor moves meanwhile.
+_COUNTER_REPAIRS = 3
 # What each control event closes, and with which code (the membership audit closes
 # with the same when it finds what an event it missed would have closed).
 CONTROL_CLOSES: dict[str, tuple[CloseCode, str]] = {
@@ -70,13 +76,21 @@ _RECENT_TTL_MS = 7 * 24 * 3600 * 1000
 class Deliveries(Protocol):
     """Where the broker hands what arrives for this node (the hub)."""
 
-    def deliver(self, channel_id: int, frame: bytes) -> None: ...
+    def deliver(self, channel_id: int, frame: bytes, seq: int, message_id: int) -> None:
+        """Offer a message frame, whose `seq` and id the broker read, to the local sockets."""
+        ...
 
     def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None: ...
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None: ...
 
     def resync(self, channel_ids: list[int]) -> None: ...
+
+    def rewound(self, channel_id: int, after_seq: int, to_seq: int, *, replay: range) -> None:
+        """Seqs `after_seq`+1 to `to_seq` may have been lost or given to other messages:
+        tell the sockets that saw any, and replay them the seqs in `replay` (what
+        follows comes live)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +99,7 @@ class _ChannelScript:
     and their RESP encoding (see the argument order in send.lua)."""
 
     keys: tuple[str, ...]  # seq, recent, ingest stream, id clock, topic
-    args: tuple[int | str, ...]  # ARGV[1..8]
+    args: tuple[int | str, ...]  # ARGV[1..8]; ARGV[9..13] are the user's and the message's
     encoded_keys: bytes  # the EVALSHA command up to and including `keys`
     encoded_args: bytes
 
@@ -112,6 +126,7 @@ class PendingSend:
     dedupe_key: str
     body: bytes
     tail: bytes
+    floor: int  # the highest seq known to exist in the channel
     first: asyncio.Future[Any] | None = None
 
     def script_keys(self) -> list[str]:
@@ -119,7 +134,14 @@ class PendingSend:
 
     def script_args(self) -> list[str | int | bytes]:
         route = self.route
-        return [*route.channel.args, route.user_id, self.client_id or "", self.body, self.tail]
+        return [
+            *route.channel.args,
+            route.user_id,
+            self.client_id or "",
+            self.body,
+            self.tail,
+            self.floor,
+        ]
 
     def encoded_evalsha(self) -> bytes:
         """`EVALSHA` with `script_keys()` and `script_args()`, as RESP, from the parts
@@ -135,6 +157,7 @@ class PendingSend:
                 _bulk(self.client_id.encode() if self.client_id else b""),
                 _bulk(self.body),
                 _bulk(self.tail),
+                _bulk(b"%d" % self.floor),
             )
         )
 
@@ -164,10 +187,10 @@ class Broker:
         self._scripts = scripts
         self._pool = pool
         self._keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
-        # A cluster routes SPUBLISH to the master owning the topic's slot (the
-        # slot of the send's hash tag); PUBLISH would be broadcast to every node.
-        self._publish_command = "SPUBLISH" if settings.redis_cluster else "PUBLISH"
+        self._publish_command = publish_command(settings.redis_cluster)
         self._topics: dict[bytes, int] = {}
+        self._seq_floors = SeqFloors(settings, redis, scripts, pool, self._keys)
+        self._seen = self._seq_floors.channels  # read on every send and delivery
         # The send script's per-channel keys and arguments, built once per
         # subscribed channel instead of once per message.
         self._channels: dict[int, _ChannelScript] = {}
@@ -193,12 +216,14 @@ class Broker:
         self._deliveries = deliveries
 
     async def subscribe(self, channel_id: int) -> None:
+        await self._seq_floors.open(channel_id)
         topic = self._keys.channel_topic(channel_id)
         self._topics[topic.encode()] = channel_id
         try:
             await self.subscriber.subscribe(topic)
         except BaseException:
             self._topics.pop(topic.encode(), None)
+            self._seq_floors.close(channel_id)
             raise
         self._channels[channel_id] = self._channel_script(channel_id)
 
@@ -206,7 +231,13 @@ class Broker:
         topic = self._keys.channel_topic(channel_id)
         self._topics.pop(topic.encode(), None)
         self._channels.pop(channel_id, None)
+        self._seq_floors.close(channel_id)
         await self.subscriber.unsubscribe(topic)
+
+    def known_head(self, channel_id: int, head: int) -> int:
+        """The channel's head as a new socket should start from: `head` (just read from
+        the counter) or, if the counter went back, the highest seq known to exist."""
+        return self._seq_floors.observe(channel_id, head)
 
     def route(self, channel_id: int, user_id: int) -> SendRoute:
         """What `start_send` needs for every message of this user in this channel."""
@@ -257,13 +288,37 @@ class Broker:
             return
         if payload.startswith(_CONTROL_PREFIX):
             self._on_control(channel_id, payload)
-        else:
-            self._deliveries.deliver(channel_id, payload)
+            return
+        try:
+            # Read once, here: the hub needs them, and so does the check below.
+            seq = frame_seq(payload)
+            message_id = frame_id(payload)
+        except ValueError:
+            log.warning("published frame without a seq dropped", extra={"channel_id": channel_id})
+            return
+        self._deliveries.deliver(channel_id, payload, seq, message_id)
+        seen = self._seen.get(channel_id)
+        if seen is not None and seen.delivered(seq, message_id):
+            self._seq_reused(channel_id, seq, seen)
+
+    def _seq_reused(self, channel_id: int, seq: int, seen: Seen) -> None:
+        """A live message took a seq that an older message had here: the counter went
+        back at a node that knew less. Replay it to the sockets, which dropped it as a
+        repeat, and raise the counter to what this node has seen."""
+        log.error(
+            "a message reused a delivered seq (Redis lost writes)",
+            extra={"channel_id": channel_id, "seq": seq, "floor": seen.floor},
+        )
+        assert self._deliveries is not None  # it just delivered
+        self._deliveries.rewound(channel_id, seq - 1, seen.floor, replay=range(seq, seq + 1))
+        self._seq_floors.repair_soon(channel_id)
 
     def _on_resync(self, topics: list[bytes]) -> None:
         if self._deliveries is not None:
             channel_ids = [self._topics[t] for t in topics if t in self._topics]
             self._deliveries.resync(channel_ids)
+            # A reconnect is when Redis may have come back with less than it had.
+            self._seq_floors.verify(channel_ids)
 
     def _on_control(self, channel_id: int, payload: bytes) -> None:
         assert self._deliveries is not None  # checked by the caller
@@ -276,6 +331,15 @@ class Broker:
             closing = CONTROL_CLOSES.get(name)
             if closing is not None:
                 self._deliveries.remove_user(channel_id, int(event["user_id"]), *closing)
+            elif name == CHANNEL_REWOUND:
+                seq = int(event["seq"])
+                self._deliveries.rewound(
+                    channel_id, int(event["after_seq"]), seq, replay=range(seq + 1, seq + 1)
+                )
+                seen = self._seen.get(channel_id)
+                if seen is not None and seen.floor > seq:
+                    # Raised by a node that knew less than this one: raise it further.
+                    self._seq_floors.repair_soon(channel_id)
             elif name in CONTROL_FRAMES:
                 user_id = int(event["user_id"]) if CONTROL_FRAMES[name] else None
                 frame = orjson.dumps({"type": name, "channel_id": channel_id, **event})
@@ -330,14 +394,16 @@ class Broker:
         """Begin sending a message: its first script call leaves now if a connection
         is up (`first`); finish with `result_now` once that is done, or with `send`."""
         dedupe_key = route.dedupe_prefix + (client_id or "-")
-        pending = PendingSend(route, client_id, dedupe_key, body, tail)
+        seen = self._seen.get(route.channel_id)
+        floor = 0 if seen is None else seen.floor
+        pending = PendingSend(route, client_id, dedupe_key, body, tail, floor)
         if isinstance(self._sends, PipelinedRedis):
             pending.first = self._sends.send_nowait(pending.encoded_evalsha())
         return pending
 
     def result_now(self, pending: PendingSend) -> SendResult | None:
         """The outcome of a finished first call, or None when `send` must take over
-        (a lost connection, a Redis that forgot the script, an unseeded counter).
+        (a lost connection, a Redis that forgot the script, a counter to raise).
 
         Raises like `send`.
         """
@@ -346,7 +412,7 @@ class Broker:
         error = first.exception()
         if error is None:
             reply: list[bytes] = first.result()
-            return None if reply[0] == b"noseq" else _outcome(reply)
+            return None if reply[0] in _NEEDS_COUNTER else _outcome(reply)
         if isinstance(error, RedisConnectionError) or _is_noscript(error):
             return None
         log.warning("send script failed", extra={"error": type(error).__name__})
@@ -365,9 +431,21 @@ class Broker:
         retries = 1 if pending.client_id else 0
         first, pending.first = pending.first, None
         reply = await self._run_send(pending, retries, first)
-        if reply[0] == b"noseq":
-            await self._seed_seq(pending.route.channel_id)
+        channel_id = pending.route.channel_id
+        for _ in range(_COUNTER_REPAIRS):
+            if reply[0] not in _NEEDS_COUNTER:
+                break
+            # No counter (a new channel, a Redis without its data), or one behind
+            # what exists: seeded or raised once per channel, not per message.
+            await self._seq_floors.repair(channel_id)
+            pending.floor = self._seq_floors.observe(channel_id, 0)
             reply = await self._run_send(pending, retries, None)
+        if reply[0] in _NEEDS_COUNTER:
+            # Raised each time and behind again: something keeps resetting it.
+            log.error(
+                "channel counter still behind after raising it", extra={"channel_id": channel_id}
+            )
+            raise UnavailableError()
         return _outcome(reply)
 
     async def _run_send(
@@ -413,21 +491,8 @@ class Broker:
             )
         return reply
 
-    async def _seed_seq(self, channel_id: int) -> None:
-        """Start a channel's counter at its highest stored seq (0 for a new channel).
-
-        Runs once per channel per Redis data set, not per message.
-        """
-        try:
-            highest = await max_seq(self._pool, channel_id)
-        except POSTGRES_OUTAGE_ERRORS as exc:
-            raise UnavailableError() from exc
-        try:
-            await self._redis.set(self._keys.channel_seq(channel_id), highest, nx=True)
-        except (RedisError, OSError) as exc:
-            raise UnavailableError() from exc
-
     async def aclose(self) -> None:
+        await self._seq_floors.aclose()
         await self.subscriber.aclose()
 
 

@@ -24,7 +24,6 @@ from http import HTTPStatus
 
 import orjson
 from aiohttp import web
-from pydantic import ValidationError
 
 from gateway.api.common import MAX_ID, IntParam, path_id
 from gateway.api.docs import Auth, documented
@@ -44,7 +43,7 @@ from gateway.app_keys import (
 from gateway.auth import TokenClaims, check_generation, socket_claims, socket_protocol
 from gateway.broker import SendRoute
 from gateway.connection import Connection
-from gateway.inbound import Inbound, Step, check_size, invalid_frame
+from gateway.inbound import Inbound, Step, check_size
 from gateway.message_budget import MessageBudget
 from gateway.outbox import Outbox
 from gateway.websocket import Listener, Sockets, WebSocket, check_upgrade, text_frame
@@ -63,7 +62,7 @@ from shared.errors import (
     UnavailableError,
 )
 from shared.settings import Settings
-from shared.wire import CHAT_FRAME, author_json, error_frame
+from shared.wire import CHAT_FRAME, author_json, error_frame, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +109,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         await hub.join(connection)
         # Read after the subscription: every later message reaches the connection live.
         head = await backlog.head(session.channel_id)
+        head = app[BROKER].known_head(session.channel_id, head)
     except AppError as exc:
         await hub.leave(connection)
         hub.close_socket(out)
@@ -213,10 +213,7 @@ class _ChatSocket(Inbound):
         if not self._spend(self._message_budget, started, None):
             return None
         check_size(payload, self.app)
-        try:
-            frame = CHAT_FRAME.validate_json(payload)
-        except ValidationError as exc:
-            raise invalid_frame(exc) from None
+        frame = parse_json(CHAT_FRAME, payload)
         return self._begin_send(route, frame, frame.client_id)
 
     async def _finish(self) -> None:

@@ -168,6 +168,22 @@ class Connection:
             self._held = deque()
             self._start_catch_up(self.last_seq, goal=None)
 
+    def rewound(self, replay: range, error: AppError) -> None:
+        """The channel's counter went back (Redis lost writes): send `error` (the
+        `channel_rewound` frame), then replay the seqs in `replay` from Redis and
+        PostgreSQL, from the lower of `last_seq` and the range's start, so that a
+        new message which took a seq this socket already saw is delivered, not
+        dropped as a repeat. Later seqs come live, held meanwhile: the replay's
+        goal is the range's end, not the head, which could count held frames."""
+        if self.out.closing:
+            return
+        self.out.enqueue(self._gap_frame(error))
+        if self._held is None:
+            self.last_seq = min(self.last_seq, replay.start - 1)
+            self._held = deque()
+            self._start_catch_up(self.last_seq, goal=max(self.last_seq, replay.stop - 1))
+        # Catching up already: that replay goes on from where it is.
+
     def _too_slow(self) -> None:
         self.out.too_slow(len(self._held or ()))
 

@@ -2,16 +2,15 @@
 
 The hub owns `channel_id -> set[Connection]`. The first local member of a
 channel makes the hub subscribe (through the `Subscriptions` port, which the
-Redis broker implements); the last one leaving unsubscribes. Delivery reads
-the frame's `seq` once, frames it once and offers the same bytes to each
-connection, which queues them without waiting: the hub never awaits a socket,
-so fan-out cost does not depend on the slowest client.
+Redis broker implements); the last one leaving unsubscribes. Delivery takes
+the frame with its `seq` (read once, by the broker), frames it once and offers
+the same bytes to each connection, which queues them without waiting: the hub
+never awaits a socket, so fan-out cost does not depend on the slowest client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -21,10 +20,8 @@ from gateway.connection import Connection
 from gateway.metrics import GatewayMetrics
 from gateway.outbox import Outbox
 from gateway.websocket import text_frame
-from shared.errors import CloseCode, TooManySocketsError
-from shared.wire import frame_created_ms, frame_seq
-
-log = logging.getLogger(__name__)
+from shared.errors import ChannelRewoundError, CloseCode, TooManySocketsError
+from shared.wire import created_ms_of
 
 
 class Subscriptions(Protocol):
@@ -125,19 +122,15 @@ class Hub:
             if not takers:
                 del self._event_takers[connection.channel_id]
 
-    def deliver(self, channel_id: int, frame: bytes) -> None:
-        """Offer one pre-encoded message frame to every local member of the channel."""
+    def deliver(self, channel_id: int, frame: bytes, seq: int, message_id: int) -> None:
+        """Offer one pre-encoded message frame (its `seq` and id read by the caller)
+        to every local member of the channel."""
         members = self._channels.get(channel_id)
         if not members:
             return
-        try:
-            seq = frame_seq(frame)
-            created_ms = frame_created_ms(frame)
-        except ValueError:
-            log.warning("published frame without a seq dropped", extra={"channel_id": channel_id})
-            return
         metrics = self._metrics
-        metrics.delivery_seconds.observe(max(0.0, time.time() - created_ms / 1000))
+        created_s = created_ms_of(message_id) / 1000
+        metrics.delivery_seconds.observe(max(0.0, time.time() - created_s))
         metrics.frames_out.inc(len(members))
         wire = text_frame(frame)  # framed once: every member writes the same bytes
         for connection in members:
@@ -170,6 +163,16 @@ class Hub:
                 connection.resync()
         for listener in self._resync_listeners:
             listener()
+
+    def rewound(self, channel_id: int, after_seq: int, to_seq: int, *, replay: range) -> None:
+        """The channel's counter went back (Redis lost writes): seqs `after_seq`+1 to
+        `to_seq` may have been lost or given to other messages. Tell each socket that
+        saw any of them, and replay it the seqs in `replay` (see Connection.rewound)."""
+        self._metrics.channel_rewinds.inc()
+        error = ChannelRewoundError(details=[{"from_seq": after_seq + 1, "to_seq": to_seq}])
+        for connection in list(self._channels.get(channel_id, ())):
+            if connection.last_seq > after_seq:
+                connection.rewound(replay, error)
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None:
         """Close the sockets of a user who lost access to a channel (see `Connection.revoke`)."""

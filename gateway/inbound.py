@@ -21,7 +21,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from gateway.app_keys import BROKER, MESSAGE_LIMITS, METRICS, SETTINGS
 from gateway.broker import PendingSend, SendResult, SendRoute
@@ -31,13 +30,11 @@ from gateway.websocket import WebSocket
 from shared.errors import (
     AppError,
     CloseCode,
-    InvalidBodyError,
-    InvalidJsonError,
     MessageTooLargeError,
     RateLimitedError,
 )
 from shared.log import request_id_var
-from shared.wire import ack_frame, error_frame, frame_body, message_tail, validation_details
+from shared.wire import ack_frame, error_frame, frame_body, message_tail
 
 log = logging.getLogger(__name__)
 
@@ -282,10 +279,3 @@ def check_size(payload: bytes, app: web.Application) -> None:
     limit = app[SETTINGS].ws_max_body_bytes
     if len(payload) > limit:
         raise MessageTooLargeError(f"Message exceeds {limit} bytes")
-
-
-def invalid_frame(exc: ValidationError) -> AppError:
-    """The refusal for a frame its model rejected: malformed JSON, or an invalid body."""
-    if any(error["type"] == "json_invalid" for error in exc.errors()):
-        return InvalidJsonError()
-    return InvalidBodyError(details=validation_details(exc))

@@ -63,6 +63,10 @@ class GatewayMetrics:
         self.history_gaps = registry.counter(
             "chat_history_gaps_total", "Replays that reported a missing range (history_gap)."
         )
+        self.channel_rewinds = registry.counter(
+            "chat_channel_rewinds_total",
+            "channel_rewound events: a channel's seq counter was found behind and raised.",
+        )
         self.membership_revocations = registry.counter(
             "chat_membership_revocations_total",
             "Sockets the membership audit closed: their removal or revocation event was missed.",

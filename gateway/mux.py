@@ -37,7 +37,6 @@ import asyncio
 import logging
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from gateway.api.docs import Auth, documented
 from gateway.app_keys import BACKLOG, BROKER, HUB, PRESENCE, SETTINGS, SOCKETS
@@ -54,7 +53,7 @@ from gateway.chat import (
     upgrade,
 )
 from gateway.connection import Connection
-from gateway.inbound import Inbound, Step, check_size, invalid_frame
+from gateway.inbound import Inbound, Step, check_size
 from gateway.message_budget import MessageBudget
 from gateway.outbox import Outbox
 from gateway.read_markers import mark_read
@@ -77,6 +76,7 @@ from shared.wire import (
     SubscribeFrame,
     TypingFrame,
     error_frame,
+    parse_json,
     subscribed_frame,
     unsubscribed_frame,
 )
@@ -155,10 +155,7 @@ class _MuxSocket(Inbound):
 
     def _start(self, payload: bytes, started: float) -> Step:
         check_size(payload, self.app)
-        try:
-            frame = MUX_FRAME.validate_json(payload)
-        except ValidationError as exc:
-            raise invalid_frame(exc) from None
+        frame = parse_json(MUX_FRAME, payload)
         channel_id = frame.channel_id
         if isinstance(frame, SubscribeFrame):
             return self._subscribe(frame)
@@ -238,7 +235,7 @@ class _MuxSocket(Inbound):
         await hub.join(sub)
         try:
             # Read after the subscription: every later message reaches `sub` live.
-            head = await app[BACKLOG].head(channel_id)
+            head = app[BROKER].known_head(channel_id, await app[BACKLOG].head(channel_id))
         except BaseException:
             await hub.leave(sub)
             raise

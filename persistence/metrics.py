@@ -19,7 +19,15 @@ class WorkerMetrics:
         registry = self.registry = Registry()
         self.persisted = registry.counter(
             "persistence_messages_written_total",
-            "Messages written to PostgreSQL (inserted, or found already stored).",
+            "Messages newly inserted into PostgreSQL (re-deliveries of stored ones not counted).",
+        )
+        self.insert_transactions = registry.counter(
+            "persistence_insert_transactions_total",
+            "Insert transactions tried: batches, halves of a rejected batch, single rows.",
+        )
+        self.seq_conflicts = registry.counter(
+            "persistence_seq_conflicts_total",
+            "Entries dead-lettered because their (channel_id, seq) is stored under another id.",
         )
         self.acked = registry.counter(
             "persistence_entries_acked_total", "Stream entries acknowledged after their commit."

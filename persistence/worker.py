@@ -15,15 +15,21 @@ Recovery: at start each loop re-reads the worker's own pending entries of its
 partition and claims those a dead peer left idle (XAUTOCLAIM); it repeats the
 claim periodically. Entries that cannot be stored (malformed, or rejected by
 PostgreSQL `worker_max_attempts` times) go to the partition's dead-letter
-stream and are acked, so one bad entry never blocks the rest. Streams are
-trimmed only below the group's oldest pending entry, i.e. only what is
-persisted.
+stream and are acked, so one bad entry never blocks the rest (the writer,
+`persistence/writer.py`, isolates them). Streams are trimmed only below the
+group's oldest pending entry, i.e. only what is persisted.
+
+A row whose `(channel_id, seq)` is stored under another id means Redis lost
+writes and handed that seq out again: it is dead-lettered as a seq conflict,
+and the channel's counter is raised past what PostgreSQL holds (which also
+tells every gateway of the channel, `shared.seq_counter`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -39,11 +45,14 @@ from persistence.dead_letters import Rejected, add_dead_letters
 from persistence.entries import Entry, MalformedEntryError, entries_of, parse_entry, text
 from persistence.metrics import WorkerMetrics
 from persistence.outage_log import OutageLog
+from persistence.writer import BatchWriter, is_transient
 from shared.backoff import Backoff
-from shared.db.messages import MessageRow, insert_messages
-from shared.db.pool import POSTGRES_OUTAGE_ERRORS, create_pool
+from shared.db.messages import MessageRow
+from shared.db.pool import create_pool
 from shared.redis_client import REDIS_OUTAGE_ERRORS, RedisClient, close_redis, connect_redis
 from shared.redis_keys import CONSUMER_GROUP, RedisKeys
+from shared.scripts import Scripts, register_scripts
+from shared.seq_counter import raise_counter
 from shared.settings import Settings
 
 _log = logging.getLogger(__name__)
@@ -51,22 +60,6 @@ _log = logging.getLogger(__name__)
 # Reclaiming and trimming cost a few round trips per partition: often enough
 # that a dead peer's entries wait seconds, not minutes, but not every batch.
 _HOUSEKEEPING_INTERVAL_S = 5.0
-# SQLSTATE classes that say "try again later", not "this row is bad":
-# connection (08), transaction rollback such as deadlock (40), insufficient
-# resources (53), operator intervention such as admin shutdown (57), system (58).
-_TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53", "57", "58"})
-
-
-def _is_transient(exc: Exception) -> bool | None:
-    """True for an outage (retry the same write), False for a data error, None for a bug."""
-    if isinstance(exc, asyncpg.PostgresError):
-        sqlstate = getattr(exc, "sqlstate", None) or ""
-        return sqlstate[:2] in _TRANSIENT_SQLSTATE_CLASSES
-    if isinstance(exc, asyncpg.InterfaceError) and isinstance(exc, ValueError):
-        return False  # asyncpg's client-side DataError: an argument it cannot encode
-    if isinstance(exc, POSTGRES_OUTAGE_ERRORS):
-        return True  # closed or broken connection, refused connect, timeout
-    return None
 
 
 class Worker:
@@ -95,7 +88,9 @@ class Worker:
         self._given_pool = pool
         # Set by _clients() for the duration of run() / run_until_idle().
         self._redis: RedisClient
+        self._scripts: Scripts
         self._pool: asyncpg.Pool[asyncpg.Record]
+        self._writer: BatchWriter
 
     async def run(self, stop: asyncio.Event) -> None:
         """Persist entries until `stop` is set, then finish the in-flight batches and return.
@@ -174,8 +169,10 @@ class Worker:
             socket_timeout=self._settings.redis_timeout_seconds
             + self._settings.worker_block_ms / 1000,
         )
+        self._scripts = register_scripts(self._redis)
         try:
             self._pool = self._given_pool or await self._open_pool(stop)
+            self._writer = BatchWriter(self._pool, self._settings, self.metrics)
             try:
                 yield
             finally:
@@ -191,7 +188,7 @@ class Worker:
             try:
                 return await create_pool(self._settings)
             except Exception as exc:
-                if not _is_transient(exc) or (stop is not None and stop.is_set()):
+                if not is_transient(exc) or (stop is not None and stop.is_set()):
                     raise
                 _log.warning(
                     "postgresql unavailable at start, retrying", extra={"error": repr(exc)}
@@ -308,7 +305,10 @@ class Worker:
                 return persisted
 
     async def _persist(self, entries: list[Entry]) -> int:
-        """Write, dead-letter what cannot be written, then ack all; return rows written."""
+        """Write, dead-letter what cannot be written, then ack all.
+
+        Returns the entries now stored (written, or found stored already).
+        """
         if not entries:
             return 0
         parsed: list[tuple[Entry, MessageRow]] = []
@@ -320,78 +320,43 @@ class Worker:
                 rejected.append(self._reject(entry, f"malformed entry: {exc}"))
         metrics = self.metrics
         metrics.batch_size.observe(len(entries))
-        poison = await self._write_batch(parsed)
-        await self._dead_letter([*rejected, *poison])
+        written = await self._writer.write(parsed)
+        rejected += [self._reject(entry, reason) for entry, reason in written.failed]
+        await self._dead_letter(rejected)
+        await self._raise_counters(written.seq_conflicts)
         await self._ack(entries)
         metrics.acked.inc(len(entries))
-        metrics.persisted.inc(len(parsed) - len(poison))
-        return len(parsed) - len(poison)
+        metrics.persisted.inc(written.inserted)
+        return len(parsed) - len(written.failed)
 
     def _reject(self, entry: Entry, reason: str) -> Rejected:
         partition = self._partitions[entry.stream]
         return Rejected(partition, entry.stream, entry.entry_id, entry.fields, reason)
 
-    async def _write_batch(self, parsed: list[tuple[Entry, MessageRow]]) -> list[Rejected]:
-        """Write all rows in one transaction; on a data error, isolate the bad rows.
+    async def _raise_counters(self, seq_conflicts: dict[int, int]) -> None:
+        """Raise the counter of each channel that handed a stored seq out again past what
+        PostgreSQL holds, and have its gateways tell the sockets that saw those seqs."""
+        for channel_id, first_conflict in seq_conflicts.items():
+            stored = await self._writer.stored_max(channel_id)
+            await self._retry_redis(
+                "raise counter",
+                functools.partial(self._raise_counter, channel_id, stored, first_conflict),
+            )
 
-        Isolation writes each row in its own transaction, so the good rows of
-        the batch are stored and only rows that fail `worker_max_attempts`
-        times come back, to be dead-lettered. A data error is retried at once:
-        only a race (a row committed meanwhile) can clear it, not time.
-        """
-        if not parsed:
-            return []
-        started = time.perf_counter()
-        error = await self._insert_until_committed([row for _, row in parsed])
-        self.metrics.write_seconds.observe(time.perf_counter() - started)
-        if error is None:
-            return []
-        _log.warning(
-            "batch rejected, writing its rows one by one",
-            extra={"batch_size": len(parsed), "error": repr(error)},
+    async def _raise_counter(self, channel_id: int, stored: int, first_conflict: int) -> None:
+        raised = await raise_counter(
+            self._redis,
+            self._scripts.raise_seq,
+            self._keys,
+            channel_id,
+            stored,
+            cluster=self._settings.redis_cluster,
+            known_good=first_conflict - 1,
         )
-        poison: list[Rejected] = []
-        max_attempts = self._settings.worker_max_attempts
-        for entry, row in parsed:
-            for _attempt in range(max_attempts):
-                error = await self._insert_until_committed([row])
-                if error is None:
-                    break
-            else:
-                reason = f"{type(error).__name__}: {error} (after {max_attempts} attempts)"
-                poison.append(self._reject(entry, reason))
-        return poison
-
-    async def _insert_until_committed(self, rows: list[MessageRow]) -> Exception | None:
-        """Insert in one transaction, waiting out outages; return the data error, or None.
-
-        The rows stay in memory across retries, and the insert is idempotent,
-        so an outage neither loses nor duplicates them.
-        """
-        backoff = Backoff()
-        while True:
-            try:
-                async with (
-                    asyncio.timeout(self._settings.db_command_timeout_seconds),
-                    self._pool.acquire() as conn,
-                    conn.transaction(),
-                ):
-                    await insert_messages(conn, rows)
-            except Exception as exc:
-                transient = _is_transient(exc)
-                if transient is None:
-                    raise
-                if not transient:
-                    return exc
-                delay = backoff.next_delay()
-                self.metrics.postgres_retries.inc()
-                _log.warning(
-                    "postgresql unavailable, keeping the rows and retrying",
-                    extra={"batch_size": len(rows), "retry_in_s": delay, "error": repr(exc)},
-                )
-                await asyncio.sleep(delay)
-            else:
-                return None
+        _log.error(
+            "channel handed out stored seqs again (Redis lost writes): counter raised",
+            extra={"channel_id": channel_id, "from": raised.before, "to": raised.after},
+        )
 
     async def _dead_letter(self, rejected: list[Rejected]) -> None:
         if rejected:

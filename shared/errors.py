@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     DRAINING = "draining"
     SINCE_AHEAD = "since_ahead"
     HISTORY_GAP = "history_gap"
+    CHANNEL_REWOUND = "channel_rewound"
     NOT_SUBSCRIBED = "not_subscribed"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     INTERNAL = "internal"
@@ -113,6 +114,11 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.HISTORY_GAP: ErrorSpec(
         410, CloseCode.BAD_REQUEST, "Some messages could not be replayed; fetch them from history"
     ),
+    ErrorCode.CHANNEL_REWOUND: ErrorSpec(
+        410,
+        CloseCode.BAD_REQUEST,
+        "The channel's sequence went back (the broker lost messages); replaying from history",
+    ),
     ErrorCode.NOT_SUBSCRIBED: ErrorSpec(
         409, CloseCode.BAD_REQUEST, "Subscribe to this channel first"
     ),
@@ -180,6 +186,7 @@ UnavailableError = _error("UnavailableError", ErrorCode.UNAVAILABLE)
 DrainingError = _error("DrainingError", ErrorCode.DRAINING)
 SinceAheadError = _error("SinceAheadError", ErrorCode.SINCE_AHEAD)
 HistoryGapError = _error("HistoryGapError", ErrorCode.HISTORY_GAP)
+ChannelRewoundError = _error("ChannelRewoundError", ErrorCode.CHANNEL_REWOUND)
 NotSubscribedError = _error("NotSubscribedError", ErrorCode.NOT_SUBSCRIBED)
 TooManySubscriptionsError = _error("TooManySubscriptionsError", ErrorCode.TOO_MANY_SUBSCRIPTIONS)
 InternalError = _error("InternalError", ErrorCode.INTERNAL)

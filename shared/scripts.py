@@ -29,6 +29,7 @@ def _presence_source(name: str) -> str:
 class Scripts:
     send: AsyncScript
     http_rate: AsyncScript
+    raise_seq: AsyncScript
     login_failures: AsyncScript
     presence_add: AsyncScript
     presence_remove: AsyncScript
@@ -41,6 +42,7 @@ def register_scripts(redis: RedisClient) -> Scripts:
     return Scripts(
         send=redis.register_script(send),
         http_rate=redis.register_script(_source("http_rate")),
+        raise_seq=redis.register_script(_source("raise_seq")),
         login_failures=redis.register_script(_source("login_failures")),
         presence_add=redis.register_script(_presence_source("presence_add")),
         presence_remove=redis.register_script(_presence_source("presence_remove")),

@@ -8,7 +8,9 @@ sender did not mean. Outbound JSON is built here once, with orjson.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+import json
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
 import orjson
 from pydantic import (
@@ -20,8 +22,10 @@ from pydantic import (
     StrictInt,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
 )
 
+from shared.errors import InvalidBodyError, InvalidJsonError
 from shared.responses import AuthorJson, MessageJson
 
 if TYPE_CHECKING:
@@ -35,6 +39,32 @@ _EMAIL_PATTERN = rf"^[^@{_SPACE}]{{1,64}}@[^@{_SPACE}]+\.[^@{_SPACE}]+$"
 _USERNAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 # Printable ASCII without quotes or backslashes: client ids are echoed inside frames.
 _CLIENT_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+# The largest integer JavaScript clients read exactly (Number.MAX_SAFE_INTEGER);
+# far inside bigint and what every JSON reader of the stored body holds.
+JS_SAFE_MAX = 2**53 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _storable(value: str, info: ValidationInfo) -> str:
+    """Refuse what PostgreSQL cannot store: `text` and `jsonb` reject U+0000, and
+    no UTF-8 text holds a lone surrogate. Checked before anything reaches Redis,
+    so a message is never acknowledged that the worker cannot write.
+    """
+    if "\x00" in value:
+        raise ValueError("must not contain U+0000")
+    # Strings parsed from JSON bytes cannot hold a surrogate (the parser refuses
+    # them), and the search costs microseconds per KB: only Python input needs it.
+    if info.mode != "json" and not value.isascii() and _SURROGATE.search(value):
+        raise ValueError("must not contain a lone surrogate")
+    return value
+
+
+# The last annotation of every string of every inbound body and frame. Last, so
+# that the constraints before it still apply to the string itself and stay in
+# its JSON Schema (the OpenAPI document).
+STORABLE = AfterValidator(_storable)
 
 
 def _http_url(value: str) -> str:
@@ -55,16 +85,21 @@ _HTTP_URL_SCHEMA = {"pattern": "^https?://"}
 _NOT_BLANK_SCHEMA = {"pattern": f"[^{_SPACE}]"}
 
 HttpUrl = Annotated[
-    str, Field(max_length=2048, json_schema_extra=_HTTP_URL_SCHEMA), AfterValidator(_http_url)
+    str,
+    Field(max_length=2048, json_schema_extra=_HTTP_URL_SCHEMA),
+    AfterValidator(_http_url),
+    STORABLE,
 ]
 Name = Annotated[
     str,
     Field(min_length=1, max_length=100, json_schema_extra=_NOT_BLANK_SCHEMA),
     AfterValidator(_not_blank),
+    STORABLE,
 ]
-Username = Annotated[str, Field(min_length=3, max_length=32, pattern=_USERNAME_PATTERN)]
-Email = Annotated[str, Field(max_length=254, pattern=_EMAIL_PATTERN)]
-Password = Annotated[str, Field(min_length=8, max_length=128)]
+Username = Annotated[str, Field(min_length=3, max_length=32, pattern=_USERNAME_PATTERN), STORABLE]
+Email = Annotated[str, Field(max_length=254, pattern=_EMAIL_PATTERN), STORABLE]
+Password = Annotated[str, Field(min_length=8, max_length=128), STORABLE]
+ClientId = Annotated[str, Field(pattern=_CLIENT_ID_PATTERN), STORABLE]
 
 
 def _integral(value: object) -> object:
@@ -96,12 +131,12 @@ class SignupBody(_Body):
 
 
 class LoginBody(_Body):
-    identity: Annotated[str, Field(min_length=1, max_length=254)]
-    password: Annotated[str, Field(min_length=1, max_length=128)]
+    identity: Annotated[str, Field(min_length=1, max_length=254), STORABLE]
+    password: Annotated[str, Field(min_length=1, max_length=128), STORABLE]
 
 
 class ChangePasswordBody(_Body):
-    old_password: Annotated[str, Field(min_length=1, max_length=128)]
+    old_password: Annotated[str, Field(min_length=1, max_length=128), STORABLE]
     new_password: Password
 
 
@@ -117,8 +152,9 @@ class NewChannelBody(_Body):
         str,
         Field(min_length=1, max_length=64, json_schema_extra=_NOT_BLANK_SCHEMA),
         AfterValidator(_not_blank),
+        STORABLE,
     ]
-    description: Annotated[str, Field(max_length=500)] = ""
+    description: Annotated[str, Field(max_length=500), STORABLE] = ""
     image_url: HttpUrl | None = None
 
 
@@ -138,19 +174,24 @@ class ReadBody(_Body):
 class TextFrame(_Body):
     type: Literal["text"]
     content: Annotated[
-        str, Field(min_length=1, json_schema_extra=_NOT_BLANK_SCHEMA), AfterValidator(_not_blank)
+        str,
+        Field(min_length=1, json_schema_extra=_NOT_BLANK_SCHEMA),
+        AfterValidator(_not_blank),
+        STORABLE,
     ]
-    client_id: Annotated[str, Field(pattern=_CLIENT_ID_PATTERN)] | None = None
+    client_id: ClientId | None = None
 
 
 class FileFrame(_Body):
     type: Literal["file"]
-    file_id: Annotated[str, Field(min_length=1, max_length=128)]
-    filename: Annotated[str, Field(min_length=1, max_length=255)]
-    mime_type: Annotated[str, Field(min_length=3, max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+$")]
+    file_id: Annotated[str, Field(min_length=1, max_length=128), STORABLE]
+    filename: Annotated[str, Field(min_length=1, max_length=255), STORABLE]
+    mime_type: Annotated[
+        str, Field(min_length=3, max_length=255, pattern=r"^[\w.+-]+/[\w.+-]+$"), STORABLE
+    ]
     url: HttpUrl
-    size_in_bytes: Annotated[StrictInt, Field(ge=0)]
-    client_id: Annotated[str, Field(pattern=_CLIENT_ID_PATTERN)] | None = None
+    size_in_bytes: Annotated[StrictInt, Field(ge=0, le=JS_SAFE_MAX)]
+    client_id: ClientId | None = None
 
 
 class ReadFrame(_Body):
@@ -183,7 +224,7 @@ class SendFrame(_Body):
     type: Literal["send"]
     channel_id: ChannelId
     body: ChatFrame
-    client_id: Annotated[str, Field(pattern=_CLIENT_ID_PATTERN)] | None = None
+    client_id: ClientId | None = None
 
 
 class TypingFrame(_Body):
@@ -208,6 +249,56 @@ TYPING_EXPIRES_MS = 5000
 
 
 _TRANSPORT_FIELDS = {"client_id"}
+
+_Parsed = TypeVar("_Parsed")
+# How pydantic's JSON parser words its refusal of a lone surrogate escape
+# (`\ud800"`: "unexpected end of hex escape"; `\udc00`: "lone leading surrogate
+# in hex escape"); a malformed escape is "invalid escape".
+_SURROGATE_ESCAPE = "hex escape"
+
+
+def parse_json(adapter: TypeAdapter[_Parsed], raw: bytes) -> _Parsed:
+    """Validate a JSON body or chat frame.
+
+    Raises InvalidJsonError when `raw` is not JSON, InvalidBodyError (listing
+    the fields) when it is JSON that the model refuses.
+    """
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        unparsed = [e["msg"] for e in exc.errors() if e["type"] == "json_invalid"]
+        if not unparsed:
+            raise InvalidBodyError(details=validation_details(exc)) from None
+        if not any(_SURROGATE_ESCAPE in message for message in unparsed):
+            raise InvalidJsonError() from None
+    # pydantic's parser refuses an escaped lone surrogate ("\ud800") as invalid
+    # JSON, though JSON's grammar allows it: it is a string we cannot store, so
+    # it is refused like one, with its field. Only such refusals get here.
+    try:
+        value = json.loads(raw.decode(), parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        raise InvalidJsonError() from None
+    try:
+        adapter.validate_python(value)
+    except ValidationError as exc:
+        raise InvalidBodyError(details=validation_details(exc)) from None
+    raise InvalidJsonError()  # the lenient parser read more than JSON: never accept that
+
+
+def _not_json(constant: str) -> object:
+    raise ValueError(f"{constant} is not JSON")
+
+
+# One validator per REST body model, built at its first request.
+_BODY_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def body_adapter(model: type[_Parsed]) -> TypeAdapter[_Parsed]:
+    """The validator of a REST body model, for `parse_json`."""
+    adapter = _BODY_ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _BODY_ADAPTERS[model] = TypeAdapter(model)
+    return adapter
 
 
 def frame_body(frame: TextFrame | FileFrame) -> bytes:
@@ -333,9 +424,16 @@ def frame_seq(frame: bytes) -> int:
     return int(frame[start : frame.index(b",", start)])
 
 
-def frame_created_ms(frame: bytes) -> int:
-    """When a message frame was created (ms since the Unix epoch), read from its id."""
-    message_id = int(frame[_ID_START : frame.index(b",", _ID_START)])
+def frame_id(frame: bytes) -> int:
+    """The message id of a message frame the send script built (its first field).
+
+    Raises ValueError on anything else.
+    """
+    return int(frame[_ID_START : frame.index(b",", _ID_START)])
+
+
+def created_ms_of(message_id: int) -> int:
+    """When a message was created (ms since the Unix epoch), read from its id."""
     return (message_id >> ID_TIME_SHIFT) + ID_EPOCH_MS
 
 

@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from gateway.app_keys import PG_POOL, SETTINGS
 from gateway.auth import TokenClaims, bearer_token, check_generation, verify_token
 from shared.db import users
 from shared.db.records import Channel, Member, User
-from shared.errors import InvalidBodyError, InvalidJsonError, InvalidParameterError
+from shared.errors import InvalidParameterError
 from shared.responses import ChannelJson, MemberJson, OwnUserJson, PublicUserJson
-from shared.wire import iso_from_datetime, success, validation_details
+from shared.wire import body_adapter, iso_from_datetime, parse_json, success
 
 Body = TypeVar("Body", bound=BaseModel)
 # The type of a parameter's default: `int`, or `None` when it is optional.
@@ -36,13 +36,7 @@ def ok(message: str, data: object, *, status: int = 200) -> web.Response:
 
 async def read_body(request: web.Request, model: type[Body]) -> Body:
     """Parse and validate a JSON body: InvalidJsonError or InvalidBodyError listing fields."""
-    raw = await request.read()
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        if any(error["type"] == "json_invalid" for error in exc.errors()):
-            raise InvalidJsonError() from None
-        raise InvalidBodyError(details=validation_details(exc)) from None
+    return parse_json(body_adapter(model), await request.read())
 
 
 @dataclass(frozen=True, slots=True)

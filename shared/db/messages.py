@@ -65,8 +65,10 @@ class StoredMessage:
 # One statement for the whole batch: arrays in, unnest to rows, so a batch of
 # any size is one round trip. `to_timestamp(0) + ms * 1 ms` is exact, where a
 # float division (`to_timestamp(ms / 1000.0)`) could round the last digit.
-# ON CONFLICT without a target covers both the primary key (a re-delivered
-# entry) and UNIQUE (channel_id, seq), which makes the write idempotent.
+# ON CONFLICT (id) skips a re-delivered entry, which makes the write idempotent.
+# Another message at a stored (channel_id, seq) is no repeat but a seq handed
+# out twice (Redis lost writes): it fails the statement, to be isolated and
+# dead-lettered, instead of vanishing as DO NOTHING would make it.
 _INSERT_MESSAGES = """
 INSERT INTO messages (id, channel_id, seq, user_id, body, client_id, created_at)
 SELECT r.id, r.channel_id, r.seq, r.user_id, r.body::jsonb, r.client_id,
@@ -74,8 +76,9 @@ SELECT r.id, r.channel_id, r.seq, r.user_id, r.body::jsonb, r.client_id,
 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
             $5::text[], $6::text[], $7::bigint[])
      AS r(id, channel_id, seq, user_id, body, client_id, created_at_ms)
-ON CONFLICT DO NOTHING
+ON CONFLICT (id) DO NOTHING
 """
+_SEQ_CONSTRAINT = "messages_channel_seq_key"
 
 _SELECT_STORED = """
 SELECT m.id, m.seq, m.channel_id, m.user_id, m.body, m.client_id, m.created_at,
@@ -89,15 +92,21 @@ _LIST_BEFORE = (
 )
 _LIST_AFTER = _SELECT_STORED + "WHERE m.channel_id = $1 AND m.seq > $2 ORDER BY m.seq ASC LIMIT $3"
 _MAX_SEQ = "SELECT COALESCE(max(seq), 0) FROM messages WHERE channel_id = $1"
+# One index descent per channel, for any number of channels in one round trip.
+_MAX_SEQS = """
+SELECT c.id, COALESCE((SELECT max(m.seq) FROM messages m WHERE m.channel_id = c.id), 0) AS seq
+FROM unnest($1::bigint[]) AS c(id)
+"""
 
 
 async def insert_messages(conn: Connection, rows: Sequence[MessageRow]) -> int:
-    """Insert a batch in one statement; return how many rows were new.
+    """Insert a batch in one statement; return how many rows were new (the command tag).
 
-    Rows whose id (or channel_id and seq) already exist are skipped, so
-    writing the same batch twice is harmless. Raises `asyncpg.PostgresError`
-    on a data error (e.g. an unknown user or channel), which aborts the whole
-    statement: callers isolate the bad row themselves.
+    Rows whose id already exists are skipped, so writing the same batch twice
+    is harmless. Raises `asyncpg.PostgresError` on a data error (an unknown
+    user or channel; a `(channel_id, seq)` stored under another id, see
+    `is_seq_conflict`), which aborts the whole statement: callers isolate the
+    bad row themselves.
     """
     if not rows:
         return 0
@@ -113,6 +122,13 @@ async def insert_messages(conn: Connection, rows: Sequence[MessageRow]) -> int:
     )
     # The command tag is "INSERT 0 <count>".
     return int(status.rsplit(" ", 1)[-1])
+
+
+def is_seq_conflict(error: BaseException) -> bool:
+    """Whether an insert failed because its `(channel_id, seq)` is stored under another id."""
+    return (
+        isinstance(error, asyncpg.UniqueViolationError) and error.constraint_name == _SEQ_CONSTRAINT
+    )
 
 
 async def list_messages_before(
@@ -139,6 +155,12 @@ async def max_seq(db: Executor, channel_id: int) -> int:
     """The highest persisted seq of a channel; 0 when it has no message yet."""
     value = await db.fetchval(_MAX_SEQ, channel_id)
     return int(value)
+
+
+async def max_seqs(db: Executor, channel_ids: Sequence[int]) -> dict[int, int]:
+    """`max_seq` of each channel, in one statement."""
+    records = await db.fetch(_MAX_SEQS, list(channel_ids))
+    return {record["id"]: int(record["seq"]) for record in records}
 
 
 async def count_messages(db: Executor, channel_id: int | None = None) -> int:

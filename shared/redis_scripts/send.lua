@@ -1,7 +1,11 @@
 -- Send one chat message atomically, in one round trip and one cluster slot:
--- dedupe on client_id -> rate limit -> next seq -> message id -> recent history
--- -> ingest stream (the durable hand-off) -> publish the finished frame.
--- Replies: {'ok', id, seq, ms} | {'dup', id, seq, ms} | {'rate', retry_ms} | {'noseq'}.
+-- dedupe on client_id -> counter checks -> rate limit -> message id and next seq
+-- -> recent history -> ingest stream (the durable hand-off) -> publish the
+-- finished frame.
+-- Replies: {'ok', id, seq, ms} | {'dup', id, seq, ms} | {'rate', retry_ms} | {'noseq'}
+--        | {'behind', counter}.
+-- Every check comes before the first write, and no write can fail once one has
+-- been made: a refused send changes nothing, so it never spends a seq.
 -- The keys and arguments that every send of one user to one channel shares come
 -- first, so a gateway can encode them once per socket; the message's own last.
 local seq_key = KEYS[1]
@@ -24,6 +28,7 @@ local user_id = ARGV[9]
 local client_id = ARGV[10]
 local body = ARGV[11]
 local tail = ARGV[12]
+local floor = tonumber(ARGV[13])
 
 -- Message ids: ms since 2024-01-01 << 12 | partition (7 bits) << 5 | counter (5 bits).
 -- 53 bits in all, so JavaScript clients read them exactly, and they sort like created_at.
@@ -32,6 +37,15 @@ local COUNTER_SPAN = 32
 
 local function int(n)
   return string.format('%.0f', n)
+end
+
+-- A counter's value if INCR takes it (a canonical decimal integer, exact in a
+-- Lua number); otherwise an error, raised before anything is written.
+local function counter_value(raw, key)
+  if raw ~= '0' and not (string.match(raw, '^[1-9]%d*$') and #raw <= 15) then
+    error('not an integer counter: ' .. key)
+  end
+  return tonumber(raw)
 end
 
 -- Days-to-civil conversion (H. Hinnant): Redis Lua has no os.date.
@@ -54,6 +68,7 @@ local function iso8601(ms)
     math.floor(sod / 3600), math.floor((sod % 3600) / 60), sod % 60, ms % 1000)
 end
 
+-- Checks: reads only.
 if client_id ~= '' then
   local previous = redis.call('GET', dedupe_key)
   if previous then
@@ -64,16 +79,22 @@ end
 
 -- The counter is seeded from PostgreSQL by the caller, so a Redis that lost its
 -- data never hands out a seq that is already stored.
-if redis.call('EXISTS', seq_key) == 0 then
+local counter = redis.call('GET', seq_key)
+if not counter then
   return {'noseq'}
 end
+counter = counter_value(counter, seq_key)
+-- A counter below a seq known to exist (`floor`: the highest seq the gateway
+-- has seen in the channel) went back with lost Redis writes (a restore, a
+-- failover to a lagging replica). The caller raises it and sends again.
+if counter < floor then
+  return {'behind', int(counter)}
+end
 
+local sent = 0
 if rate_limit > 0 then
-  local count = redis.call('INCR', rate_key)
-  if count == 1 then
-    redis.call('PEXPIRE', rate_key, rate_window_ms)
-  end
-  if count > rate_limit then
+  sent = counter_value(redis.call('GET', rate_key) or '0', rate_key)
+  if sent >= rate_limit then
     return {'rate', redis.call('PTTL', rate_key)}
   end
 end
@@ -82,30 +103,46 @@ local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local clock = redis.call('HMGET', idclock_key, 'ms', 'n')
 local last_ms = tonumber(clock[1]) or 0
-local counter = tonumber(clock[2]) or 0
+local id_counter = tonumber(clock[2]) or 0
 if ms <= last_ms then
   -- Same millisecond, or the clock stepped back: stay monotonic, borrow the next ms when full.
   ms = last_ms
-  counter = counter + 1
-  if counter >= COUNTER_SPAN then
+  id_counter = id_counter + 1
+  if id_counter >= COUNTER_SPAN then
     ms = ms + 1
-    counter = 0
+    id_counter = 0
   end
 else
-  counter = 0
+  id_counter = 0
 end
-redis.call('HSET', idclock_key, 'ms', int(ms), 'n', int(counter))
-
-local seq = redis.call('INCR', seq_key)
-local id = int((ms - ID_EPOCH_MS) * 4096 + partition * COUNTER_SPAN + counter)
+local seq = counter + 1
+local id = int((ms - ID_EPOCH_MS) * 4096 + partition * COUNTER_SPAN + id_counter)
 local ms_text = int(ms)
 local frame = '{"type":"message","id":' .. id .. ',"seq":' .. int(seq)
   .. ',"created_at":"' .. iso8601(ms) .. '",' .. tail
 
+-- Writes. The first is the only one that can fail: the recent stream refuses an
+-- entry id at or below its top, which means the counter is behind the stream (it
+-- went back, or was seeded below entries not yet persisted). Caught, that failure
+-- has written nothing and is answered like any counter behind; no extra read
+-- finds the top on every send.
 if recent_maxlen > 0 then
-  redis.call('XADD', recent_key, 'MAXLEN', '~', recent_maxlen, int(seq) .. '-0', 'f', frame)
+  local added = redis.pcall('XADD', recent_key, 'MAXLEN', '~', recent_maxlen, int(seq) .. '-0',
+    'f', frame)
+  if type(added) == 'table' and added.err then
+    if string.find(added.err, 'equal or smaller', 1, true) then
+      return {'behind', int(counter)}
+    end
+    return added
+  end
   redis.call('PEXPIRE', recent_key, recent_ttl_ms)
 end
+-- None of these can fail: both counters were read as integers INCR takes.
+redis.call('INCR', seq_key)
+if rate_limit > 0 and redis.call('INCR', rate_key) == 1 then
+  redis.call('PEXPIRE', rate_key, rate_window_ms)
+end
+redis.call('HSET', idclock_key, 'ms', int(ms), 'n', int(id_counter))
 redis.call('XADD', ingest_key, '*', 'id', id, 'channel_id', channel_id, 'seq', int(seq),
   'user_id', user_id, 'client_id', client_id, 'body', body, 'ts', ms_text)
 if client_id ~= '' then

@@ -54,6 +54,21 @@ async def test_signup_lists_every_invalid_field(gateway: TestClient[Any, Any]) -
     assert fields == {"name", "username", "email", "password"}
 
 
+@pytest.mark.parametrize("name", [b'"Al\\u0000ice"', b'"Al\\ud800ice"'])
+async def test_signup_refuses_a_string_postgres_cannot_store(
+    gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool, name: bytes
+) -> None:
+    """Regression: a name holding U+0000 reached PostgreSQL, which refuses it in
+    `text` (500 internal); a lone surrogate was refused as malformed JSON."""
+    body = b'{"name": %b, "username": "alice", "email": "a@example.com", "password": "12345678"}'
+    response = await gateway.post(
+        "/api/v1/auth/signup", data=body % name, headers={"Content-Type": "application/json"}
+    )
+    assert await error_of(response) == (422, "invalid_body")
+    assert [error["field"] for error in (await response.json())["errors"]] == ["name"]
+    assert await pg_pool.fetchval("SELECT count(*) FROM users") == 0
+
+
 async def test_signup_refuses_wrong_types_without_coercion(gateway: TestClient[Any, Any]) -> None:
     body = {"name": "A", "username": "alice", "email": "a@example.com", "password": 12345678}
     response = await gateway.post("/api/v1/auth/signup", json=body)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from aiohttp.test_utils import TestClient
 
 from tests.gateway.api_client import create_channel, error_of, join, signup
@@ -37,6 +38,21 @@ async def test_create_requires_a_name_and_a_token(gateway: TestClient[Any, Any])
     anonymous = await gateway.post("/api/v1/channels/new", json={"name": "x"})
     assert await error_of(invalid) == (422, "invalid_body")
     assert await error_of(anonymous) == (400, "missing_token")
+
+
+async def test_create_refuses_a_description_postgres_cannot_store(
+    gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool
+) -> None:
+    """Regression: U+0000 in a description reached PostgreSQL, which refuses it (500)."""
+    owner = await signup(gateway, "alice")
+    response = await gateway.post(
+        "/api/v1/channels/new",
+        json={"name": "general", "description": "a\u0000b"},
+        headers=owner.auth,
+    )
+    assert await error_of(response) == (422, "invalid_body")
+    assert [error["field"] for error in (await response.json())["errors"]] == ["description"]
+    assert await pg_pool.fetchval("SELECT count(*) FROM channels") == 0
 
 
 async def test_list_channels(gateway: TestClient[Any, Any]) -> None:

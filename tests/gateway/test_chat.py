@@ -136,6 +136,48 @@ async def test_bad_frame_gets_error_and_socket_stays_usable(
     assert ack["seq"] == 1  # the bad frame consumed no sequence number
 
 
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (b'{"type": "text", "content": "nul \\u0000 inside"}', "content"),
+        (b'{"type": "text", "content": "lone \\ud800 surrogate"}', "content"),
+        (b'{"type": "text", "content": "\\udc00"}', "content"),
+        (
+            b'{"type": "file", "file_id": "f\\u0000", "filename": "a", "mime_type": "a/b", '
+            b'"url": "https://x.example/a", "size_in_bytes": 1}',
+            "file_id",
+        ),
+        (
+            b'{"type": "file", "file_id": "f", "filename": "a", "mime_type": "a/b", '
+            b'"url": "https://x.example/a", "size_in_bytes": 9007199254740992}',
+            "size_in_bytes",
+        ),
+    ],
+)
+async def test_frame_postgres_cannot_store_is_refused_before_redis(
+    gateway: TestClient[Any, Any], make_settings: Any, redis_url: str, payload: bytes, field: str
+) -> None:
+    """Regression: a text holding U+0000 was acknowledged and delivered live, then
+    never stored (jsonb refuses it), and a resume across it reported history_gap."""
+    channel_id, (alice,) = await room(gateway, "alice")
+    ws = await connect(gateway, alice, channel_id)
+    await ws.send_str(payload.decode())
+
+    error = await receive_json(ws)
+    assert (error["type"], error["code"]) == ("error", "invalid_body")
+    assert [detail["field"] for detail in error["errors"]] == [field]
+    settings = make_settings()
+    keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
+    redis = Redis.from_url(redis_url)
+    try:
+        assert await redis.xlen(keys.ingest_stream_of(channel_id)) == 0
+        assert await redis.xlen(keys.channel_recent(channel_id)) == 0
+    finally:
+        await redis.aclose()
+    await ws.send_str('{"type": "text", "content": "next"}')
+    assert (await receive_until(ws, "ack"))["seq"] == 1  # refused: no ack, no seq spent
+
+
 async def test_frame_over_the_hard_limit_closes_with_1009(gateway: TestClient[Any, Any]) -> None:
     channel_id, (alice,) = await room(gateway, "alice")
     ws = await connect(gateway, alice, channel_id)

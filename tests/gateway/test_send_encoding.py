@@ -46,7 +46,8 @@ async def test_encoded_send_equals_the_packed_command(
         )
         assert pending.encoded_evalsha() == expected
         assert keys[-1].endswith(f":dedupe:123456:987:{client_id or '-'}")
-        assert args[-4:] == [987, client_id or "", body, b'"tail":1}']
+        # The user's and the message's own, then the channel's floor (none known here).
+        assert args[-5:] == [987, client_id or "", body, b'"tail":1}', 0]
     finally:
         await broker.aclose()
         await redis.aclose()

@@ -250,6 +250,64 @@ async def test_poison_entry_is_dead_lettered_and_the_batch_persisted(
     assert await pending_count(redis, sender.keys) == 0
 
 
+async def test_one_bad_row_costs_a_few_transactions_not_one_per_row(
+    make_settings: MakeSettings, pg_pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    """Regression: a rejected batch was rewritten row by row, one transaction per
+    row, so one member sending a few bad rows a second slowed every batch."""
+    settings = make_settings(redis_partitions=1, worker_batch_size=64, worker_max_attempts=3)
+    sender = await make_sender(pg_pool, redis, settings, channels=1)
+    await sender.send_many(40)
+    poison_id = await sender.send(sender.channel_ids[0], user_id=_UNKNOWN_USER_ID)
+    await sender.send_many(23)  # 64 entries: one batch
+
+    worker = Worker(settings, redis=redis, pool=pg_pool)
+    assert await worker.run_until_idle() == 63
+
+    assert await stored_ids(pg_pool) == sorted(sender.sent)
+    dead = await redis.xrange(sender.keys.dead_letters(0))
+    assert [fields[b"id"] for _, fields in dead] == [str(poison_id).encode()]
+    assert worker.metrics.batch_size.count == 1
+    # The batch, two halves at each of log2(64) = 6 levels, the bad row's 2 retries.
+    assert worker.metrics.insert_transactions.value <= 1 + 2 * 6 + 2
+
+
+async def test_seq_stored_under_another_id_is_dead_lettered_and_the_counter_raised(
+    make_settings: MakeSettings, pg_pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    """Regression: after Redis lost writes its counter was behind, new messages reused
+    stored (channel_id, seq) pairs, ON CONFLICT DO NOTHING dropped them without a
+    trace, and the written metric counted them anyway."""
+    settings = make_settings(redis_partitions=1, worker_max_attempts=2)
+    sender = await make_sender(pg_pool, redis, settings, channels=1)
+    channel_id = sender.channel_ids[0]
+    await sender.send_many(5)  # seqs 1..5
+    worker = Worker(settings, redis=redis, pool=pg_pool)
+    await worker.run_until_idle()
+    stream = sender.keys.ingest_stream(0)
+    stored_entry = (await redis.xrange(stream))[-1][1]
+    # The counter went back to 2: the next two messages reused seqs 3 and 4.
+    await redis.set(sender.keys.channel_seq(channel_id), 2)
+    reused = [await sender.send(channel_id, seq=seq) for seq in (b"3", b"4")]
+    fresh = await sender.send(channel_id, seq=b"6")
+    await redis.xadd(stream, stored_entry)  # and a plain re-delivery, which is no conflict
+
+    assert await worker.run_until_idle() == 2  # the new one, and the re-delivered one
+
+    assert await stored_ids(pg_pool) == sorted([*sender.sent, fresh])
+    dead = await redis.xrange(sender.keys.dead_letters(0))
+    assert [int(fields[b"id"]) for _, fields in dead] == reused
+    for (_, fields), seq in zip(dead, (3, 4), strict=True):
+        assert fields[b"reason"].startswith(
+            b"seq conflict: channel %d seq %d is stored under another message id"
+            % (channel_id, seq)
+        )
+    metrics = worker.metrics
+    assert (metrics.seq_conflicts.value, metrics.dead_letters.value) == (2, 2)
+    assert metrics.persisted.value == 5 + 1  # rows inserted: not the re-delivered one
+    assert int(await redis.get(sender.keys.channel_seq(channel_id))) == 6  # past what is stored
+
+
 async def test_malformed_entry_is_dead_lettered_at_once(
     make_settings: MakeSettings, pg_pool: asyncpg.Pool, redis: aioredis.Redis
 ) -> None:

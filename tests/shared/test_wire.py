@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from shared.wire import (
     CHAT_FRAME,
+    JS_SAFE_MAX,
     ChannelRefBody,
     ReadBody,
     ReadFrame,
@@ -81,6 +82,33 @@ def test_stored_body_is_the_frame_as_json_without_its_client_id(
     expected = {key: value for key, value in candidate.items() if key != "client_id"}
     assert orjson.loads(body) == expected
     assert body == orjson.dumps(expected)  # compact, in the frame's field order
+
+
+# Any code point, lone surrogates included: what a Python caller could hand the model.
+_ANY_TEXT = st.text(st.characters(exclude_categories=[]), min_size=1, max_size=20)
+STORABLE_CANDIDATES = st.fixed_dictionaries(
+    {"type": st.just("text"), "content": _ANY_TEXT}
+) | st.fixed_dictionaries(
+    {
+        "type": st.just("file"),
+        "file_id": _ANY_TEXT,
+        "filename": _ANY_TEXT,
+        "mime_type": st.sampled_from(["a/b", "a/\x00", "\ud800/b"]),
+        "url": st.builds(lambda rest: "https://" + rest, _ANY_TEXT),
+        "size_in_bytes": st.integers(min_value=0, max_value=2**70),
+    }
+)
+
+
+@given(STORABLE_CANDIDATES)
+def test_accepted_frames_hold_only_what_postgres_stores(candidate: dict[str, object]) -> None:
+    if _refusal(lambda: CHAT_FRAME.validate_python(candidate)) is not None:
+        return
+    body = frame_body(CHAT_FRAME.validate_python(candidate))
+    strings = [value for value in candidate.values() if isinstance(value, str)]
+    assert not any("\x00" in value for value in strings)
+    assert all(value.encode() for value in strings)  # no lone surrogate: UTF-8 holds them
+    assert orjson.loads(body).get("size_in_bytes", 0) <= JS_SAFE_MAX
 
 
 def _with_seq(seq: object, **fields: object) -> bytes:
