@@ -33,7 +33,7 @@ from gateway.subscriber import Subscriber
 from shared.db.messages import max_seq
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
 from shared.errors import CloseCode, RateLimitedError, UnavailableError
-from shared.redis_keys import RedisKeys, partition_of
+from shared.redis_keys import RECENT_TTL_MS, RedisKeys, partition_of
 from shared.scripts import Scripts
 from shared.settings import Settings
 
@@ -43,8 +43,6 @@ _CONTROL_PREFIX = b"!"
 # send.lua takes 7 keys and 12 arguments.
 _SEND_KEY_COUNT = 7
 _SEND_ARGV_COUNT = 12
-# Recent history outlives a quiet weekend, then frees its memory.
-_RECENT_TTL_MS = 7 * 24 * 3600 * 1000
 
 
 class Deliveries(Protocol):
@@ -214,7 +212,7 @@ class Broker:
             settings.ws_message_rate_window_seconds * 1000,
             settings.client_id_dedupe_seconds,
             settings.recent_history_size,
-            _RECENT_TTL_MS,
+            RECENT_TTL_MS,
             partition_of(channel_id, settings.redis_partitions),
             self._publish_command,
             channel_id,

@@ -34,3 +34,20 @@ def register_scripts(redis: RedisClient) -> Scripts:
         http_rate=redis.register_script(_source("http_rate")),
         send_source=send,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ImportScripts:
+    """The scripts of `chat-group import-go` (shared.go_import)."""
+
+    ids: AsyncScript
+    counter: AsyncScript
+    recent: AsyncScript
+
+
+def register_import_scripts(redis: RedisClient) -> ImportScripts:
+    return ImportScripts(
+        ids=redis.register_script(_source("go_import_ids")),
+        counter=redis.register_script(_source("go_import_counter")),
+        recent=redis.register_script(_source("go_import_recent")),
+    )

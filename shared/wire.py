@@ -211,6 +211,8 @@ _ID_START = len(b'{"type":"message","id":')
 # As in send.lua: id = (ms since 2024-01-01 UTC) << 12 | partition << 5 | counter.
 ID_EPOCH_MS = 1_704_067_200_000
 ID_TIME_SHIFT = 12
+ID_PARTITION_SHIFT = 5
+ID_COUNTER_SPAN = 32  # ids per millisecond and partition
 
 
 def frame_seq(frame: bytes) -> int:
