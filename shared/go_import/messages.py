@@ -24,6 +24,7 @@ from shared.go_import import redis_state
 from shared.go_import.bodies import convert_body, original_of
 from shared.go_import.ids import IdAllocator
 from shared.go_import.progress import Progress
+from shared.go_import.report import AT_START as _AT_START
 from shared.go_import.report import Change, IdStats
 from shared.redis_keys import RedisKeys, partition_of
 from shared.scripts import ImportScripts
@@ -199,7 +200,6 @@ def _convert(
     batch = _Batch([], [], [], [], [], (rows[-1]["created_at"], rows[-1]["id"]))
     user_ids, channel_ids, limit = plan.user_ids, plan.channel_ids, plan.max_body_bytes
     partition = {channel_id: partition_of(channel_id, partitions) for channel_id in next_seq}
-    started = plan.started_at.isoformat()
     # Bound once: this loop runs a million times per import.
     add_message, add_mapping = batch.messages.append, batch.mappings.append
     add_partition, add_ms, add_change = (
@@ -224,7 +224,7 @@ def _convert(
             detail = f"-> {created_at.isoformat()}"
             add_change(Change("messages", go_id, "message_created_at_missing", detail))
         elif was_future:
-            add_change(Change("messages", go_id, "message_created_at_future", f"-> {started}"))
+            add_change(Change("messages", go_id, "message_created_at_future", _AT_START))
         add_message([0, channel_id, seq, user_id, converted.body, None, created_at])
         add_mapping([go_id, 0])
         add_partition(partition[channel_id])

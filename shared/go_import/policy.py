@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ValidationError
 
 from shared.db.go_source import Authorship, GoChannel, GoMembership, GoUser
+from shared.go_import.report import AT_START as _AT_START
 from shared.go_import.report import Change
 from shared.wire import EditUserBody, NewChannelBody
 
@@ -176,7 +177,7 @@ def _plan_users(
             password = locked_hash()
         created_at = user.created_at
         if created_at is None:
-            changes.add("user_created_at_missing", f"-> {started_at.isoformat()}")
+            changes.add("user_created_at_missing", _AT_START)
             created_at = started_at
         result.users.append(
             NewUser(
@@ -322,7 +323,7 @@ def _plan_channels(
                     "channels",
                     channel.id,
                     "channel_created_at_missing",
-                    f"-> {started_at.isoformat()}",
+                    _AT_START,
                 )
             )
             created_at = started_at
@@ -467,7 +468,7 @@ def _plan_memberships(go: GoData, merged: _Merged, started_at: dt.datetime, resu
                     "memberships",
                     membership.id,
                     "membership_created_at_missing",
-                    f"-> {started_at.isoformat()}",
+                    _AT_START,
                 )
             )
             joined_at = started_at

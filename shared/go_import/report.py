@@ -12,6 +12,9 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+# The detail of a timestamp set to the import's start (the report's "began" line).
+AT_START = "-> the import's start"
+
 # kind -> what the policy does, as the report's group heading says it.
 POLICIES: dict[str, str] = {
     "user_id_taken": "the target already uses the Go id: a new id (see go_import_users)",

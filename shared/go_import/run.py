@@ -143,7 +143,7 @@ async def _run(
     if state is not None and state.phase == "done":
         finished = "" if state.finished_at is None else f"{state.finished_at:%Y-%m-%d %H:%M:%S}"
         outcome = f"already complete (finished {finished} UTC): nothing to import"
-        out.write(await _report(run, target, outcome=outcome))
+        await _finish_report(run, target, run_started, outcome, out)
         return DONE
     if state is None:
         copy_plan = await _plan_phase(run, source, target, redis, fingerprint)
