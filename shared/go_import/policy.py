@@ -228,7 +228,7 @@ def _username(
         chosen = usernames.generate(f"go_user_{user.id}", _USERNAME_LIMIT)
         changes.add("username_invalid", f"{user.username!r} -> {chosen!r}")
     elif usernames.holder(user.username) != user.id:
-        chosen = usernames.generate(f"{user.username}_{user.id}", _USERNAME_LIMIT)
+        chosen = usernames.generate(user.username, _USERNAME_LIMIT, f"_{user.id}")
         holder = usernames.holder(user.username)
         changes.add("username_duplicate", f"{user.username!r} (user {holder}) -> {chosen!r}")
     else:
@@ -567,13 +567,14 @@ class _UniqueNames:
     def holder(self, name: str) -> int | None:
         return self._holders.get(name.lower())
 
-    def generate(self, base: str, limit: int) -> str:
-        """`base`, or `base_2`, `base_3`, ... cut to `limit`, whichever is free; taken."""
-        candidate, number = base[:limit], 1
+    def generate(self, base: str, limit: int, suffix: str = "") -> str:
+        """`base` + `suffix` cut to `limit` (the base gives way), or with `_2`, `_3`, ...
+        after it, whichever is free; taken."""
+        candidate, number = base[: limit - len(suffix)] + suffix, 1
         while candidate.lower() in self._taken:
             number += 1
-            suffix = f"_{number}"
-            candidate = base[: limit - len(suffix)] + suffix
+            tail = f"{suffix}_{number}"
+            candidate = base[: limit - len(tail)] + tail
         self._taken.add(candidate.lower())
         return candidate
 

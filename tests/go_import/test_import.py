@@ -3,7 +3,11 @@ awkward row, imported into the test target and checked through the public API.""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import sys
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,6 +30,7 @@ from tests.gateway.conftest import MakeGateway
 from tests.go_import import go_data
 from tests.go_import.conftest import GoDatabase, ImportGo, ImportRun
 
+ROOT = Path(__file__).resolve().parents[2]
 _IMPORTED_TABLES = ("users", "channels", "memberships", "messages")
 
 
@@ -280,3 +285,38 @@ async def test_foreign_keys_of_messages_are_back_and_validated(
     before = [dict(r) for r in await pg_pool.fetch(query)]
     assert (await import_go(go_source, batch_size=7)).code == 0  # many batches
     assert [dict(r) for r in await pg_pool.fetch(query)] == before
+
+
+async def _reset_password(settings: Settings, identity: str, password: str) -> tuple[int, str]:
+    env = {**os.environ, "DATABASE_URL": settings.postgres_dsn()}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "shared.cli", "reset-password", identity),
+        cwd=ROOT,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    async with asyncio.timeout(30):
+        output, _ = await process.communicate(password.encode() + b"\n")
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+async def test_a_user_without_a_usable_password_logs_in_after_a_reset(
+    imported: ImportRun, make_gateway: MakeGateway, make_settings: Any
+) -> None:
+    settings: Settings = make_settings()
+    assert await _reset_password(settings, "go_user_5", "short") == (
+        1,
+        "reset-password: a password has 8 to 128 characters\n",
+    )
+    assert (await _reset_password(settings, "nobody", "long enough 1"))[0] == 1
+
+    code, output = await _reset_password(settings, "GO_USER_5", "a new password 5")
+
+    assert (code, output) == (0, "password set for user 5\n")
+    gateway = await make_gateway()
+    account = await login(gateway, "go_user_5", "a new password 5")
+    assert account.user_id == 5
