@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     Connection = asyncpg.Connection[asyncpg.Record]
 
 _NOT_VALID = " NOT VALID"
+# Long enough to queue behind a worker's batch or a history page, short enough
+# that a stuck lock ends the run with an error instead of stalling a live target.
+LOCK_TIMEOUT_MS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +112,7 @@ async def read_state(conn: Connection) -> ImportState | None:
 async def lock_for_plan(conn: Connection) -> None:
     """Hold users, channels and memberships against writes until the transaction ends,
     so what the plan read of the target's own rows is still true when it writes."""
+    await conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
     await conn.execute("LOCK TABLE users, channels, memberships IN SHARE ROW EXCLUSIVE MODE")
 
 
@@ -253,13 +257,11 @@ async def write_batch(
     batch: MessageBatch,
     position: dict[str, Any],
     foreign_keys: Sequence[ForeignKey],
-    *,
-    lock_timeout_ms: int,
 ) -> None:
     """Copy one batch and move the import's position past it, atomically."""
     async with conn.transaction():
         # A live target's reads wait behind the table lock: bound how long it is asked for.
-        await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
+        await conn.execute(f"SET LOCAL lock_timeout = {LOCK_TIMEOUT_MS}")
         await conn.execute(
             "UPDATE go_import SET position = $1, messages_done = messages_done + $2",
             position,

@@ -34,9 +34,6 @@ if TYPE_CHECKING:
 
 _UNIX_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_MS = dt.timedelta(milliseconds=1)
-# Long enough to queue behind a worker's batch or a history page, short enough
-# that a stuck lock ends the run with an error instead of stalling a live target.
-_LOCK_TIMEOUT_MS = 10_000
 # Batches converted ahead of the one being written.
 _READ_AHEAD = 2
 
@@ -163,7 +160,6 @@ async def copy_messages(
                     target_sql.MessageBatch(batch.messages, batch.mappings, batch.changes),
                     position.as_json(),
                     foreign_keys,
-                    lock_timeout_ms=_LOCK_TIMEOUT_MS,
                 )
             result.copied += len(batch.messages)
             progress.advance(len(batch.messages))
