@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import orjson
 
-from shared.go_import.policy import Plan, TargetState
 from shared.go_import.report import Change
+from shared.go_import.rows import Plan, TargetState
 
 if TYPE_CHECKING:
     Connection = asyncpg.Connection[asyncpg.Record]

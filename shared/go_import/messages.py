@@ -244,8 +244,10 @@ async def _assign_ids(
     start, stats = allocator.state(), IdStats(**allocator.stats.as_json())
     while True:
         hot = _allocate(batch, allocator)
+        if lowest_foreign is None and not pending:
+            return hot  # the usual case: nothing but imported messages to meet
         ids = {m[0] for m in batch.messages if m[0]}
-        if not ids or (lowest_foreign is None and not pending):
+        if not ids:
             return hot
         low, high = min(ids), max(ids)
         taken = {i for i in pending if low <= i <= high}

@@ -127,7 +127,7 @@ async def _run(
     fingerprint = await go_source.fingerprint(source, schema)
     state = await target_sql.read_state(target)
     if state is not None:
-        _check_same_import(state, fingerprint, schema, settings, options)
+        _check_same_import(state, fingerprint, schema, settings)
     if state is None:
         started_at = _from_ms(await redis_state.redis_time_ms(redis.client))
         frontier = await go_source.read_frontier(source)
@@ -175,7 +175,7 @@ async def _run(
         await _finish_report(run, target, run_started, outcome, out)
         return INTERRUPTED
     if not options.dry_run:
-        await _check_written(target, copy_plan)
+        await _check_written(target)
         await target_sql.set_phase(target, "recent")
         await _seed_recent(settings, target, redis, err)
         await target_sql.validate_foreign_keys(target)
@@ -189,7 +189,6 @@ def _check_same_import(
     fingerprint: str,
     schema: go_source.GoSchema,
     settings: Settings,
-    options: ImportOptions,
 ) -> None:
     if state.fingerprint != fingerprint or state.schema_version != schema.version:
         raise ImportRefusedError(
@@ -202,7 +201,6 @@ def _check_same_import(
             f"the import began with REDIS_PARTITIONS={partitions}; it is now"
             f" {settings.redis_partitions}, which must not change"
         )
-    del options
 
 
 async def _plan_phase(
@@ -333,7 +331,7 @@ def _refuse_collisions(result: Plan) -> None:
         )
 
 
-async def _check_written(target: Connection, copy_plan: CopyPlan) -> None:
+async def _check_written(target: Connection) -> None:
     short = [c for c in await target_sql.imported_channels(target) if c.written != c.message_count]
     if short:
         raise ImportRefusedError(
@@ -341,7 +339,6 @@ async def _check_written(target: Connection, copy_plan: CopyPlan) -> None:
             + ", ".join(f"{c.channel_id} ({c.written}/{c.message_count})" for c in short[:10])
             + " did not get all their messages"
         )
-    del copy_plan
 
 
 async def _seed_recent(settings: Settings, target: Connection, redis: Redis, err: TextIO) -> None:
