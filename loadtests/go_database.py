@@ -138,21 +138,27 @@ async def generate(
             batch = []
 
 
-async def _main(args: argparse.Namespace) -> None:
-    conn = await asyncpg.connect(args.dsn)
+async def build(dsn: str, *, version: int, users: int, channels: int, messages: int) -> float:
+    """Create the Go tables in the (empty) database `dsn` and fill them; the seconds it took."""
+    conn = await asyncpg.connect(dsn)
     try:
-        await create_schema(conn, args.version)
+        await create_schema(conn, version)
         started = time.perf_counter()
-        await generate(
-            conn,
-            version=args.version,
-            users=args.users,
-            channels=args.channels,
-            messages=args.messages,
-        )
-        print(f"generated {args.messages:,} messages in {time.perf_counter() - started:.1f} s")
+        await generate(conn, version=version, users=users, channels=channels, messages=messages)
+        return time.perf_counter() - started
     finally:
         await conn.close()
+
+
+async def _main(args: argparse.Namespace) -> None:
+    seconds = await build(
+        args.dsn,
+        version=args.version,
+        users=args.users,
+        channels=args.channels,
+        messages=args.messages,
+    )
+    print(f"generated {args.messages:,} messages in {seconds:.1f} s")
 
 
 def main() -> None:

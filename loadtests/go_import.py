@@ -21,9 +21,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
-
-from loadtests.go_database import create_schema, generate
+from loadtests.go_database import build
 from loadtests.stack import BenchStack
 from shared.local_servers import ensure_database
 
@@ -39,20 +37,13 @@ def _with_database(dsn: str, name: str) -> str:
 
 async def _make_go_database(dsn: str, args: argparse.Namespace) -> float:
     await ensure_database(_with_database(dsn, "postgres"), _GO_DATABASE)
-    conn = await asyncpg.connect(_with_database(dsn, _GO_DATABASE))
-    try:
-        await create_schema(conn, args.version)
-        started = time.perf_counter()
-        await generate(
-            conn,
-            version=args.version,
-            users=args.users,
-            channels=args.channels,
-            messages=args.messages,
-        )
-        return time.perf_counter() - started
-    finally:
-        await conn.close()
+    return await build(
+        _with_database(dsn, _GO_DATABASE),
+        version=args.version,
+        users=args.users,
+        channels=args.channels,
+        messages=args.messages,
+    )
 
 
 def main() -> None:

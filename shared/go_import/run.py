@@ -217,28 +217,19 @@ async def _plan_phase(
     # password: it can never be matched, and checking it costs what a real check costs.
     locked_hash = await asyncio.to_thread(hash_new_password, secrets.token_urlsafe(32))
 
-    def locked() -> str:
-        return locked_hash
+    async def decide() -> Plan:
+        state = await target_sql.read_target_state(target)
+        result = plan(go, state, started_at=run.started_at, locked_hash=lambda: locked_hash)
+        _refuse_collisions(result)
+        return result
 
     if run.options.dry_run:
         async with target.transaction(readonly=True, isolation="repeatable_read"):
-            result = plan(
-                go,
-                await target_sql.read_target_state(target),
-                started_at=run.started_at,
-                locked_hash=locked,
-            )
-        _refuse_collisions(result)
+            result = await decide()
     else:
         async with target.transaction():
             await target_sql.lock_for_plan(target)
-            result = plan(
-                go,
-                await target_sql.read_target_state(target),
-                started_at=run.started_at,
-                locked_hash=locked,
-            )
-            _refuse_collisions(result)
+            result = await decide()
             state = target_sql.ImportState(
                 fingerprint=fingerprint,
                 source=describe_dsn(run.options.source_dsn),

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from loadtests.go_database import create_schema, generate
+from loadtests.go_database import build
 from shared.settings import Settings
 from tests.gateway.api_client import eventually
 from tests.go_import.conftest import GoDatabase, ImportGo
@@ -32,12 +32,7 @@ _EXIT_TIMEOUT_SECONDS = 30.0
 @pytest.fixture
 async def generated_source(go_database: GoDatabase) -> str:
     dsn = await go_database()
-    conn = await asyncpg.connect(dsn)
-    try:
-        await create_schema(conn, 2)
-        await generate(conn, version=2, users=30, channels=6, messages=MESSAGES)
-    finally:
-        await conn.close()
+    await build(dsn, version=2, users=30, channels=6, messages=MESSAGES)
     return dsn
 
 
