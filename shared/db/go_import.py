@@ -32,6 +32,9 @@ _NOT_VALID = " NOT VALID"
 # Long enough to queue behind a worker's batch or a history page, short enough
 # that a stuck lock ends the run with an error instead of stalling a live target.
 LOCK_TIMEOUT_MS = 10_000
+# Held by a writing run for its whole life, so two imports never run at once.
+# (The bytes of "goimport" read as a big-endian integer.)
+RUN_LOCK_KEY = 0x676F696D706F7274
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +89,11 @@ async def use_json_codec(conn: Connection) -> None:
     await conn.set_type_codec(
         "jsonb", schema="pg_catalog", encoder=encode, decoder=decode, format="binary"
     )
+
+
+async def lock_run(conn: Connection) -> bool:
+    """Take the import's session lock; False when another run holds it."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RUN_LOCK_KEY))
 
 
 async def read_state(conn: Connection) -> ImportState | None:

@@ -12,6 +12,7 @@ import redis.asyncio as redis
 
 from loadtests.go_database import bcrypt_hash, create_schema
 from persistence.worker import Worker
+from shared.db.go_import import RUN_LOCK_KEY
 from shared.go_import.run import ImportRefusedError
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
@@ -166,3 +167,19 @@ async def test_imported_ids_step_past_a_live_id_of_the_same_millisecond(
     assert [_decompose(i) for i in imported] == [(ms, 1, 1), (ms, 1, 2), (ms, 1, 3)]
     await Worker(settings, pool=pg_pool).run_until_idle()
     assert await pg_pool.fetchval("SELECT count(*) FROM messages WHERE id = $1", live_id) == 1
+
+
+async def test_a_second_import_running_at_once_is_refused(
+    go_database: GoDatabase, import_go: ImportGo, pg_pool: asyncpg.Pool[asyncpg.Record]
+) -> None:
+    source = await _awkward_source(go_database)
+    async with pg_pool.acquire() as running:  # stands for a run in progress
+        await running.execute("SELECT pg_advisory_lock($1)", RUN_LOCK_KEY)
+        try:
+            with pytest.raises(ImportRefusedError, match="another import-go is running"):
+                await import_go(source)
+            assert (await import_go(source, dry_run=True)).code == 0  # reads only: allowed
+        finally:
+            await running.execute("SELECT pg_advisory_unlock($1)", RUN_LOCK_KEY)
+    assert await pg_pool.fetchval("SELECT count(*) FROM go_import") == 0
+    assert (await import_go(source)).code == 0
