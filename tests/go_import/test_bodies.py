@@ -63,6 +63,7 @@ def test_any_v1_text_becomes_a_text_body_or_the_placeholder(content: str) -> Non
         ('{"type": "text", "content": "a\\u0000b"}', "U+0000"),  # a `json` column holds it
         ('{"type": "text", "content": "a\\ud800b"}', "Invalid JSON"),  # a lone surrogate
         ('{"type": "text", "content": "' + "x" * LIMIT + '"}', "WS_MAX_BODY_BYTES"),
+        ('{"type": "text", "content": "' + "é" * (LIMIT // 2) + '"}', "WS_MAX_BODY_BYTES"),
         ('{"type": "text", "content": "hi", "client_id": "bad id"}', "client_id"),
     ],
 )
