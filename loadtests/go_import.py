@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000)
     parser.add_argument("--channels", type=int, default=200)
     parser.add_argument("--version", type=int, choices=(1, 2), default=2)
-    parser.add_argument("--batch-size", type=int, default=20_000)
+    parser.add_argument("--batch-size", type=int, default=50_000)
     args = parser.parse_args()
     with BenchStack() as stack:
         assert stack.database_url is not None

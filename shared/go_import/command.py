@@ -22,7 +22,7 @@ from shared.password_reset import (
 )
 from shared.settings import load_settings
 
-_DEFAULT_BATCH = 20_000
+_DEFAULT_BATCH = 50_000
 # Failures reported in one line (exit 1); the import resumes on the next run.
 _RUN_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, RedisError)
 

@@ -60,7 +60,7 @@ class ImportRefusedError(Exception):
 class ImportOptions:
     source_dsn: str
     dry_run: bool = False
-    batch_size: int = 20_000
+    batch_size: int = 50_000
 
 
 @dataclass(slots=True)

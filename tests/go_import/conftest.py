@@ -15,7 +15,7 @@ from shared.local_servers import ServerProcess, ensure_database
 from shared.settings import Settings
 from tests.gateway.conftest import make_gateway  # noqa: F401 - the gateway tests' fixture
 
-_IMPORT_TABLES = "go_import, go_import_messages, go_import_changes, go_import_runs"
+_IMPORT_TABLES = "go_import, go_import_message_batches, go_import_changes, go_import_runs"
 
 GoDatabase = Callable[[], Awaitable[str]]
 

@@ -215,7 +215,13 @@ async def test_dry_run_writes_nothing_and_prints_the_real_runs_report(
 
     assert dry.code == 0, dry.report
     assert "dry run: nothing was written" in dry.report
-    for table in (*_IMPORTED_TABLES, "go_import", "go_import_changes", "go_import_runs"):
+    for table in (
+        *_IMPORTED_TABLES,
+        "go_import",
+        "go_import_messages",
+        "go_import_changes",
+        "go_import_runs",
+    ):
         assert await pg_pool.fetchval(f"SELECT count(*) FROM {table}") == 0, table  # noqa: S608
     settings: Settings = make_settings()
     client = redis.Redis.from_url(redis_url)

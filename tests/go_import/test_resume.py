@@ -98,7 +98,7 @@ async def test_a_killed_import_completes_on_the_next_run(
 ) -> None:
     process = await start_import(generated_source)
     assert await _first_progress(process) > 0
-    # Hold the import's state row: its next batch waits on the lock, mid-import.
+    # Hold the import's state row: its next batch waits on the lock before it commits.
     async with pg_pool.acquire() as blocker, blocker.transaction():
         await blocker.execute("LOCK TABLE go_import IN EXCLUSIVE MODE")
 
@@ -110,7 +110,8 @@ async def test_a_killed_import_completes_on_the_next_run(
             # From another connection: a transaction sees pg_stat_activity as it first read it.
             waiting = await pg_pool.fetchval(
                 """SELECT count(*) FROM pg_stat_activity
-                   WHERE wait_event_type = 'Lock' AND query LIKE 'UPDATE go_import%'"""
+                   WHERE wait_event_type = 'Lock'
+                     AND query LIKE '%UPDATE go_import SET position%'"""
             )
             return bool(waiting)
 
