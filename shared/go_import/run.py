@@ -95,7 +95,6 @@ async def run_import(settings: Settings, options: ImportOptions, out: TextIO, er
     try:
         target = await asyncpg.connect(settings.postgres_dsn(), timeout=_CONNECT_TIMEOUT_SECONDS)
         try:
-            await target_sql.use_json_codec(target)
             # The lock goes with the session: a killed run leaves none behind.
             if not options.dry_run and not await target_sql.lock_run(target):
                 raise ImportRefusedError("another import-go is running against this target")

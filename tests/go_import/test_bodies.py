@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.go_import.bodies import PLACEHOLDER_TEXT, convert_body
+from shared.go_import.bodies import PLACEHOLDER_TEXT, convert_body, plain_bodies
 from shared.wire import CHAT_FRAME
 
 LIMIT = 10_240
@@ -36,7 +36,7 @@ _BODY_LIKE = st.fixed_dictionaries(
 )
 
 
-def _stored(body: bytes) -> object:
+def _stored(body: str) -> object:
     frame = CHAT_FRAME.validate_json(body)  # what is stored passes the wire model again
     return orjson.loads(body) if frame else None
 
@@ -94,8 +94,20 @@ def test_every_stored_body_is_accepted_by_jsonb(value: object, database_dsn: str
     async def cast() -> object:
         conn = await asyncpg.connect(database_dsn)
         try:
-            return await conn.fetchval("SELECT $1::text::jsonb", converted.body.decode())
+            return await conn.fetchval("SELECT $1::text::jsonb", converted.body)
         finally:
             await conn.close()
 
     assert asyncio.run(cast()) is not None
+
+
+def test_a_batch_of_plain_bodies_passes_as_it_is_and_any_exception_sends_it_row_by_row() -> None:
+    plain = ['{"type": "text", "content": "a"}', '{"type": "text", "content": "b"}']
+    assert plain_bodies(plain, LIMIT) == plain
+    for odd in (
+        '{"type": "text", "content": " "}',  # refused
+        '{"type": "text", "content": "c", "client_id": "c-1"}',  # a transport field
+        '{"type": "text", "content": "\\u0000"}',  # U+0000
+        '{"type": "text", "content": "' + "é" * (LIMIT // 2) + '"}',  # too large in bytes
+    ):
+        assert plain_bodies([*plain, odd], LIMIT) is None
