@@ -37,7 +37,7 @@ from gateway.pipelined_redis import PipelinedRedis
 from gateway.seq_floors import Seen, SeqFloors
 from gateway.subscriber import Subscriber
 from shared.errors import CloseCode, RateLimitedError, UnavailableError
-from shared.redis_keys import RedisKeys, partition_of
+from shared.redis_keys import RECENT_TTL_MS, RedisKeys, partition_of
 from shared.scripts import Scripts
 from shared.seq_counter import CHANNEL_REWOUND, publish_command
 from shared.settings import Settings
@@ -69,8 +69,6 @@ CONTROL_FRAMES: dict[str, bool] = {
     "read": True,  # a user's read marker moved: their other sockets update badges
     "typing": False,  # a user types (ephemeral): every taker of the channel shows it
 }
-# Recent history outlives a quiet weekend, then frees its memory.
-_RECENT_TTL_MS = 7 * 24 * 3600 * 1000
 
 
 class Deliveries(Protocol):
@@ -267,7 +265,7 @@ class Broker:
             settings.ws_message_rate_window_seconds * 1000,
             settings.client_id_dedupe_seconds,
             settings.recent_history_size,
-            _RECENT_TTL_MS,
+            RECENT_TTL_MS,
             partition_of(channel_id, settings.redis_partitions),
             self._publish_command,
             channel_id,

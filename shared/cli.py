@@ -1,10 +1,11 @@
-"""The `chat-group` command: migrations, one service, or the whole local stack.
+"""The `chat-group` command: migrations, one service, the whole local stack, imports.
 
 `migrate` applies the schema. `gateway` and `persistence` exec the service's
 own `__main__` (shared must not import them). `up` runs everything on one
 machine: PostgreSQL and Valkey from the embedded wheels (unless DATABASE_URL /
 REDIS_URL point elsewhere), migrations, the persistence worker and N gateways
-sharing one port, and stops them in order on Ctrl-C.
+sharing one port, and stops them in order on Ctrl-C. `import-go` and
+`reset-password` live in `shared.go_import.command`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import NoReturn
 import asyncpg
 
 from shared.db.migrate import MigrationError, apply_migrations
+from shared.go_import import command as go_import_command
 from shared.local_servers import (
     ServerProcess,
     ServerStartError,
@@ -110,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "up", help="run the whole stack locally (PostgreSQL, Valkey, worker, gateways)"
     ).set_defaults(command=_up)
+    go_import_command.register(commands)
     return parser
 
 

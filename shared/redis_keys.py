@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 CONSUMER_GROUP = "persistence"
+# A channel's recent history outlives a quiet weekend, then frees its memory.
+RECENT_TTL_MS = 7 * 24 * 3600 * 1000
 
 
 def partition_of(channel_id: int, partitions: int) -> int:
@@ -55,7 +57,10 @@ class RedisKeys:
 
     def id_clock(self, channel_id: int) -> str:
         """Per-partition state of the message-id generator (last ms, counter)."""
-        return f"{self._tag(channel_id)}:idclock"
+        return self.partition_id_clock(partition_of(channel_id, self.partitions))
+
+    def partition_id_clock(self, partition: int) -> str:
+        return f"{self.prefix}:{{{partition}}}:idclock"
 
     def dedupe(self, channel_id: int, user_id: int, client_id: str) -> str:
         """Remembers a `client_id` so a re-sent frame returns the original message."""

@@ -49,3 +49,20 @@ def register_scripts(redis: RedisClient) -> Scripts:
         presence_read=redis.register_script(_presence_source("presence_read")),
         send_source=send,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ImportScripts:
+    """The scripts of `chat-group import-go` (shared.go_import)."""
+
+    ids: AsyncScript
+    counter: AsyncScript
+    recent: AsyncScript
+
+
+def register_import_scripts(redis: RedisClient) -> ImportScripts:
+    return ImportScripts(
+        ids=redis.register_script(_source("go_import_ids")),
+        counter=redis.register_script(_source("go_import_counter")),
+        recent=redis.register_script(_source("go_import_recent")),
+    )

@@ -298,6 +298,13 @@ class Settings(BaseSettings):
     local_postgres_port: int = Field(54320, ge=1, le=65535, description="Port of the local PG.")
     local_redis_port: int = Field(63790, ge=1, le=65535, description="Port of the local Valkey.")
 
+    # --- Moving from the Go server (`chat-group import-go`)
+    go_database_url: SecretStr | None = Field(
+        None,
+        description="The Go server's database, postgresql://user:pass@host:port/db, for"
+        " `chat-group import-go` when --source is not given.",
+    )
+
     # --- Logging
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR.")
     log_json: bool = Field(True, description="One JSON object per log line.")

@@ -334,10 +334,16 @@ def validation_details(exc: ValidationError) -> list[dict[str, object]]:
 # --- Outbound JSON ---------------------------------------------------------------
 
 
+# Naive, so isoformat() writes no offset; a frame says UTC with its `Z`.
+_UNIX_EPOCH = dt.datetime(1970, 1, 1)
+
+
 def iso_from_ms(ms: int) -> str:
     """UTC timestamp with millisecond precision, as the send script formats it."""
-    moment = dt.datetime.fromtimestamp(ms // 1000, tz=dt.UTC)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{ms % 1000:03d}Z"
+    seconds, millis = divmod(ms, 1000)
+    # isoformat() is several times faster than strftime, which history pages and the
+    # import's recent-history frames pay once per message.
+    return f"{(_UNIX_EPOCH + dt.timedelta(seconds=seconds)).isoformat()}.{millis:03d}Z"
 
 
 def iso_from_datetime(moment: dt.datetime) -> str:
@@ -409,6 +415,8 @@ _ID_START = len(b'{"type":"message","id":')
 # As in send.lua: id = (ms since 2024-01-01 UTC) << 12 | partition << 5 | counter.
 ID_EPOCH_MS = 1_704_067_200_000
 ID_TIME_SHIFT = 12
+ID_PARTITION_SHIFT = 5
+ID_COUNTER_SPAN = 32  # ids per millisecond and partition
 
 
 def frame_seq(frame: bytes) -> int:
