@@ -104,7 +104,11 @@ def _from_json(body: str, max_bytes: int) -> ConvertedBody:
         if len(extra) != len(errors):
             return ConvertedBody(_PLACEHOLDER, "body_invalid", _reason(exc))
     # The Go server accepted fields it did not know; keep the message without them.
-    value = orjson.loads(body)
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # pydantic's reader accepts what JSON does not (Infinity, NaN): not a body we store.
+        return ConvertedBody(_PLACEHOLDER, "body_invalid", "not valid JSON")
     assert isinstance(value, dict)  # extra_forbidden is only raised for objects
     trimmed = {key: item for key, item in value.items() if key not in set(extra)}
     try:

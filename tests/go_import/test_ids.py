@@ -12,7 +12,7 @@ from shared.go_import.report import IdStats
 from shared.redis_keys import RedisKeys
 from shared.scripts import register_import_scripts
 from shared.settings import Settings
-from shared.wire import ID_EPOCH_MS, frame_created_ms
+from shared.wire import ID_EPOCH_MS, created_ms_of, frame_id
 from tests.gateway.api_client import connect, create_channel, receive_each, signup
 from tests.gateway.conftest import MakeGateway
 
@@ -30,7 +30,7 @@ def test_an_id_is_the_millisecond_partition_and_counter_of_the_send_script() -> 
     assert message_id == ((T - ID_EPOCH_MS) << 12) | (5 << 5)
     assert message_id is not None
     # The gateway reads created_at back from an id the same way.
-    assert frame_created_ms(b'{"type":"message","id":%d,' % message_id) == T
+    assert created_ms_of(frame_id(b'{"type":"message","id":%d,' % message_id)) == T
 
 
 def test_ids_grow_with_created_at_and_a_full_millisecond_borrows_the_next() -> None:

@@ -161,9 +161,11 @@ async def test_members_see_their_channels_with_mapped_roles(
     imported: ImportRun, make_gateway: MakeGateway
 ) -> None:
     gateway = await make_gateway()
+    # Member lists need a token; any user's will do.
+    alice = await login(gateway, "alice", go_data.ALICE_PASSWORD)
     roles = {}
     for channel_id in (1, 2, 3):
-        response = await gateway.get(f"/api/v1/channels/{channel_id}/members")
+        response = await gateway.get(f"/api/v1/channels/{channel_id}/members", headers=alice.auth)
         roles[channel_id] = {m["id"]: m["role"] for m in (await response.json())["data"]}
     assert roles == {
         1: {1: "owner", 2: "member", 6: "member"},  # alice's two rows merged; user 55 is gone
