@@ -29,7 +29,6 @@ from gateway.api.common import MAX_ID, IntParam, path_id
 from gateway.api.docs import Auth, documented
 from gateway.app_keys import (
     BACKLOG,
-    BROKER,
     HUB,
     KEYS,
     METRICS,
@@ -37,15 +36,17 @@ from gateway.app_keys import (
     PRESENCE,
     READINESS,
     REDIS,
+    SENDER,
     SETTINGS,
     SOCKETS,
+    TOPICS,
 )
 from gateway.auth import TokenClaims, check_generation, socket_claims, socket_protocol
-from gateway.broker import SendRoute
 from gateway.connection import Connection
 from gateway.inbound import Inbound, Step, check_size
 from gateway.message_budget import MessageBudget
 from gateway.outbox import Outbox
+from gateway.sender import SendRoute
 from gateway.websocket import Listener, Sockets, WebSocket, check_upgrade, text_frame
 from shared.db.channels import chat_access
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
@@ -109,7 +110,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         await hub.join(connection)
         # Read after the subscription: every later message reaches the connection live.
         head = await backlog.head(session.channel_id)
-        head = app[BROKER].known_head(session.channel_id, head)
+        head = app[TOPICS].known_head(session.channel_id, head)
     except AppError as exc:
         await hub.leave(connection)
         hub.close_socket(out)
@@ -206,7 +207,7 @@ class _ChatSocket(Inbound):
     def _start(self, payload: bytes, started: float) -> Step:
         route = self._route
         if route is None:
-            route = self._route = self.app[BROKER].route(
+            route = self._route = self.app[SENDER].route(
                 self._session.channel_id, self._session.user_id
             )
             self._message_budget = self._budget()

@@ -25,7 +25,7 @@ import logging
 
 import asyncpg
 
-from gateway.broker import CONTROL_CLOSES
+from gateway.control_events import CONTROL_CLOSES
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
 from shared.db.channels import sockets_without_access

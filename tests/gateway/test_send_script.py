@@ -14,7 +14,8 @@ import asyncpg
 import pytest
 from redis.asyncio import Redis
 
-from gateway.broker import Broker, PendingSend
+from gateway.sender import PendingSend, Sender
+from gateway.seq_floors import SeqFloors
 from shared.redis_keys import RedisKeys
 from shared.scripts import Scripts, register_scripts
 from tests.gateway.api_client import connect, receive_until, room, send_texts
@@ -38,11 +39,13 @@ async def _pending(
     """One send's keys and arguments, built as the gateway builds them."""
     settings = make_settings(ws_message_rate=_RATE_LIMIT)
     scripts = register_scripts(redis)
-    broker = Broker(settings, redis, redis, scripts, pg_pool)
-    route = broker.route(_CHANNEL_ID, _USER_ID)
-    pending = broker.start_send(route, client_id="c-1", body=b'{"type":"text"}', tail=b"}")
+    keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
+    sender = Sender(
+        settings, redis, scripts, keys, SeqFloors(settings, redis, scripts, pg_pool, keys)
+    )
+    route = sender.route(_CHANNEL_ID, _USER_ID)
+    pending = sender.start(route, client_id="c-1", body=b'{"type":"text"}', tail=b"}")
     pending.floor = floor
-    await broker.aclose()
     return scripts, pending
 
 
