@@ -91,14 +91,11 @@ class PendingSend:
     route: SendRoute
     kind: str
     client_id: str | None
+    dedupe_key: str
     body: bytes
     tail: bytes
     floor: int  # the highest seq known to exist in the channel
     first: asyncio.Future[Any] | None = None
-
-    @property
-    def dedupe_key(self) -> str:
-        return self.route.dedupe_prefix + (self.client_id or "-")
 
     def script_keys(self) -> list[str]:
         return [*self.route.keys, self.dedupe_key]
@@ -203,7 +200,8 @@ class Sender:
         (`first`); settle it with `result_now` once that is done, else with `finish`."""
         seen = self._seen.get(route.channel_id)
         floor = 0 if seen is None else seen.floor
-        pending = PendingSend(route, kind, client_id, body, tail, floor)
+        dedupe_key = route.dedupe_prefix + (client_id or "-")
+        pending = PendingSend(route, kind, client_id, dedupe_key, body, tail, floor)
         if self._pipelined is not None:
             pending.first = self._pipelined.send_nowait(pending.encoded_evalsha())
         return pending
