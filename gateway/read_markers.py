@@ -4,7 +4,7 @@ share `mark_read`), and the channel heads a channel list needs from Redis.
 A marker is stored in PostgreSQL (`memberships.last_read_seq`), only moves
 forward, and is clamped to the channel's last seq. When it moves, a `read`
 event goes out on the channel's topic, so the user's sockets on every gateway
-that take live events learn it at once (`Broker.publish_read` ->
+that take live events learn it at once (`ControlEvents.publish_read` ->
 `Hub.deliver_event`).
 
 A channel's last seq is the higher of its Redis counter and its highest stored
