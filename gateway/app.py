@@ -59,7 +59,7 @@ from gateway.pipelined_redis import PipelinedRedis
 from gateway.presence import Presence
 from gateway.sender import Sender
 from gateway.seq_floors import SeqFloors
-from gateway.websocket import Sockets
+from gateway.sockets import Sockets
 from shared.db.pool import create_pool
 from shared.errors import CloseCode
 from shared.redis_client import close_redis, connect_redis

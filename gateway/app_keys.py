@@ -22,7 +22,7 @@ from gateway.passwords import PasswordHasher
 from gateway.pipelined_redis import PipelinedRedis
 from gateway.presence import Presence
 from gateway.sender import Sender
-from gateway.websocket import Sockets
+from gateway.sockets import Sockets
 from shared.redis_keys import RedisKeys
 from shared.scripts import Scripts
 from shared.settings import Settings

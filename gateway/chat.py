@@ -47,7 +47,8 @@ from gateway.inbound import Inbound, Step, check_size
 from gateway.message_budget import MessageBudget
 from gateway.outbox import Outbox
 from gateway.sender import SendRoute
-from gateway.websocket import Listener, Sockets, WebSocket, check_upgrade, text_frame
+from gateway.sockets import Sockets, check_upgrade
+from gateway.websocket import Listener, WebSocket, text_frame
 from shared.db.channels import chat_access
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
 from shared.db.records import User

@@ -66,7 +66,7 @@ from gateway.message_budget import MessageBudget
 from gateway.outbox import Outbox
 from gateway.read_markers import mark_read
 from gateway.sender import SendRoute
-from gateway.websocket import check_upgrade
+from gateway.sockets import check_upgrade
 from shared.errors import (
     AppError,
     CloseCode,
