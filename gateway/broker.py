@@ -41,7 +41,7 @@ from shared.redis_keys import RECENT_TTL_MS, RedisKeys, partition_of
 from shared.scripts import Scripts
 from shared.seq_counter import CHANNEL_REWOUND, publish_command
 from shared.settings import Settings
-from shared.wire import TYPING_EXPIRES_MS, frame_id, frame_seq
+from shared.wire import frame_id, frame_seq
 
 log = logging.getLogger(__name__)
 
@@ -354,12 +354,6 @@ class Broker:
         the tokens they were opened with are revoked."""
         await self._publish_control(channel_ids, "tokens_revoked", user_id)
 
-    async def publish_typing(self, channel_id: int, user_id: int) -> None:
-        """Tell every node's event-taking sockets in the channel that `user_id` types."""
-        await self._publish_control(
-            [channel_id], "typing", user_id, expires_in_ms=TYPING_EXPIRES_MS
-        )
-
     async def publish_read(self, channel_id: int, user_id: int, last_read_seq: int) -> None:
         """Tell every node that `user_id`'s read marker in the channel is now `last_read_seq`."""
         await self._publish_control([channel_id], "read", user_id, last_read_seq=last_read_seq)
@@ -372,8 +366,7 @@ class Broker:
 
         Raises UnavailableError.
         """
-        body = {"event": event, "user_id": user_id, **fields}
-        payload = _CONTROL_PREFIX + orjson.dumps(body)
+        payload = control_payload(event, user_id, **fields)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for channel_id in channel_ids:
@@ -492,6 +485,12 @@ class Broker:
     async def aclose(self) -> None:
         await self._seq_floors.aclose()
         await self.subscriber.aclose()
+
+
+def control_payload(event: str, user_id: int, **fields: int) -> bytes:
+    """A control event as published on a channel's topic (and read by `_on_control`);
+    also what `gateway.typing_indicators`' script publishes."""
+    return _CONTROL_PREFIX + orjson.dumps({"event": event, "user_id": user_id, **fields})
 
 
 def _outcome(reply: list[bytes]) -> SendResult:

@@ -21,11 +21,13 @@ JSON object with `type`, handled in the order they arrive (`gateway.inbound`):
   send script, the ack (with `channel_id`).
 - `read` marks the channel read (`gateway.read_markers.mark_read`, the REST
   route's rules); no subscription needed.
-- `typing` requires a subscription, relays at most one per
-  `WS_TYPING_INTERVAL_SECONDS` per channel (the rest are dropped silently) as
-  a control event on the channel's topic, which every gateway delivers to the
-  channel's event-taking sockets (`Hub.deliver_event`), the typer's own
-  included, as a `typing` frame with `expires_in_ms`.
+- `typing` requires a subscription, and is relayed at most once per
+  `WS_TYPING_INTERVAL_SECONDS` per user and channel, across the user's
+  sockets and gateways (`gateway.typing_indicators`; the rest are dropped
+  silently, a socket's own refreshes before they reach Redis), as a control
+  event on the channel's topic, which every gateway delivers to the channel's
+  event-taking sockets (`Hub.deliver_event`), the typer's own included, as a
+  `typing` frame with `expires_in_ms`.
 
 A user removed from a channel loses that subscription with a `not_a_member`
 error frame; the socket stays open. A revoked token closes the socket (4401).
@@ -57,6 +59,7 @@ from gateway.inbound import Inbound, Step, check_size
 from gateway.message_budget import MessageBudget
 from gateway.outbox import Outbox
 from gateway.read_markers import mark_read
+from gateway.typing_indicators import relay_typing
 from gateway.websocket import check_upgrade
 from shared.errors import (
     AppError,
@@ -197,7 +200,7 @@ class _MuxSocket(Inbound):
 
     async def _publish_typing(self, channel_id: int) -> None:
         try:
-            await self.app[BROKER].publish_typing(channel_id, self._claims.user_id)
+            await relay_typing(self.app, channel_id, self._claims.user_id)
         except AppError as exc:
             self._rejected(exc, channel_id)
 

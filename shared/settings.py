@@ -189,8 +189,9 @@ class Settings(BaseSettings):
         2.5,
         gt=0,
         le=60,
-        description="At most one typing event per user, channel and socket is relayed per"
-        " this interval; the ones between are dropped silently.",
+        description="At most one typing event per user and channel (all their sockets on all"
+        " gateways together) is relayed per this interval; the ones between are dropped"
+        " silently.",
     )
     ws_heartbeat_seconds: float = Field(
         30.0, gt=0, description="Ping interval; a peer silent for this long is dropped."
