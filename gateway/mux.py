@@ -21,6 +21,10 @@ JSON object with `type`, handled in the order they arrive (`gateway.inbound`):
   send script, the ack (with `channel_id`).
 - `read` marks the channel read (`gateway.read_markers.mark_read`, the REST
   route's rules); no subscription needed.
+- `subscribe` and `read` frames each spend from a budget of the socket's
+  (`gateway.message_budget`, `WS_SUBSCRIBE_RATE` and `WS_READ_RATE`) before
+  they cost anything: over it, a `rate_limited` error frame; a socket that
+  keeps going over is closed with 4429, as for sends.
 - `typing` requires a subscription, and is relayed at most once per
   `WS_TYPING_INTERVAL_SECONDS` per user and channel, across the user's
   sockets and gateways (`gateway.typing_indicators`; the rest are dropped
@@ -37,11 +41,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import web
 
 from gateway.api.docs import Auth, documented
-from gateway.app_keys import BACKLOG, BROKER, HUB, PRESENCE, SETTINGS, SOCKETS
+from gateway.app_keys import (
+    BACKLOG,
+    BROKER,
+    HUB,
+    PRESENCE,
+    READ_LIMITS,
+    SETTINGS,
+    SOCKETS,
+    SUBSCRIBE_LIMITS,
+)
 from gateway.auth import TokenClaims
 from gateway.broker import SendRoute
 from gateway.chat import (
@@ -146,7 +160,7 @@ class _Subscription(Connection):
 class _MuxSocket(Inbound):
     channel_tag = True
 
-    __slots__ = ("_claims", "_leaving", "_streams")
+    __slots__ = ("_claims", "_leaving", "_reads", "_streams", "_subscribes")
 
     def __init__(
         self, claims: TokenClaims, out: Outbox, author: bytes, app: web.Application
@@ -155,14 +169,24 @@ class _MuxSocket(Inbound):
         self._claims = claims
         self._streams: dict[int, _Subscription] = {}
         self._leaving: set[asyncio.Task[None]] = set()
+        # In front of what each subscribe (PostgreSQL, Redis) and read (a PostgreSQL
+        # write) costs: a flood is refused before it reaches either.
+        now = time.perf_counter()
+        subscribes, reads = app[SUBSCRIBE_LIMITS], app[READ_LIMITS]
+        self._subscribes = None if subscribes is None else MessageBudget(subscribes, now)
+        self._reads = None if reads is None else MessageBudget(reads, now)
 
     def _start(self, payload: bytes, started: float) -> Step:
         check_size(payload, self.app)
         frame = parse_json(MUX_FRAME, payload)
         channel_id = frame.channel_id
         if isinstance(frame, SubscribeFrame):
+            if not self._spend(self._subscribes, started, channel_id, "subscribes"):
+                return None
             return self._subscribe(frame)
         if isinstance(frame, ReadFrame):
+            if not self._spend(self._reads, started, channel_id, "read frames"):
+                return None
             return self._read(frame)
         sub = self._streams.get(channel_id)
         if frame.type == "unsubscribe":
