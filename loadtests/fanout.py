@@ -268,7 +268,7 @@ def _run_once(
                 "connect_seconds": round(opened["seconds"], 2),
                 "channels": shape.channels,
                 "members_per_channel": shape.members,
-                "senders": sum(1 for s in sockets if s.sender >= 0),
+                "senders": sum(len(s.lanes) for s in sockets),
                 "gateway_rss_before_kb": rss_before,
                 "gateway_rss_connected_kb": rss_connected,
                 "rss_per_connection_kb": round(
@@ -349,16 +349,25 @@ def _mux_socket_specs(
     channels: list[ChannelMembers], servers: list[Service], senders: int
 ) -> list[SocketSpec]:
     """One multiplexed socket per user, subscribed to each of the user's channels; the
-    users alternate between the server processes, so every channel spans both."""
+    users alternate between the server processes, so every channel spans both.
+
+    A channel's senders are the members that send into the fewest channels so far,
+    so the sending spreads over the users as evenly as the shape allows (4 channels
+    each for 2 senders per channel and 20 channels per user). Taking each channel's
+    first members instead would make a few users the senders of every channel their
+    block of members shares, each socket sending tens of times the rate of the rest.
+    """
     by_user: dict[int, tuple[Member, list[tuple[int, int]], list[tuple[int, int, int]]]] = {}
     sender = 0
     for index, channel in enumerate(channels):
-        for number, member in enumerate(channel.members):
-            _, subscriptions, sends = by_user.setdefault(member.user_id, (member, [], []))
-            subscriptions.append((index, channel.channel_id))
-            if number < senders:
-                sends.append((index, channel.channel_id, sender))
-                sender += 1
+        for member in channel.members:
+            by_user.setdefault(member.user_id, (member, [], []))[1].append(
+                (index, channel.channel_id)
+            )
+        chosen = sorted(channel.members, key=lambda member: len(by_user[member.user_id][2]))
+        for member in chosen[:senders]:
+            by_user[member.user_id][2].append((index, channel.channel_id, sender))
+            sender += 1
     specs: list[SocketSpec] = []
     for position, (member, subscriptions, sends) in enumerate(by_user.values()):
         server = servers[position % len(servers)]
