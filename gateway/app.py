@@ -34,6 +34,7 @@ from gateway.app_keys import (
     PASSWORDS,
     PG_POOL,
     PRESENCE,
+    READ_LIMITS,
     READINESS,
     REDIS,
     SCRIPTS,
@@ -41,6 +42,7 @@ from gateway.app_keys import (
     SENDS,
     SETTINGS,
     SOCKETS,
+    SUBSCRIBE_LIMITS,
     TOPICS,
     Readiness,
 )
@@ -82,6 +84,8 @@ def create_app(settings: Settings) -> web.Application:
     app[READINESS] = Readiness()
     app[METRICS] = GatewayMetrics()
     app[MESSAGE_LIMITS] = BudgetLimits.from_settings(settings)
+    app[SUBSCRIBE_LIMITS] = BudgetLimits.of_frames(settings, settings.ws_subscribe_rate)
+    app[READ_LIMITS] = BudgetLimits.of_frames(settings, settings.ws_read_rate)
     app[SOCKETS] = Sockets(
         max_size=settings.ws_max_frame_bytes,
         max_fragments=settings.ws_max_fragments,

@@ -34,6 +34,7 @@ class Scripts:
     presence_add: AsyncScript
     presence_remove: AsyncScript
     presence_read: AsyncScript
+    typing: AsyncScript
     send_source: str  # for EVAL by a connection that is not a redis-py client
 
 
@@ -47,6 +48,7 @@ def register_scripts(redis: RedisClient) -> Scripts:
         presence_add=redis.register_script(_presence_source("presence_add")),
         presence_remove=redis.register_script(_presence_source("presence_remove")),
         presence_read=redis.register_script(_presence_source("presence_read")),
+        typing=redis.register_script(_source("typing")),
         send_source=send,
     )
 
