@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -28,6 +28,9 @@ MAX_ID = 2**53
 # (`int("٣") == 3`), and `isdigit` takes superscripts that `int` then refuses.
 # The length bound keeps `int()` cheap and far from its 4300-digit limit.
 _DIGITS = re.compile(r"[0-9]{1,20}")
+# What PostgreSQL text cannot hold. A query string decodes bad UTF-8 to U+FFFD,
+# never to a surrogate, but the check is cheap and does not rely on that.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def ok(message: str, data: object, *, status: int = 200) -> web.Response:
@@ -68,6 +71,37 @@ class IntParam(Generic[Default]):
         if raw is None or raw == "":
             return self.default
         return self.parse(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class TextParam:
+    """A required text parameter of the query string, documented like `IntParam`.
+
+    At most `max_length` characters, at least one of them not whitespace, and
+    storable text (no U+0000), or InvalidParameterError. The value is returned
+    as sent.
+    """
+
+    name: str
+    max_length: int
+    description: str
+
+    # The same rule as JSON Schema, for the OpenAPI document.
+    PATTERN: ClassVar[str] = "^[^\\x00]*[^\\x00\\s][^\\x00]*$"
+
+    def query(self, request: web.Request) -> str:
+        value = request.query.get(self.name, "")
+        if (
+            len(value) > self.max_length
+            or value.isspace()
+            or not value
+            or _UNSTORABLE.search(value)
+        ):
+            raise InvalidParameterError(
+                f"{self.name} must be 1 to {self.max_length} characters, not all whitespace, "
+                "without U+0000"
+            )
+        return value
 
 
 def id_param(name: str) -> IntParam[None]:
