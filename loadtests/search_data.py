@@ -87,7 +87,6 @@ async def populate(
     """Fill an empty migrated database; return the corpus the queries come from."""
     rng = random.Random(seed)
     words = vocabulary(50_000)
-    created = _BASE_TIME.isoformat()
     await conn.copy_records_to_table(
         "users",
         records=[
@@ -122,7 +121,8 @@ async def populate(
             if number % (messages // 50 or 1) == 0:
                 phrases.append(" ".join(text.split()[:2]))
             body = orjson.dumps({"type": "text", "content": text}).decode()
-            yield (number, channel, seqs[channel], rng.randint(1, users), body, created)
+            created_at = _BASE_TIME + dt.timedelta(seconds=number)
+            yield (number, channel, seqs[channel], rng.randint(1, users), body, created_at)
 
     batch: list[tuple[object, ...]] = []
     for row in rows():
@@ -139,8 +139,6 @@ async def _copy_messages(
 ) -> None:
     await conn.copy_records_to_table(
         "messages",
-        records=[
-            (i, c, s, u, b, _BASE_TIME + dt.timedelta(seconds=i)) for i, c, s, u, b, _ in batch
-        ],
+        records=batch,
         columns=["id", "channel_id", "seq", "user_id", "body", "created_at"],
     )

@@ -103,8 +103,9 @@ FROM unnest($1::bigint[]) AS c(id)
 # values, not a subquery, so the planner weighs each channel's share of the table
 # (a member of one huge channel is planned differently from one of twenty small
 # ones): a rare word reads the GIN index, a common one walks the primary key
-# backwards testing each row's stored vector until the page is full.
-_SEARCH = (
+# backwards testing each row's stored vector until the page is full. Public with
+# SEARCH_PLANNING for the benchmark's plans (loadtests/search.py).
+SEARCH_SQL = (
     _SELECT_STORED
     + """WHERE m.channel_id = ANY($1::bigint[])
   AND m.search_vector @@ websearch_to_tsquery('simple'::regconfig, lower($2 COLLATE pg_c_utf8))
@@ -119,7 +120,7 @@ WHERE user_id = $1 AND ($2::bigint IS NULL OR channel_id = $2)
 # Each search's plan must see its own words and channels: a cached generic plan
 # cannot tell "the" from a rare word. And parallel workers of a backward walk
 # scan far past the LIMIT before the leader stops them.
-_SEARCH_PLANNING = (
+SEARCH_PLANNING = (
     "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL max_parallel_workers_per_gather = 0"
 )
 
@@ -201,8 +202,8 @@ async def search_messages(
         ]
         if not channel_ids:
             return []
-        await conn.execute(_SEARCH_PLANNING)
-        records = await conn.fetch(_SEARCH, channel_ids, query, cursor, limit)
+        await conn.execute(SEARCH_PLANNING)
+        records = await conn.fetch(SEARCH_SQL, channel_ids, query, cursor, limit)
     return [_stored_message(record) for record in records]
 
 
