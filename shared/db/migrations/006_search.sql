@@ -25,7 +25,9 @@
 -- messages stay in the Redis stream, sends are still acknowledged and delivered
 -- live), history and resume reads from PostgreSQL wait too. The lock timeout
 -- makes the migration give up instead of queueing every reader behind it while
--- a long query holds the table.
+-- a long query holds the table. CREATE INDEX CONCURRENTLY would not shorten the
+-- lock (the rewrite takes it anyway), and the runner applies each file in one
+-- transaction, where CONCURRENTLY cannot run.
 SET LOCAL lock_timeout = '10s';
 
 ALTER TABLE messages ADD COLUMN search_vector tsvector
