@@ -42,7 +42,9 @@ from shared.local_servers import ServerProcess, ensure_database, free_port, star
 
 _SEARCH_VERSION = "006_search"
 _LIMIT = 20
-_EXPRESSION = "to_tsvector('simple'::regconfig, lower((m.body ->> 'content') COLLATE pg_c_utf8))"
+_EXPRESSION = (
+    "to_tsvector('simple'::regconfig, lower(left(m.body ->> 'content', 50000) COLLATE pg_c_utf8))"
+)
 _EXPRESSION_INDEX = (
     "CREATE INDEX messages_search_expression_idx ON messages USING gin ("
     + _EXPRESSION.replace("m.body", "body")

@@ -218,6 +218,20 @@ async def test_an_edited_body_is_found_by_its_new_text_and_a_tombstone_not_at_al
     assert await _found(gateway, alice, "secret") == []
 
 
+async def test_a_body_too_big_for_a_tsvector_is_stored_and_found_by_its_beginning(
+    gateway: TestClient[Any, Any], alice: Account, pg_pool: asyncpg.Pool[asyncpg.Record]
+) -> None:
+    """Regression: 1,000,000 characters of distinct words make a tsvector over its 1 MB
+    limit, which failed the insert of a message the gateway had acknowledged (with a
+    raised WS_MAX_BODY_BYTES). Only the first 50,000 characters are indexed."""
+    channel_id = await create_channel(gateway, alice, "general")
+    words = " ".join(f"w{number:06d}" for number in range(125_000))
+    [stored] = await _store(pg_pool, channel_id, alice.user_id, words)
+
+    assert await _found(gateway, alice, "w000001") == [stored]
+    assert await _found(gateway, alice, "w124999") == []
+
+
 @pytest.mark.parametrize(
     "raw",
     [

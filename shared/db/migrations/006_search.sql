@@ -20,6 +20,11 @@
 -- so "ΚΑΛΗΜΕΡΑ" would not be found by "καλημερα". The search lowercases the
 -- query the same way.
 --
+-- Only the first 50,000 characters are indexed: a tsvector holds at most 1 MB of
+-- lexemes, which 1,000,000 characters of distinct words exceed, and the error
+-- would fail the worker's insert of a message already acknowledged
+-- (WS_MAX_BODY_BYTES has no upper bound). 50,000 characters are at most 200 KB.
+--
 -- The rewrite holds an ACCESS EXCLUSIVE lock on `messages` for its duration
 -- (about 30 s per million messages): the persistence worker's writes wait (the
 -- messages stay in the Redis stream, sends are still acknowledged and delivered
@@ -32,7 +37,7 @@ SET LOCAL lock_timeout = '10s';
 
 ALTER TABLE messages ADD COLUMN search_vector tsvector
     GENERATED ALWAYS AS (
-        to_tsvector('simple'::regconfig, lower((body ->> 'content') COLLATE pg_c_utf8))
+        to_tsvector('simple'::regconfig, lower(left(body ->> 'content', 50000) COLLATE pg_c_utf8))
     ) STORED;
 CREATE INDEX messages_search_idx ON messages USING gin (search_vector);
 -- The planner picks between the index and a newest-first walk of the primary
