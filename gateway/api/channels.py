@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import asyncpg
-import orjson
 from aiohttp import web
 
 from gateway.api.common import (
@@ -15,6 +12,7 @@ from gateway.api.common import (
     caller,
     channel_json,
     member_json,
+    message_page,
     ok,
     page,
     path_id,
@@ -38,7 +36,6 @@ from shared.responses import (
     ChannelRefJson,
     ChannelWithMembersJson,
     MemberJson,
-    MessageJson,
     MessagePageJson,
     PresenceJson,
     ReadMarkerJson,
@@ -48,7 +45,6 @@ from shared.wire import (
     NewChannelBody,
     ReadBody,
     author_json,
-    stored_message_frame,
 )
 
 _CHANNEL_MEMBERS_SHOWN = 100
@@ -205,13 +201,7 @@ async def list_messages(request: web.Request) -> web.Response:
     else:
         found = await messages.list_messages_before(pool, channel_id, before, limit)
     next_cursor = found[-1].seq if len(found) == limit else None
-    data: MessagePageJson = {
-        # Each message is its frame's bytes, spliced in by orjson as they are: the
-        # page has the exact shape of the live frames, built by the same function.
-        "messages": [cast("MessageJson", orjson.Fragment(stored_message_frame(m))) for m in found],
-        "next_cursor": next_cursor,
-    }
-    return ok("messages retrieved", data)
+    return ok("messages retrieved", message_page(found, next_cursor))
 
 
 @documented(

@@ -4,19 +4,29 @@ envelope, the caller's identity, and the public JSON shapes of records."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar, cast
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
 from gateway.app_keys import PG_POOL, SETTINGS
 from gateway.auth import TokenClaims, bearer_token, check_generation, verify_token
 from shared.db import users
+from shared.db.messages import StoredMessage
 from shared.db.records import Channel, Member, User
 from shared.errors import InvalidParameterError
-from shared.responses import ChannelJson, MemberJson, OwnUserJson, PublicUserJson
-from shared.wire import body_adapter, iso_from_datetime, parse_json, success
+from shared.responses import (
+    ChannelJson,
+    MemberJson,
+    MessageJson,
+    MessagePageJson,
+    OwnUserJson,
+    PublicUserJson,
+)
+from shared.wire import body_adapter, iso_from_datetime, parse_json, stored_message_frame, success
 
 Body = TypeVar("Body", bound=BaseModel)
 # The type of a parameter's default: `int`, or `None` when it is optional.
@@ -170,4 +180,14 @@ def member_json(member: Member) -> MemberJson:
         "avatar_url": member.avatar_url,
         "role": member.role,
         "joined_at": iso_from_datetime(member.joined_at),
+    }
+
+
+def message_page(found: Sequence[StoredMessage], next_cursor: int | None) -> MessagePageJson:
+    """A page of stored messages (history, search) in the live frames' exact shape."""
+    return {
+        # Each message is its frame's bytes, spliced in by orjson as they are: the
+        # page has the exact shape of the live frames, built by the same function.
+        "messages": [cast("MessageJson", orjson.Fragment(stored_message_frame(m))) for m in found],
+        "next_cursor": next_cursor,
     }

@@ -5,13 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.channels import why_not_a_member
-from gateway.api.common import MAX_ID, IntParam, TextParam, caller, ok
+from gateway.api.common import MAX_ID, IntParam, TextParam, caller, message_page, ok
 from gateway.api.docs import Auth, documented
 from gateway.app_keys import PG_POOL
 from shared.db import channels, messages
 from shared.errors import ChannelNotFoundError, NotAMemberError
 from shared.responses import MessagePageJson
-from shared.wire import stored_message_json
 
 # Enough for any phrase a person types; it bounds the query's parse and the
 # number of terms the index is asked for (each word is one index lookup).
@@ -57,8 +56,5 @@ async def search(request: web.Request) -> web.Response:
     found = await messages.search_messages(
         pool, claims.user_id, query, channel_id=channel_id, before_id=before_id, limit=limit
     )
-    data: MessagePageJson = {
-        "messages": [stored_message_json(message) for message in found],
-        "next_cursor": found[-1].id if len(found) == limit else None,
-    }
-    return ok("messages found", data)
+    next_cursor = found[-1].id if len(found) == limit else None
+    return ok("messages found", message_page(found, next_cursor))
