@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.api import auth, channels, health, me, openapi, users
+from gateway.api import auth, channels, health, me, openapi, search, users
 from gateway.app_keys import (
     BACKLOG,
     CONTROL_EVENTS,
@@ -130,6 +130,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_get("/api/v1/channels/{id:[0-9]+}/presence", channels.channel_presence),
         app.router.add_put("/api/v1/channels/{id:[0-9]+}/read", channels.mark_channel_read),
         app.router.add_get("/api/v1/me/channels", me.list_my_channels),
+        app.router.add_get("/api/v1/search", search.search),
     ]
     _enable_cors(app, settings, rest)
 

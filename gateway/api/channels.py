@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import asyncpg
-import orjson
 from aiohttp import web
 
 from gateway.api.common import (
@@ -15,6 +12,7 @@ from gateway.api.common import (
     caller,
     channel_json,
     member_json,
+    message_page,
     ok,
     page,
     path_id,
@@ -38,7 +36,6 @@ from shared.responses import (
     ChannelRefJson,
     ChannelWithMembersJson,
     MemberJson,
-    MessageJson,
     MessagePageJson,
     PresenceJson,
     ReadMarkerJson,
@@ -48,7 +45,6 @@ from shared.wire import (
     NewChannelBody,
     ReadBody,
     author_json,
-    stored_message_frame,
 )
 
 _CHANNEL_MEMBERS_SHOWN = 100
@@ -58,7 +54,7 @@ BEFORE = IntParam("before", 1, MAX_ID, None, "Messages with seq below it, newest
 AFTER_SEQ = IntParam("after_seq", 0, MAX_ID, None, "Messages with seq above it, oldest first.")
 
 
-async def _why_not_a_member(pool: asyncpg.Pool[asyncpg.Record], channel_id: int) -> AppError:
+async def why_not_a_member(pool: asyncpg.Pool[asyncpg.Record], channel_id: int) -> AppError:
     """The error for a caller found not to be a member: the channel may not exist at all."""
     if await channels.get_channel(pool, channel_id) is None:
         return ChannelNotFoundError()
@@ -149,7 +145,7 @@ async def leave_channel(request: web.Request) -> web.Response:
     body = await read_body(request, ChannelRefBody)
     pool = request.app[PG_POOL]
     if not await channels.remove_member(pool, body.channel_id, claims.user_id):
-        raise await _why_not_a_member(pool, body.channel_id)
+        raise await why_not_a_member(pool, body.channel_id)
     # Sockets the user still holds in the channel, on any node, are closed now.
     await request.app[CONTROL_EVENTS].publish_member_removed(body.channel_id, claims.user_id)
     return ok("left channel", {"channel_id": body.channel_id})
@@ -199,19 +195,13 @@ async def list_messages(request: web.Request) -> web.Response:
     if before is not None and after_seq is not None:
         raise InvalidParameterError("use either before or after_seq, not both")
     if await channels.member_role(pool, channel_id, claims.user_id) is None:
-        raise await _why_not_a_member(pool, channel_id)
+        raise await why_not_a_member(pool, channel_id)
     if after_seq is not None:
         found = await messages.list_messages_after(pool, channel_id, after_seq, limit)
     else:
         found = await messages.list_messages_before(pool, channel_id, before, limit)
     next_cursor = found[-1].seq if len(found) == limit else None
-    data: MessagePageJson = {
-        # Each message is its frame's bytes, spliced in by orjson as they are: the
-        # page has the exact shape of the live frames, built by the same function.
-        "messages": [cast("MessageJson", orjson.Fragment(stored_message_frame(m))) for m in found],
-        "next_cursor": next_cursor,
-    }
-    return ok("messages retrieved", data)
+    return ok("messages retrieved", message_page(found, next_cursor))
 
 
 @documented(
@@ -251,7 +241,7 @@ async def channel_presence(request: web.Request) -> web.Response:
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
     if await channels.member_role(pool, channel_id, claims.user_id) is None:
-        raise await _why_not_a_member(pool, channel_id)
+        raise await why_not_a_member(pool, channel_id)
     online = await request.app[PRESENCE].online(channel_id)
     listed = None
     if online.user_ids is not None:

@@ -19,12 +19,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway.api.common import IntParam
+from gateway.api.common import IntParam, TextParam
 from shared.errors import AppError
 
 Handler = TypeVar("Handler", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 
 _ATTRIBUTE = "__route_doc__"
+# A query parameter: the object the handler reads it with documents it too.
+QueryParam = IntParam[Any] | TextParam
 
 
 class Auth(StrEnum):
@@ -52,7 +54,7 @@ class RouteDoc:
     raw: Raw | None  # set when the answer is not the envelope
     status: int
     body: type[BaseModel] | None
-    query: tuple[IntParam[Any], ...]
+    query: tuple[QueryParam, ...]
     errors: tuple[type[AppError], ...]
     auth: Auth
     storage: bool  # reads PostgreSQL or Redis, so answers 503 during their outage
@@ -67,7 +69,7 @@ def documented(
     raw: Raw | None = None,
     status: int = 200,
     body: type[BaseModel] | None = None,
-    query: tuple[IntParam[Any], ...] = (),
+    query: tuple[QueryParam, ...] = (),
     errors: tuple[type[AppError], ...] = (),
     auth: Auth = Auth.NONE,
     storage: bool = True,

@@ -24,8 +24,8 @@ from aiohttp import hdrs, web
 from pydantic import TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-from gateway.api.common import IntParam, id_param
-from gateway.api.docs import Auth, Raw, RouteDoc, doc_of, documented
+from gateway.api.common import TextParam, id_param
+from gateway.api.docs import Auth, QueryParam, Raw, RouteDoc, doc_of, documented
 from gateway.app_keys import OPENAPI, OpenApiDocument
 from gateway.middlewares import UNLIMITED_PATHS
 from shared.errors import ERROR_TABLE, ErrorCode
@@ -247,7 +247,15 @@ def _operation(
     return operation
 
 
-def _parameter(param: IntParam[Any], where: str) -> dict[str, object]:
+def _parameter(param: QueryParam, where: str) -> dict[str, object]:
+    if isinstance(param, TextParam):
+        return {
+            "name": param.name,
+            "in": where,
+            "required": True,
+            "description": f"{param.description} Not all whitespace; U+0000 is refused.",
+            "schema": {"type": "string", "maxLength": param.max_length, "pattern": param.PATTERN},
+        }
     schema: dict[str, object] = {"type": "integer", "minimum": param.low, "maximum": param.high}
     if param.default is not None:
         schema["default"] = param.default
