@@ -162,9 +162,10 @@ class _RateLimitState:
 
 def _route_path(request: web.Request) -> str:
     """The path of the route that matched (`/app/js/{module}`), not the one sent: a path
-    that only starts like an unlimited one (`/app/../api/...`) must not escape the limit."""
+    that only starts like an unlimited one (`/app/../api/...`) must not escape the limit.
+    A request no route matched has no path here, so it is counted."""
     resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else request.path
+    return resource.canonical if resource is not None else ""
 
 
 @web.middleware

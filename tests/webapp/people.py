@@ -10,10 +10,10 @@ from playwright.async_api import Locator, Page, expect
 PASSWORD = "correct horse battery"
 
 
-async def sign_up(page: Page, username: str) -> None:
+async def sign_up(page: Page, username: str, name: str | None = None) -> None:
     await page.get_by_role("button", name="Sign up").click()
     form = page.get_by_role("form", name="Sign up")
-    await form.get_by_label("Name", exact=True).fill(username.title())
+    await form.get_by_label("Name", exact=True).fill(name or username.title())
     await form.get_by_label("Username", exact=True).fill(username)
     await form.get_by_label("E-mail", exact=True).fill(f"{username}@example.com")
     await form.get_by_label("Password", exact=True).fill(PASSWORD)
@@ -55,3 +55,12 @@ async def send(page: Page, text: str) -> None:
 def shown(page: Page) -> Locator:
     """The texts of the stored messages on screen, in order (pending ones excluded)."""
     return page.get_by_role("log").locator("ol.messages:not(.pending-list) > li .text")
+
+
+def pending(page: Page) -> Locator:
+    """The person's own messages not yet stored."""
+    return page.get_by_role("list", name="Sending").get_by_role("listitem")
+
+
+def connection_banner(page: Page) -> Locator:
+    return page.locator("#connection")

@@ -18,7 +18,7 @@ export function channelsView(store, { onOpen }) {
     const badge = unread
       ? h("span", { class: "badge" }, String(unread), h("span", { class: "visually-hidden", text: " unread" }))
       : null;
-    button.replaceChildren(h("span", { class: "name", text: `# ${channel.name}` }), badge);
+    button.replaceChildren(...[h("span", { class: "name", text: `# ${channel.name}` }), badge].filter(Boolean));
     if (channel.id === store.currentId) button.setAttribute("aria-current", "true");
     else button.removeAttribute("aria-current");
     return button;
@@ -108,8 +108,18 @@ export function channelsView(store, { onOpen }) {
     createBox,
     browseBox,
   );
-  store.addEventListener("channels", render);
-  store.addEventListener("current", render);
+  // At most one render per animation frame, however many messages arrive in it.
+  let scheduled = false;
+  const renderSoon = () => {
+    if (scheduled) return;
+    scheduled = true;
+    requestAnimationFrame(() => {
+      scheduled = false;
+      render();
+    });
+  };
+  store.addEventListener("channels", renderSoon);
+  store.addEventListener("current", renderSoon);
   render();
   return { element, focus: () => list.querySelector("button")?.focus() };
 }

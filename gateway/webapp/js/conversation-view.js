@@ -4,13 +4,16 @@
 //
 // Messages are inserted into the list one by one in seq order, never re-rendered
 // wholesale, so a live message costs one element however long the channel is.
-// At most MAX_RENDERED stay in the document (see loadtests/RESULTS.md): past it,
-// the ones furthest from where the person reads are dropped, and come back from
-// history when scrolled to again.
+// At most limits.maxRendered stay in the document (see loadtests/RESULTS.md): past it,
+// the ones furthest from where the person reads are dropped. Older ones come back
+// from history when scrolled to again; newer ones (dropped while reading far back)
+// behind a "Jump to newest" button, and live messages wait behind it too, so the
+// list never shows a gap.
 
 import { displayName, formatTime, h } from "./dom.js";
 
-export const MAX_RENDERED = 5000;
+// A property, not a constant, so loadtests/webapp.py can measure without the cap.
+export const limits = { maxRendered: 2000 };
 const TYPING_SEND_MS = 2000;
 // Within this many pixels of the bottom, new messages keep the view at the bottom.
 const STICK_PX = 80;
@@ -41,12 +44,14 @@ export function conversationView(store, { onBack }) {
   const start = h("p", { class: "start", hidden: true });
   const messages = h("ol", { class: "messages" });
   const pending = h("ol", { class: "messages pending-list", "aria-label": "Sending" });
+  const newer = h("button", { type: "button", class: "newer", hidden: true, text: "Jump to newest messages" });
   const scroller = h(
     "div",
     { class: "scroller", role: "log", "aria-live": "polite", "aria-relevant": "additions", tabindex: "0", "aria-labelledby": "conversation-title" },
     older,
     start,
     messages,
+    newer,
     pending,
   );
   const typing = h("p", { class: "typing", "aria-live": "polite" });
@@ -92,7 +97,8 @@ export function conversationView(store, { onBack }) {
   }
 
   function insert(added) {
-    const sorted = [...added].sort((a, b) => a.seq - b.seq);
+    const sorted = added.filter((message) => !elements.has(message.seq)).sort((a, b) => a.seq - b.seq);
+    if (!sorted.length) return;
     // The common cases first: a page of older messages, or new ones at the end.
     if (seqs.length && sorted[sorted.length - 1].seq < seqs[0]) {
       const fragment = document.createDocumentFragment();
@@ -115,16 +121,17 @@ export function conversationView(store, { onBack }) {
     }
   }
 
-  // Keep at most MAX_RENDERED: drop from the end the person is not reading.
+  // Keep at most limits.maxRendered: drop from the end the person is not reading.
   function trim(fromTop) {
-    const extra = seqs.length - MAX_RENDERED;
+    const conversation = store.conversations.get(channelId);
+    const extra = seqs.length - limits.maxRendered;
     if (extra <= 0) return;
     const dropped = fromTop ? seqs.splice(0, extra) : seqs.splice(seqs.length - extra, extra);
+    if (!fromTop) newer.hidden = false;
     for (const seq of dropped) {
       elements.get(seq).remove();
       elements.delete(seq);
     }
-    const conversation = store.conversations.get(channelId);
     if (fromTop && conversation) {
       // Scrolling up again reads them back from history, from the oldest shown.
       for (const seq of dropped) conversation.messages.delete(seq);
@@ -182,6 +189,8 @@ export function conversationView(store, { onBack }) {
     element.hidden = !channel;
     seqs = [];
     elements = new Map();
+    queued = { newer: [], older: [] };
+    newer.hidden = true;
     messages.replaceChildren();
     if (!channel) return;
     title.textContent = `# ${channel.name}`;
@@ -189,8 +198,13 @@ export function conversationView(store, { onBack }) {
     input.placeholder = `Message # ${channel.name}`;
     const conversation = store.conversations.get(channelId);
     if (conversation) {
-      const all = [...conversation.messages.values()];
-      if (all.length) insert(all.slice(-MAX_RENDERED));
+      const all = [...conversation.messages.values()].sort((a, b) => a.seq - b.seq);
+      if (all.length) insert(all.slice(-limits.maxRendered));
+      if (all.length > limits.maxRendered) {
+        // Forget what is not shown, so scrolling up reads it from history again.
+        for (const message of all.slice(0, -limits.maxRendered)) conversation.messages.delete(message.seq);
+        conversation.nextCursor = seqs[0];
+      }
     }
     renderStart();
     renderPending();
@@ -200,29 +214,54 @@ export function conversationView(store, { onBack }) {
   }
 
   store.addEventListener("current", show);
-  store.addEventListener("messages", (event) => {
-    const { channelId: id, added, older: isOlder } = event.detail;
-    if (id !== channelId || !added.length) return;
-    const stick = nearBottom();
-    if (isOlder && seqs.length) {
-      // A page above what is shown: keep the person's place.
-      scroller.setAttribute("aria-busy", "true");
-      const height = scroller.scrollHeight;
-      insert(added);
-      trim(false);
-      scroller.scrollTop += scroller.scrollHeight - height;
-    } else {
-      insert(added);
+  // Arrivals are applied once per animation frame: a replay of thousands of messages
+  // costs one layout per frame, not one per message.
+  let queued = { newer: [], older: [] };
+  let flushScheduled = false;
+  function flush() {
+    flushScheduled = false;
+    const { newer: newest, older: olderPages } = queued;
+    queued = { newer: [], older: [] };
+    if (olderPages.length) {
+      if (seqs.length) {
+        // A page above what is shown: keep the person's place.
+        scroller.setAttribute("aria-busy", "true");
+        const height = scroller.scrollHeight;
+        insert(olderPages);
+        trim(false);
+        scroller.scrollTop += scroller.scrollHeight - height;
+        scroller.setAttribute("aria-busy", "false");
+      } else {
+        insert(olderPages);
+        scrollToBottom(); // the first page
+      }
+    }
+    // While newer messages are dropped, live ones wait with them behind the button.
+    if (newest.length && newer.hidden) {
+      const stick = nearBottom();
+      insert(newest);
       trim(true);
       if (stick) scrollToBottom();
     }
-    scroller.setAttribute("aria-busy", "false");
     renderStart();
+  }
+  store.addEventListener("messages", (event) => {
+    const { channelId: id, added, older: isOlder } = event.detail;
+    if (id !== channelId || !added.length) return;
+    (isOlder ? queued.older : queued.newer).push(...added);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      requestAnimationFrame(flush);
+    }
   });
   store.addEventListener("pending", (event) => event.detail.channelId === channelId && renderPending());
   store.addEventListener("presence", (event) => event.detail.channelId === channelId && renderPresence());
   store.addEventListener("typing", (event) => event.detail.channelId === channelId && renderTyping());
 
+  newer.addEventListener("click", () => {
+    show();
+    input.focus();
+  });
   older.addEventListener("click", () => store.loadOlder(channelId).catch((problem) => store.notice(problem.message)));
   // Reaching the top loads the page before it.
   new IntersectionObserver((entries) => {

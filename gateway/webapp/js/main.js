@@ -8,7 +8,8 @@ import { Store } from "./store.js";
 
 const NOTICE_MS = 6000;
 
-const store = new Store();
+// Exported for loadtests/webapp.py, which feeds it synthetic messages to time scrolling.
+export const store = new Store();
 const app = document.getElementById("app");
 const banner = document.getElementById("connection");
 const notices = document.getElementById("notices");
@@ -30,12 +31,8 @@ store.addEventListener("connection", (event) => {
   const text = connectionText(event.detail);
   banner.hidden = text === "";
   banner.dataset.state = event.detail.state;
-  banner.replaceChildren(
-    h("span", { text }),
-    event.detail.state === "reconnecting"
-      ? h("button", { type: "button", class: "link", text: "Retry now", onclick: () => store.socket?.retryNow() })
-      : null,
-  );
+  const retry = h("button", { type: "button", class: "link", text: "Retry now", onclick: () => store.socket?.retryNow() });
+  banner.replaceChildren(h("span", { text }), ...(event.detail.state === "reconnecting" ? [retry] : []));
 });
 
 store.addEventListener("notice", (event) => {
@@ -55,6 +52,7 @@ function showAuth(reason) {
   app.replaceChildren(view.element);
   view.focus();
   view.showReason(reason);
+  performance.mark("app-interactive");
 }
 
 function showChat() {
@@ -83,6 +81,7 @@ function showChat() {
   );
   shell.append(channels.element, conversation.element);
   app.replaceChildren(header, shell);
+  performance.mark("app-interactive");
   const first = store.sortedChannels()[0];
   if (first) open(first.id);
   else channels.focus();
