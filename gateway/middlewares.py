@@ -50,6 +50,8 @@ _UNLIMITED_PREFIX = "/app/"
 def is_unlimited(path: str) -> bool:
     """Whether requests to `path` are outside the HTTP rate limit."""
     return path in UNLIMITED_PATHS or path.startswith(_UNLIMITED_PREFIX)
+
+
 # aiohttp's own refusals, in the envelope. aiohttp-cors answers a refused
 # preflight (no Origin, or one not allowed) with 403.
 _HTTP_ERRORS: dict[int, type[AppError]] = {

@@ -52,13 +52,14 @@ async ([count, capped, visibility, steps]) => {
   const channelId = store.currentId;
   const me = store.users.get(store.me.id);
   const base = store.channels.get(channelId).lastSeq;
+  const words = "lorem ipsum dolor sit amet ";
   const started = performance.now();
   for (let seq = base + 1; seq <= base + count; seq += 500) {
     for (let n = seq; n < Math.min(seq + 500, base + count + 1); n += 1) {
       store.receive({
         type: "message", channel_id: channelId, id: n, seq: n, user_id: me.id, user: me,
         created_at: new Date().toISOString(),
-        body: { type: "text", content: `message ${n}: ` + "lorem ipsum dolor sit amet ".repeat(1 + (n % 4)) },
+        body: { type: "text", content: `message ${n}: ` + words.repeat(1 + (n % 4)) },
       });
     }
     await new Promise((resolve) => requestAnimationFrame(resolve));

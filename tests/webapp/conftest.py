@@ -19,6 +19,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 from tests.faults.stack import Service, Stack
+
 # The gateway tests' factory of process deployments, shared rather than copied.
 from tests.gateway.conftest import MakeStack, make_stack  # noqa: F401
 from tests.webapp.balancer import Balancer
@@ -48,13 +49,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
-@pytest.fixture(scope="session")
-async def browser() -> AsyncIterator[Browser]:
+def _require_chromium() -> None:
     if not CHROMIUM.exists():
         message = f"{CHROMIUM} is missing: apt-get install -y chromium"
         if os.environ.get("CI") == "true":
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    _require_chromium()
     async with async_playwright() as playwright:
         launched = await playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
@@ -77,7 +82,7 @@ class WebStack:
 
 
 @pytest.fixture
-async def web_stack(make_stack: MakeStack) -> AsyncIterator[WebStack]:
+async def web_stack(make_stack: MakeStack) -> AsyncIterator[WebStack]:  # noqa: F811
     balancers = [Balancer(), Balancer()]
     for balancer in balancers:
         await balancer.start()

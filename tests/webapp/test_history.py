@@ -19,9 +19,7 @@ _COUNT = 120  # more than two pages of 50
 _PERSIST_DEADLINE_SECONDS = 20.0
 
 
-async def _send_all(
-    web_stack: WebStack, token: str, channel_id: int, texts: list[str]
-) -> None:
+async def _send_all(web_stack: WebStack, token: str, channel_id: int, texts: list[str]) -> None:
     url = f"ws://127.0.0.1:{web_stack.gateways[0].port}/api/v1/ws"
     origin = web_stack.balancers[0].origin
     async with (

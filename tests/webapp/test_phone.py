@@ -28,7 +28,9 @@ async def test_phone_width_has_no_sideways_scroll_and_a_usable_composer(
     assert await _horizontal_overflow(page) == 0
     await sign_up(page, "alice")
     await create_channel(page, "a-channel-with-a-rather-long-name-that-must-not-overflow")
-    composer = page.get_by_role("textbox", name="Message # a-channel-with-a-rather-long-name-that-must-not-overflow")
+    composer = page.get_by_role(
+        "textbox", name="Message # a-channel-with-a-rather-long-name-that-must-not-overflow"
+    )
     await expect(composer).to_be_in_viewport()
     await expect(page.get_by_role("button", name="Send")).to_be_in_viewport()
     await send(page, "x" * 300)  # one long word
