@@ -21,6 +21,14 @@ async def sign_up(page: Page, username: str, name: str | None = None) -> None:
     await expect(page.get_by_role("button", name="Log out")).to_be_visible()
 
 
+async def log_in(page: Page, identity: str) -> None:
+    form = page.get_by_role("form", name="Log in")
+    await form.get_by_label("Username or e-mail", exact=True).fill(identity)
+    await form.get_by_label("Password", exact=True).fill(PASSWORD)
+    await form.get_by_role("button", name="Log in").click()
+    await expect(page.get_by_role("button", name="Log out")).to_be_visible()
+
+
 async def create_channel(page: Page, name: str) -> None:
     await page.get_by_text("New channel", exact=True).click()
     form = page.get_by_role("form", name="New channel")

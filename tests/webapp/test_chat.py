@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import re
 import signal
+from pathlib import Path
 
 import aiohttp
 import pytest
 from playwright.async_api import Page, expect
 
+from gateway.api.webapp import CONTENT_SECURITY_POLICY
+from shared.local_servers import free_port
+from tests.gateway.conftest import MakeStack
 from tests.webapp.conftest import Pages, WebStack
+from tests.webapp.nginx import start_nginx
 from tests.webapp.people import (
     channel_button,
     connection_banner,
     create_channel,
     join_channel,
+    log_in,
     open_channel,
     pending,
     send,
@@ -143,3 +149,39 @@ async def test_who_is_online_and_who_is_typing(web_stack: WebStack, pages: Pages
     await expect(bob.get_by_text("Alice is typing…")).to_be_hidden()  # her message ends it
     await alice.get_by_role("button", name="Log out").click()
     await expect(bob.get_by_role("button", name="1 online")).to_be_visible()
+    await log_in(alice, "alice")  # the same tab, a new session
+    await expect(shown(alice)).to_have_text(["hel\nlo"])
+    await expect(bob.get_by_role("button", name="2 online")).to_be_visible()
+
+
+async def test_two_people_chat_through_the_shipped_nginx(
+    make_stack: MakeStack, pages: Pages, tmp_path: Path
+) -> None:
+    """deploy/nginx.conf in front of two gateways: the page, its headers and the socket
+    upgrade pass through, and the access log holds no token."""
+    port = free_port()
+    stack = await make_stack(ALLOWED_ORIGINS=f"http://127.0.0.1:{port}")
+    gateways = [await stack.start_gateway(), await stack.start_gateway()]
+    stack.start_worker()
+    nginx = await start_nginx(tmp_path / "nginx", [g.port for g in gateways if g.port], port)
+    try:
+        alice = await pages.open(f"{nginx.origin}/app/")
+        bob = await pages.open(f"{nginx.origin}/app/")
+        response = await alice.request.get(f"{nginx.origin}/app/")
+        assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        await sign_up(alice, "alice")
+        await sign_up(bob, "bob")
+        await create_channel(alice, "general")
+        await join_channel(bob, "general")
+        await send(alice, "through nginx")
+        await send(bob, "both ways")
+        for page in (alice, bob):
+            await expect(shown(page)).to_have_text(["through nginx", "both ways"])
+        token = await alice.evaluate("sessionStorage.getItem('chat-group.token')")
+        for page in (alice, bob):
+            await page.goto("about:blank")  # nginx logs a socket once it has closed
+    finally:
+        nginx.stop()
+    log = nginx.access_log.read_text()
+    assert 'GET /api/v1/ws HTTP/1.1" 101' in log
+    assert token not in log

@@ -3,7 +3,7 @@
 
 import { clear, h } from "./dom.js";
 
-export function channelsView(store, { onOpen }) {
+export function channelsView(store, { onOpen, signal }) {
   const list = h("ul", { class: "channel-list" });
   const error = h("p", { class: "error", role: "alert" });
   const buttons = new Map(); // channel id -> button, reused so focus survives a re-order
@@ -118,8 +118,8 @@ export function channelsView(store, { onOpen }) {
       render();
     });
   };
-  store.addEventListener("channels", renderSoon);
-  store.addEventListener("current", renderSoon);
+  store.addEventListener("channels", renderSoon, { signal });
+  store.addEventListener("current", renderSoon, { signal });
   render();
   return { element, focus: () => list.querySelector("button")?.focus() };
 }

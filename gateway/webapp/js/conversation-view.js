@@ -34,7 +34,7 @@ function messageItem(message) {
   );
 }
 
-export function conversationView(store, { onBack }) {
+export function conversationView(store, { onBack, signal }) {
   const title = h("h2", { id: "conversation-title" });
   const online = h("button", { type: "button", class: "presence", "aria-expanded": "false", "aria-controls": "online-list" });
   const onlineList = h("ul", { id: "online-list", class: "online-list", hidden: true, "aria-label": "Online" });
@@ -213,7 +213,7 @@ export function conversationView(store, { onBack }) {
     scrollToBottom();
   }
 
-  store.addEventListener("current", show);
+  store.addEventListener("current", show, { signal });
   // Arrivals are applied once per animation frame: a replay of thousands of messages
   // costs one layout per frame, not one per message.
   let queued = { newer: [], older: [] };
@@ -253,10 +253,10 @@ export function conversationView(store, { onBack }) {
       flushScheduled = true;
       requestAnimationFrame(flush);
     }
-  });
-  store.addEventListener("pending", (event) => event.detail.channelId === channelId && renderPending());
-  store.addEventListener("presence", (event) => event.detail.channelId === channelId && renderPresence());
-  store.addEventListener("typing", (event) => event.detail.channelId === channelId && renderTyping());
+  }, { signal });
+  store.addEventListener("pending", (event) => event.detail.channelId === channelId && renderPending(), { signal });
+  store.addEventListener("presence", (event) => event.detail.channelId === channelId && renderPresence(), { signal });
+  store.addEventListener("typing", (event) => event.detail.channelId === channelId && renderTyping(), { signal });
 
   newer.addEventListener("click", () => {
     show();
@@ -264,9 +264,11 @@ export function conversationView(store, { onBack }) {
   });
   older.addEventListener("click", () => store.loadOlder(channelId).catch((problem) => store.notice(problem.message)));
   // Reaching the top loads the page before it.
-  new IntersectionObserver((entries) => {
+  const observer = new IntersectionObserver((entries) => {
     if (entries.some((entry) => entry.isIntersecting) && !older.hidden) older.click();
-  }, { root: scroller }).observe(older);
+  }, { root: scroller });
+  observer.observe(older);
+  signal.addEventListener("abort", () => observer.disconnect());
 
   online.addEventListener("click", () => {
     const open = onlineList.hidden;

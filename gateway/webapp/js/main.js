@@ -47,6 +47,7 @@ document.addEventListener("visibilitychange", () => {
 });
 
 function showAuth(reason) {
+  views.abort();
   banner.hidden = true;
   const view = authView(store);
   app.replaceChildren(view.element);
@@ -55,23 +56,34 @@ function showAuth(reason) {
   performance.mark("app-interactive");
 }
 
+// The chat views listen to the store only while that session lasts.
+let views = new AbortController();
+
 function showChat() {
+  views.abort();
+  views = new AbortController();
+  const { signal } = views;
   const shell = h("div", { class: "shell", "data-view": "list" });
   const open = (id) => {
     shell.dataset.view = "conversation";
     store.openChannel(id).catch((problem) => store.notice(problem.message));
     conversation.focus();
   };
-  const channels = channelsView(store, { onOpen: open });
+  const channels = channelsView(store, { onOpen: open, signal });
   const conversation = conversationView(store, {
+    signal,
     onBack: () => {
       shell.dataset.view = "list";
       channels.focus();
     },
   });
-  store.addEventListener("current", () => {
-    if (store.currentId === null) shell.dataset.view = "list";
-  });
+  store.addEventListener(
+    "current",
+    () => {
+      if (store.currentId === null) shell.dataset.view = "list";
+    },
+    { signal },
+  );
   const header = h(
     "header",
     { class: "top" },

@@ -89,13 +89,11 @@ export class Store extends EventTarget {
   }
 
   async login(identity, password) {
-    const api = new Api();
-    await this.begin(await api.login(identity, password));
+    await this.begin(await this.api.login(identity, password));
   }
 
   async signup(fields) {
-    const api = new Api();
-    await this.begin(await api.signup(fields));
+    await this.begin(await this.api.signup(fields));
   }
 
   async begin(token) {
