@@ -21,6 +21,9 @@ class Balancer:
     """Listens on 127.0.0.1; `backends` (ports) may be set after it started."""
 
     backends: list[int] = field(default_factory=list)
+    # While set, what the gateways send is lost on the way (replies such as acks);
+    # a test then drops the connections, as a network failure would.
+    lose_replies: bool = False
     server: asyncio.Server | None = None
     _pipes: set[asyncio.Task[None]] = field(default_factory=set)
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -37,6 +40,11 @@ class Balancer:
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+
+    def drop_connections(self) -> None:
+        """End every connection open now, as a failing network would."""
+        for writer in list(self._writers):
+            writer.transport.abort()
 
     async def close(self) -> None:
         """Stop listening and end every connection (the pipes see their ends close)."""
@@ -60,8 +68,8 @@ class Balancer:
             up_reader, up_writer = upstream
             self._writers |= {writer, up_writer}
             async with asyncio.TaskGroup() as group:
-                group.create_task(_pipe(reader, up_writer))
-                group.create_task(_pipe(up_reader, writer))
+                group.create_task(self._pipe(reader, up_writer, replies=False))
+                group.create_task(self._pipe(up_reader, writer, replies=True))
         finally:
             writer.close()
             self._writers -= {writer, *(upstream[1:] if upstream else ())}
@@ -76,14 +84,17 @@ class Balancer:
                 continue
         return None
 
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Copy one direction until either side ends, then end the other side too."""
-    try:
-        while chunk := await reader.read(_CHUNK_BYTES):
-            writer.write(chunk)
-            await writer.drain()
-    except OSError:
-        pass
-    finally:
-        writer.close()
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, replies: bool
+    ) -> None:
+        """Copy one direction until either side ends, then end the other side too."""
+        try:
+            while chunk := await reader.read(_CHUNK_BYTES):
+                if replies and self.lose_replies:
+                    continue
+                writer.write(chunk)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()

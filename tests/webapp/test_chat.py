@@ -99,6 +99,26 @@ async def test_a_gateway_stopped_mid_conversation_loses_and_repeats_nothing(
         await expect(shown(page)).to_have_text([*expected, "five"])
 
 
+async def test_a_message_whose_ack_was_lost_is_stored_and_shown_once(
+    web_stack: WebStack, pages: Pages
+) -> None:
+    """The re-send after a reconnect carries the same client_id, so the server answers it
+    with the original's ack instead of storing it again; the replay shows it once."""
+    alice, bob = await _two_people_in(web_stack, pages, "general")
+    await send(bob, "before")
+    await expect(shown(alice)).to_have_text(["before"])
+    web_stack.balancers[0].lose_replies = True
+    await send(alice, "stored, ack lost")
+    await expect(shown(bob)).to_have_text(["before", "stored, ack lost"])  # it was stored
+    await expect(pending(alice)).to_have_text([re.compile("Sending")])  # but Alice never heard
+    web_stack.balancers[0].drop_connections()
+    web_stack.balancers[0].lose_replies = False
+    await expect(pending(alice)).to_have_count(0, timeout=20_000)
+    await send(bob, "after")
+    for page in (alice, bob):
+        await expect(shown(page)).to_have_text(["before", "stored, ack lost", "after"])
+
+
 async def test_markup_in_messages_and_names_shows_as_text(
     web_stack: WebStack, pages: Pages
 ) -> None:
