@@ -205,3 +205,15 @@ async def test_two_people_chat_through_the_shipped_nginx(
     log = nginx.access_log.read_text()
     assert 'GET /api/v1/ws HTTP/1.1" 101' in log
     assert token not in log
+
+
+async def test_a_page_whose_origin_is_not_allowed_says_so(
+    make_stack: MakeStack, pages: Pages
+) -> None:
+    """A deployment whose ALLOWED_ORIGINS misses the page's own address: the socket is
+    refused (4403) and the page says why instead of reconnecting forever."""
+    stack = await make_stack()  # ALLOWED_ORIGINS: http://allowed.test only
+    gateway = await stack.start_gateway()
+    page = await pages.open(f"{gateway.url}/app/")
+    await sign_up(page, "alice")
+    await expect(connection_banner(page)).to_have_text(re.compile("ALLOWED_ORIGINS"))

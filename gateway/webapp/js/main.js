@@ -21,7 +21,7 @@ function connectionText(detail) {
     case "reconnecting":
       return `Reconnecting in ${Math.max(1, Math.round(detail.delay / 1000))} s (attempt ${detail.attempt})…`;
     case "closed":
-      return "Disconnected.";
+      return detail.reason ?? "Disconnected.";
     default:
       return "";
   }

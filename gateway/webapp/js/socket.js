@@ -22,6 +22,8 @@ const RESTART_JITTER_MS = 500;
 const TOO_MANY_MIN_MS = 5_000;
 // Closes after which reconnecting cannot help: the credential is refused.
 const UNAUTHORIZED = new Set([4401]);
+// The socket itself refused (not one channel): on this socket that is the Origin check.
+const ORIGIN_REFUSED = 4403;
 
 let clientIds = 0;
 
@@ -101,6 +103,13 @@ export class MuxSocket extends EventTarget {
       if (UNAUTHORIZED.has(event.code)) {
         this.setState("closed");
         this.emit("unauthorized", { code: event.code });
+        return;
+      }
+      if (event.code === ORIGIN_REFUSED) {
+        // The page's origin is not in the server's ALLOWED_ORIGINS: no retry can help.
+        this.setState("closed", {
+          reason: "The server refuses this page's address. Open the app at the address the server is configured for (ALLOWED_ORIGINS).",
+        });
         return;
       }
       this.scheduleReconnect(event.code);

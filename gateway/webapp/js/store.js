@@ -59,6 +59,8 @@ export class Store extends EventTarget {
     this.users = new Map(); // id -> {id, name, username}
     this.currentId = null;
     this.connection = { state: "connecting" };
+    this.wasOpen = false; // whether the socket opened before: the next open is a reconnect
+    this.listed = false; // whether the channel list was read once
     this.readTimers = new Map();
     this.presenceFetched = new Map();
   }
@@ -152,14 +154,16 @@ export class Store extends EventTarget {
         role: item.role,
         lastSeq: item.last_seq,
         lastReadSeq: item.last_read_seq,
-        // The server's order (most recently active first) until something happens.
-        activity: mine.length - index,
+        // The server's order (most recently active first) until something happens;
+        // one created or joined later goes to the top.
+        activity: this.listed ? Date.now() : mine.length - index,
         presence: { count: 0, users: new Map() },
         typing: new Map(),
       });
       this.socket.subscribe(item.id, item.last_seq);
     });
     for (const id of [...this.channels.keys()]) if (!seen.has(id)) this.dropChannel(id);
+    this.listed = true;
     this.emit("channels");
   }
 
@@ -315,10 +319,12 @@ export class Store extends EventTarget {
   // --- what the socket says
 
   connectionChanged(detail) {
-    const wasDown = this.connection.state === "reconnecting";
     this.connection = detail;
     this.emit("connection", detail);
-    if (detail.state === "open" && wasDown) {
+    if (detail.state !== "open") return;
+    const reconnected = this.wasOpen;
+    this.wasOpen = true;
+    if (reconnected) {
       // Read markers are not replayed: other devices may have moved them meanwhile.
       this.refreshChannels().catch(() => {});
       if (this.currentId !== null) {
