@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.api import auth, channels, health, me, openapi, search, users
+from gateway.api import auth, channels, health, me, openapi, search, users, webapp
 from gateway.app_keys import (
     BACKLOG,
     CONTROL_EVENTS,
@@ -107,6 +107,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/api/v1/chat/{channel_id}", chat_socket)
     app.router.add_get("/api/v1/ws", mux_socket)
+    webapp.add_routes(app)  # same origin as the API: no CORS for the page's own calls
     # Ids in REST paths match digits only, so `GET /api/v1/channels/join` is the
     # POST-only resource answering 405, not channel "join" answering 422.
     rest = [

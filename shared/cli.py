@@ -253,10 +253,20 @@ def _start_services(settings: Settings, secret: str, stack: _Stack, env_file: Pa
     _write_env_file(env_file, connection)
     env = os.environ.copy()
     env.update(connection)
+    if "ALLOWED_ORIGINS" not in os.environ:
+        env["ALLOWED_ORIGINS"] = _with_app_origins(settings)
     stack.services.append(_Child("persistence", _spawn_service(["persistence"], env)))
     for number in range(1, settings.local_gateways + 1):
         process = _spawn_service(["gateway", "--reuse-port"], env)
         stack.services.append(_Child(f"gateway-{number}", process))
+
+
+def _with_app_origins(settings: Settings) -> str:
+    """ALLOWED_ORIGINS plus the web app's own origin (the page at /app/ opens its socket
+    from there, and sockets are refused from origins not listed)."""
+    host = _probe_host(settings)
+    local = [f"http://{host}:{settings.port}", f"http://localhost:{settings.port}"]
+    return ",".join(dict.fromkeys([*settings.allowed_origins, *local]))
 
 
 def _spawn_service(module_args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -296,6 +306,7 @@ def _print_banner(settings: Settings, data_dir: Path, stack: _Stack, env_file: P
     lines = [
         "",
         "chat-group is up",
+        f"  Web app    http://{host}:{settings.port}/app/",
         f"  HTTP       http://{host}:{settings.port}/",
         f"  WebSocket  ws://{host}:{settings.port}/api/v1/chat/<channel_id>?token=<jwt>",
         f"  PIDs       {pids}",

@@ -59,6 +59,8 @@ class RouteDoc:
     auth: Auth
     storage: bool  # reads PostgreSQL or Redis, so answers 503 during their outage
     responses: Mapping[int, str] = field(default_factory=dict)  # other statuses, no body
+    # JSON Schemas of path parameters that are not row ids (those are the default)
+    path: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
 def documented(
@@ -74,6 +76,7 @@ def documented(
     auth: Auth = Auth.NONE,
     storage: bool = True,
     responses: Mapping[int, str] | None = None,
+    path: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Declare what a handler's route promises; see `RouteDoc`. The handler is unchanged."""
     doc = RouteDoc(
@@ -88,6 +91,7 @@ def documented(
         auth=auth,
         storage=storage,
         responses=dict(responses or {}),
+        path=dict(path or {}),
     )
 
     def attach(handler: Handler) -> Handler:
