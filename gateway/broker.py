@@ -12,8 +12,8 @@ went back with lost Redis writes is raised instead of handing out a seq again.
 
 Incoming publishes reach `Deliveries.deliver` as the bytes that were published;
 frames are never decoded or re-encoded on the way to the sockets. Control
-events (a member removed, a user's tokens revoked, a read marker moved, a user
-typing, a channel's counter raised) share the channel's topic and start with
+events (a member removed, a user's tokens revoked, a user muted, a read marker
+moved, a user typing, a channel's counter raised) share the channel's topic and start with
 `!`, which no JSON frame does. A `presence` event, published by the presence
 scripts, is `!presence ` and the finished frame for the sockets that take
 events (`Deliveries.deliver_event`).
@@ -61,6 +61,9 @@ CONTROL_CLOSES: dict[str, tuple[CloseCode, str]] = {
     "member_removed": (CloseCode.FORBIDDEN, "no longer a member of this channel"),
     "tokens_revoked": (CloseCode.UNAUTHORIZED, "token revoked, log in again"),
 }
+# A user's mute in a channel changed: `until_ms` (0: unmuted) goes onto their
+# connections there (`Deliveries.mute_user`).
+MUTED = "muted"
 # Control events that become frames for the sockets that take live events
 # (`Deliveries.deliver_event`), and whether only the event's user's sockets get
 # them. The frame is `{"type": <event>, "channel_id": ..}` plus the event's
@@ -81,6 +84,8 @@ class Deliveries(Protocol):
     def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None: ...
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None: ...
+
+    def mute_user(self, channel_id: int, user_id: int, until: float) -> None: ...
 
     def resync(self, channel_ids: list[int]) -> None: ...
 
@@ -329,6 +334,9 @@ class Broker:
             closing = CONTROL_CLOSES.get(name)
             if closing is not None:
                 self._deliveries.remove_user(channel_id, int(event["user_id"]), *closing)
+            elif name == MUTED:
+                until = int(event["until_ms"]) / 1000
+                self._deliveries.mute_user(channel_id, int(event["user_id"]), until)
             elif name == CHANNEL_REWOUND:
                 seq = int(event["seq"])
                 self._deliveries.rewound(
@@ -348,6 +356,11 @@ class Broker:
     async def publish_member_removed(self, channel_id: int, user_id: int) -> None:
         """Tell every node to close `user_id`'s sockets in the channel."""
         await self._publish_control([channel_id], "member_removed", user_id)
+
+    async def publish_muted(self, channel_id: int, user_id: int, until_ms: int) -> None:
+        """Tell every node that `user_id`'s mute in the channel ends at `until_ms`
+        (0: unmuted); see gateway.mutes."""
+        await self._publish_control([channel_id], MUTED, user_id, until_ms=until_ms)
 
     async def publish_tokens_revoked(self, channel_ids: list[int], user_id: int) -> None:
         """Tell every node to close `user_id`'s sockets in these channels (4401):

@@ -45,6 +45,7 @@ from gateway.broker import SendRoute
 from gateway.connection import Connection
 from gateway.inbound import Inbound, Step, check_size
 from gateway.message_budget import MessageBudget
+from gateway.mutes import check_not_muted, epoch_of
 from gateway.outbox import Outbox
 from gateway.websocket import Listener, Sockets, WebSocket, check_upgrade, text_frame
 from shared.db.channels import chat_access
@@ -76,6 +77,7 @@ class _Session:
     token_generation: int
     author: bytes  # the `user` object of every frame this socket sends, encoded once
     since: int | None
+    muted_until: float
 
 
 @documented(
@@ -105,6 +107,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     except AppError as exc:
         return refuse(request, sockets, exc)
     connection = new_connection(app, out, session.channel_id, session.token_generation)
+    connection.muted_until = session.muted_until
     try:
         await hub.join(connection)
         # Read after the subscription: every later message reaches the connection live.
@@ -214,6 +217,7 @@ class _ChatSocket(Inbound):
             return None
         check_size(payload, self.app)
         frame = parse_json(CHAT_FRAME, payload)
+        check_not_muted(self._connection)
         return self._begin_send(route, frame, frame.client_id)
 
     async def _finish(self) -> None:
@@ -241,11 +245,18 @@ async def admit_user(request: web.Request, settings: Settings) -> TokenClaims:
     return await socket_claims(request, settings, request.app[REDIS], request.app[KEYS])
 
 
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    user: User
+    muted_until: float  # the user's mute in the channel (epoch seconds; 0: none)
+
+
 async def channel_access(
     app: web.Application, claims: TokenClaims, channel_id: int, *, member: bool = True
-) -> User:
+) -> Admitted:
     """The user behind `claims`, if their token is current and (with `member`) they
-    are a member of the existing `channel_id`; raises the AppError that refuses them."""
+    are a member of the existing `channel_id`; raises the AppError that refuses them
+    (a private channel or direct message is not found to a non-member)."""
     try:
         access = await chat_access(app[PG_POOL], channel_id, claims.user_id)
     except POSTGRES_OUTAGE_ERRORS as exc:
@@ -258,8 +269,10 @@ async def channel_access(
         if not access.channel_exists:
             raise ChannelNotFoundError()
         if access.role is None:
+            if access.channel_kind != "public":
+                raise ChannelNotFoundError()
             raise NotAMemberError()
-    return access.user
+    return Admitted(access.user, epoch_of(access.muted_until))
 
 
 async def _admit(request: web.Request, settings: Settings) -> _Session:
@@ -267,13 +280,14 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
     channel_id = path_id(request, "channel_id")
     since = SINCE.query(request)
     claims = await socket_claims(request, settings, request.app[REDIS], request.app[KEYS])
-    user = await channel_access(request.app, claims, channel_id)
+    admitted = await channel_access(request.app, claims, channel_id)
     return _Session(
         user_id=claims.user_id,
         channel_id=channel_id,
         token_generation=claims.generation,
-        author=author_of(user),
+        author=author_of(admitted.user),
         since=since,
+        muted_until=admitted.muted_until,
     )
 
 

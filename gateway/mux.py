@@ -21,6 +21,8 @@ JSON object with `type`, handled in the order they arrive (`gateway.inbound`):
   send script, the ack (with `channel_id`).
 - `read` marks the channel read (`gateway.read_markers.mark_read`, the REST
   route's rules); no subscription needed.
+- A muted member's `send` and `typing` get a `muted` error frame (checked in
+  memory: see `gateway.mutes`); subscribing, reading and `read` still work.
 - `typing` requires a subscription, relays at most one per
   `WS_TYPING_INTERVAL_SECONDS` per channel (the rest are dropped silently) as
   a control event on the channel's topic, which every gateway delivers to the
@@ -55,6 +57,7 @@ from gateway.chat import (
 from gateway.connection import Connection
 from gateway.inbound import Inbound, Step, check_size
 from gateway.message_budget import MessageBudget
+from gateway.mutes import check_not_muted
 from gateway.outbox import Outbox
 from gateway.read_markers import mark_read
 from gateway.websocket import check_upgrade
@@ -102,7 +105,7 @@ async def mux_socket(request: web.Request) -> web.StreamResponse:
     try:
         claims = await admit_user(request, app[SETTINGS])
         # No channel yet: only the user and the token's generation are checked here.
-        user = await channel_access(app, claims, 0, member=False)
+        user = (await channel_access(app, claims, 0, member=False)).user
         out = new_outbox(app, claims.user_id)
         hub.open_socket(out)
     except AppError as exc:
@@ -179,6 +182,7 @@ class _MuxSocket(Inbound):
             return None
 
     def _send_frame(self, sub: _Subscription, frame: SendFrame, started: float) -> Step:
+        check_not_muted(sub)
         if frame.body.client_id is not None:
             raise InvalidBodyError(
                 details=[{"field": "body.client_id", "message": "client_id belongs beside body"}]
@@ -190,6 +194,7 @@ class _MuxSocket(Inbound):
         return self._begin_send(sub.route, frame.body, frame.client_id)
 
     def _typing(self, sub: _Subscription, started: float) -> Step:
+        check_not_muted(sub)  # a muted user's typing would announce what they cannot send
         if started - sub.typed_at < self.app[SETTINGS].ws_typing_interval_seconds:
             return None  # a refresh within the interval adds nothing: dropped
         sub.typed_at = started
@@ -224,11 +229,12 @@ class _MuxSocket(Inbound):
         limit = app[SETTINGS].ws_max_subscriptions
         if old is None and len(self._streams) >= limit:
             raise TooManySubscriptionsError(details=[{"limit": limit}])
-        await channel_access(app, self._claims, channel_id)
+        admitted = await channel_access(app, self._claims, channel_id)
         sub = new_connection(
             app, self.out, channel_id, self._claims.generation, _Subscription, wants_events=True
         )
         assert isinstance(sub, _Subscription)
+        sub.muted_until = admitted.muted_until
         sub.owner, sub.budget, sub.typed_at, sub.announced = self, None, -1e9, False
         sub.route = app[BROKER].route(channel_id, self._claims.user_id)
         hub = app[HUB]
