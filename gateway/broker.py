@@ -62,7 +62,9 @@ CONTROL_CLOSES: dict[str, tuple[CloseCode, str]] = {
     "tokens_revoked": (CloseCode.UNAUTHORIZED, "token revoked, log in again"),
 }
 # A user's mute in a channel changed: `until_ms` (0: unmuted) goes onto their
-# connections there (`Deliveries.mute_user`).
+# connections there (`Deliveries.mute_user`), then to their multiplexed sockets
+# subscribed to the channel as a frame `{"type": "muted", "channel_id", "user_id",
+# "until_ms"}`.
 MUTED = "muted"
 # Control events that become frames for the sockets that take live events
 # (`Deliveries.deliver_event`), and whether only the event's user's sockets get
@@ -335,8 +337,11 @@ class Broker:
             if closing is not None:
                 self._deliveries.remove_user(channel_id, int(event["user_id"]), *closing)
             elif name == MUTED:
-                until = int(event["until_ms"]) / 1000
-                self._deliveries.mute_user(channel_id, int(event["user_id"]), until)
+                user_id = int(event["user_id"])
+                self._deliveries.mute_user(channel_id, user_id, int(event["until_ms"]) / 1000)
+                # Then the user's multiplexed sockets learn it: it holds once they see it.
+                frame = orjson.dumps({"type": name, "channel_id": channel_id, **event})
+                self._deliveries.deliver_event(channel_id, user_id, frame)
             elif name == CHANNEL_REWOUND:
                 seq = int(event["seq"])
                 self._deliveries.rewound(
