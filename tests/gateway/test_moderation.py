@@ -87,7 +87,7 @@ async def test_a_moderator_acts_on_members_only(gateway: TestClient[Any, Any]) -
 async def test_the_owner_promotes_and_demotes_and_nobody_moderates_the_owner(
     gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool
 ) -> None:
-    channel_id, alice, bob, carol, dave = await _governed_room(gateway)
+    channel_id, alice, bob, carol, _ = await _governed_room(gateway)
     demote = await act(
         gateway,
         "PUT",
@@ -317,7 +317,7 @@ async def test_a_muted_member_is_muted_from_the_first_frame_of_a_new_socket(
 async def test_hostile_bodies_are_refused_and_change_nothing(
     gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool, path: str, method: str, body: object
 ) -> None:
-    channel_id, (alice, bob) = await room(gateway, "alice", "bob")
+    channel_id, (alice, _) = await room(gateway, "alice", "bob")
     before = await roles(pg_pool, channel_id)
 
     response = await act(gateway, method, f"/channels/{channel_id}/{path}", alice, body)
