@@ -337,11 +337,11 @@ class Broker:
             if closing is not None:
                 self._deliveries.remove_user(channel_id, int(event["user_id"]), *closing)
             elif name == MUTED:
-                user_id = int(event["user_id"])
-                self._deliveries.mute_user(channel_id, user_id, int(event["until_ms"]) / 1000)
+                muted_id = int(event["user_id"])
+                self._deliveries.mute_user(channel_id, muted_id, int(event["until_ms"]) / 1000)
                 # Then the user's multiplexed sockets learn it: it holds once they see it.
                 frame = orjson.dumps({"type": name, "channel_id": channel_id, **event})
-                self._deliveries.deliver_event(channel_id, user_id, frame)
+                self._deliveries.deliver_event(channel_id, muted_id, frame)
             elif name == CHANNEL_REWOUND:
                 seq = int(event["seq"])
                 self._deliveries.rewound(
