@@ -28,12 +28,22 @@ from shared.errors import AppError, MutedError
 from shared.wire import iso_from_datetime
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def epoch_of(until: dt.datetime | None) -> float:
     return 0.0 if until is None else until.timestamp()
 
 
+def until_ms(until: dt.datetime) -> int:
+    """A mute's end in epoch milliseconds (ends are whole milliseconds: see
+    `shared.db.moderation.mute`)."""
+    return round(until.timestamp() * 1000)
+
+
 def _refuse(until: float) -> AppError:
-    ends = dt.datetime.fromtimestamp(until, dt.UTC)
+    # Whole milliseconds, exactly: a float's 0.786 may read back as 0.785999.
+    ends = _EPOCH + dt.timedelta(milliseconds=round(until * 1000))
     return MutedError(details=[{"until": iso_from_datetime(ends)}])
 
 

@@ -21,6 +21,7 @@ from gateway.api.common import PAGE, caller, ok, page, path_id, read_body
 from gateway.api.docs import Auth, documented
 from gateway.app_keys import BROKER, PG_POOL
 from gateway.auth import TokenClaims
+from gateway.mutes import until_ms
 from gateway.roles import Rank, check_target, require_rank
 from shared.db import channels, moderation
 from shared.db.moderation import Restriction, Standing
@@ -219,8 +220,7 @@ async def mute(request: web.Request) -> web.Response:
         until = await moderation.mute(
             conn, channel_id, user_id, claims.user_id, body.duration_seconds
         )
-    until_ms = int(until.timestamp() * 1000)
-    await request.app[BROKER].publish_muted(channel_id, user_id, until_ms)
+    await request.app[BROKER].publish_muted(channel_id, user_id, until_ms(until))
     data: RestrictionJson = {
         "channel_id": channel_id,
         "user_id": user_id,

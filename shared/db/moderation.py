@@ -86,7 +86,7 @@ async def ban(
     and when the ban ends. Run in a transaction."""
     until: dt.datetime | None = await db.fetchval(
         """INSERT INTO channel_bans (channel_id, user_id, banned_by, until)
-           VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+           VALUES ($1, $2, $3, date_trunc('milliseconds', now() + make_interval(secs => $4)))
            ON CONFLICT (channel_id, user_id)
            DO UPDATE SET banned_by = $3, until = EXCLUDED.until, created_at = now()
            RETURNING until""",
@@ -128,10 +128,13 @@ async def is_banned(db: Executor, channel_id: int, user_id: int) -> bool:
 
 
 async def mute(db: Executor, channel_id: int, user_id: int, by: int, seconds: int) -> dt.datetime:
-    """Mute for `seconds` from now (replacing an earlier mute); returns when it ends."""
+    """Mute for `seconds` from now (replacing an earlier mute); returns when it ends.
+
+    Ends (of bans too) are whole milliseconds: what the wire carries, so the end a
+    socket reports and the one the REST answer gave are the same."""
     until: dt.datetime = await db.fetchval(
         """INSERT INTO channel_mutes (channel_id, user_id, muted_by, until)
-           VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+           VALUES ($1, $2, $3, date_trunc('milliseconds', now() + make_interval(secs => $4)))
            ON CONFLICT (channel_id, user_id)
            DO UPDATE SET muted_by = $3, until = EXCLUDED.until, created_at = now()
            RETURNING until""",

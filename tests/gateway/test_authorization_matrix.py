@@ -32,6 +32,7 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 
+from gateway.app import create_app
 from gateway.app_keys import SETTINGS
 from gateway.auth import issue_token
 from tests.gateway.api_client import PASSWORD, RECEIVE_TIMEOUT, Account, signup
@@ -579,6 +580,24 @@ async def test_row(row: Row, make_gateway: MakeGateway, pg_pool: asyncpg.Pool) -
             await row.setup(case)
         got[kind] = await row.ask(case)
     assert got == row.expected()
+
+
+def _route_of(name: str) -> tuple[str, str]:
+    """(method, path) of a row's name: `WS /path: what` is a GET upgrade."""
+    method, rest_of_name = name.split(" ", 1)
+    path = re.split(r"[: ]", rest_of_name, maxsplit=1)[0]
+    return ("GET" if method == "WS" else method), path
+
+
+def test_every_route_of_the_gateway_is_a_row(make_settings: Callable[..., Any]) -> None:
+    """A route added without its row fails here: the matrix covers the whole API."""
+    app = create_app(make_settings())
+    routes = {
+        (route.method, re.sub(r"\{(\w+):[^}]*\}", r"{\1}", route.resource.canonical))
+        for route in app.router.routes()
+        if route.method not in ("HEAD", "OPTIONS") and route.resource is not None
+    }
+    assert routes == {_route_of(row.name) for row in ROWS}
 
 
 # --- the README -----------------------------------------------------------------
