@@ -27,7 +27,6 @@ from shared.db import moderation
 from shared.errors import AppError, MutedError
 from shared.wire import iso_from_datetime
 
-
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
