@@ -6,9 +6,10 @@ membership, the user's socket cap), subscribe it and read the channel's head
 before completing the upgrade, then read frames, check each against the
 socket's message budget (`gateway.message_budget`: a flood is refused before
 it reaches Redis) and validate it, and hand valid ones to
-`Broker.start_send`. A refused socket gets the Go server's error frame with a
-`code` and a 44xx close code a browser can read; a bad frame gets an error
-frame and the socket stays open. Outbound frames go through the connection,
+`Broker.start_send` unless the user is muted in the channel
+(`gateway.mutes`: checked in memory). A refused socket gets the Go server's
+error frame with a `code` and a 44xx close code a browser can read; a bad
+frame gets an error frame and the socket stays open. Outbound frames go through the connection,
 which first replays everything after `since` (nothing without it).
 
 The admission steps (`admit_user`, `channel_access`) and the upgrade helpers
