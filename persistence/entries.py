@@ -2,7 +2,9 @@
 
 The contract is the gateway's send script (`shared/redis_scripts/send.lua`):
 `id`, `channel_id`, `seq`, `user_id` and `ts` as decimal integers, `body` as
-JSON object text, `client_id` with "" meaning none.
+JSON object text, `client_id` with "" meaning none, and `kind`, the frame's
+`type`: "message" for a chat message, which is also what an entry without it
+(written before the field existed) is.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import orjson
 from shared.db.messages import MessageRow
 
 _MAX_BIGINT = 2**63 - 1
+# The one kind of entry this worker stores: a row of `messages`.
+MESSAGE_KIND = b"message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,8 +52,14 @@ def parse_entry(fields: dict[bytes, bytes]) -> MessageRow:
 
     The contract (the gateway's send script writes it): `id`, `channel_id`,
     `seq`, `user_id` and `ts` (created_at, ms since the epoch, UTC) as decimal
-    integers, `body` as JSON object text, `client_id` with "" meaning none.
+    integers, `body` as JSON object text, `client_id` with "" meaning none,
+    `kind` "message" or absent.
     """
+    kind = fields.get(b"kind", MESSAGE_KIND)
+    if kind != MESSAGE_KIND:
+        # Another event that took a seq (an edit, a reaction): not a row of
+        # `messages`, and nothing here knows how to store it yet.
+        raise MalformedEntryError(f"kind {kind[:40]!r} is not stored by this worker")
     body = fields.get(b"body")
     if body is None:
         raise MalformedEntryError("missing field body")

@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from shared.errors import InvalidBodyError, InvalidJsonError
-from shared.responses import AuthorJson, MessageJson
+from shared.responses import AuthorJson
 
 if TYPE_CHECKING:
     from shared.db.messages import StoredMessage
@@ -449,7 +449,10 @@ def ack_frame(
 
 
 _SEQ_MARK = b',"seq":'
-_ID_START = len(b'{"type":"message","id":')
+_ID_MARK = b'","id":'
+# A frame's head (type, id, seq) ends well within this: the longest `type` the
+# send script is given is a few dozen bytes.
+_HEAD_BYTES = 96
 # As in send.lua: id = (ms since 2024-01-01 UTC) << 12 | partition << 5 | counter.
 ID_EPOCH_MS = 1_704_067_200_000
 ID_TIME_SHIFT = 12
@@ -458,12 +461,12 @@ ID_COUNTER_SPAN = 32  # ids per millisecond and partition
 
 
 def frame_seq(frame: bytes) -> int:
-    """The `seq` of a message frame the send script built, without decoding the frame.
+    """The `seq` of a frame the send script built, without decoding the frame.
 
-    The script writes `seq` right after `id`, before any user content, so the
-    first match is the field. Raises ValueError on anything else.
+    The script writes `seq` right after `type` and `id`, before any user
+    content, so the first match is the field. Raises ValueError on anything else.
     """
-    start = frame.find(_SEQ_MARK, 0, 64)
+    start = frame.find(_SEQ_MARK, 0, _HEAD_BYTES)
     if start < 0:
         raise ValueError("not a message frame")
     start += len(_SEQ_MARK)
@@ -471,11 +474,15 @@ def frame_seq(frame: bytes) -> int:
 
 
 def frame_id(frame: bytes) -> int:
-    """The message id of a message frame the send script built (its first field).
+    """The message id of a frame the send script built (the field after `type`).
 
     Raises ValueError on anything else.
     """
-    return int(frame[_ID_START : frame.index(b",", _ID_START)])
+    start = frame.find(_ID_MARK, 0, _HEAD_BYTES)
+    if start < 0:
+        raise ValueError("not a message frame")
+    start += len(_ID_MARK)
+    return int(frame[start : frame.index(b",", start)])
 
 
 def created_ms_of(message_id: int) -> int:
@@ -493,7 +500,8 @@ def message_tail(
 ) -> bytes:
     """The part of a message frame known before the send script assigns id, seq and time.
 
-    The script prepends `{"type":"message","id":..,"seq":..,"created_at":"..",`.
+    The script prepends `{"type":<kind>,"id":..,"seq":..,"created_at":"..",`
+    (`message_frame` builds the same for stored messages).
     `body` is the JSON the ingest stream stores and `author` is encoded once per
     connection, so both are spliced in as they are, not encoded again.
     """
@@ -510,42 +518,40 @@ def message_tail(
     )
 
 
-def message_json(
-    *,
-    message_id: int,
-    seq: int,
-    channel_id: int,
-    user_id: int,
-    body: dict[str, Any],
-    client_id: str | None,
-    created_at: str,
-    author: AuthorJson,
-) -> MessageJson:
-    """A stored message in exactly the live frame's shape (history, resume)."""
-    return {
-        "type": "message",
-        "id": message_id,
-        "seq": seq,
-        "created_at": created_at,
-        "user_id": user_id,
-        "channel_id": channel_id,
-        "body": body,
-        "client_id": client_id,
-        "user": author,
-    }
+def message_frame(
+    *, kind: str, message_id: int, seq: int, created_at_ms: int, tail: bytes
+) -> bytes:
+    """A frame in the send script's layout: the fields it assigns, then `tail`.
+
+    shared/redis_scripts/send.lua composes live frames the same way, in Lua,
+    because id, seq and time are assigned inside the script that publishes the
+    frame; this builds the frames of stored messages (history, resume, the Go
+    import's recent streams) byte for byte as the script would have.
+    """
+    return b'{"type":"%b","id":%d,"seq":%d,"created_at":"%b",%b' % (
+        kind.encode(),
+        message_id,
+        seq,
+        iso_from_ms(created_at_ms).encode(),
+        tail,
+    )
 
 
-def stored_message_json(message: StoredMessage) -> MessageJson:
-    """A persisted message in the live frame's shape, author as their profile is now."""
-    return message_json(
+def stored_message_frame(message: StoredMessage) -> bytes:
+    """A persisted message as its live frame, author as their profile is now."""
+    author = author_json(
+        message.user_id, message.user_name, message.user_username, message.user_avatar_url
+    )
+    return message_frame(
+        kind="message",
         message_id=message.id,
         seq=message.seq,
-        channel_id=message.channel_id,
-        user_id=message.user_id,
-        body=message.body,
-        client_id=message.client_id,
-        created_at=iso_from_datetime(message.created_at),
-        author=author_json(
-            message.user_id, message.user_name, message.user_username, message.user_avatar_url
+        created_at_ms=round(message.created_at.timestamp() * 1000),
+        tail=message_tail(
+            user_id=message.user_id,
+            channel_id=message.channel_id,
+            body=orjson.dumps(message.body),
+            client_id=message.client_id,
+            author=orjson.dumps(author),
         ),
     )

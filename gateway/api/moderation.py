@@ -19,7 +19,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from gateway.api.common import PAGE, caller, ok, page, path_id, read_body
 from gateway.api.docs import Auth, documented
-from gateway.app_keys import BROKER, PG_POOL
+from gateway.app_keys import CONTROL_EVENTS, PG_POOL
 from gateway.auth import TokenClaims
 from gateway.mutes import until_ms
 from gateway.roles import Rank, check_target, require_rank
@@ -139,7 +139,7 @@ async def kick(request: web.Request) -> web.Response:
     ):
         check_target(found, rank, claims.user_id, user_id, member=True)
         await channels.remove_member(conn, channel_id, user_id)
-    await request.app[BROKER].publish_member_removed(channel_id, user_id)
+    await request.app[CONTROL_EVENTS].publish_member_removed(channel_id, user_id)
     return ok("member kicked", _channel_user(channel_id, user_id))
 
 
@@ -169,7 +169,7 @@ async def ban(request: web.Request) -> web.Response:
             conn, channel_id, user_id, claims.user_id, body.duration_seconds
         )
     if was_member:
-        await request.app[BROKER].publish_member_removed(channel_id, user_id)
+        await request.app[CONTROL_EVENTS].publish_member_removed(channel_id, user_id)
     data: RestrictionJson = {
         "channel_id": channel_id,
         "user_id": user_id,
@@ -220,7 +220,7 @@ async def mute(request: web.Request) -> web.Response:
         until = await moderation.mute(
             conn, channel_id, user_id, claims.user_id, body.duration_seconds
         )
-    await request.app[BROKER].publish_muted(channel_id, user_id, until_ms(until))
+    await request.app[CONTROL_EVENTS].publish_muted(channel_id, user_id, until_ms(until))
     data: RestrictionJson = {
         "channel_id": channel_id,
         "user_id": user_id,
@@ -245,7 +245,7 @@ async def unmute(request: web.Request) -> web.Response:
     ):
         check_target(found, rank, claims.user_id, user_id, member=False)
         await moderation.unmute(conn, channel_id, user_id)
-    await request.app[BROKER].publish_muted(channel_id, user_id, 0)
+    await request.app[CONTROL_EVENTS].publish_muted(channel_id, user_id, 0)
     return ok("member unmuted", _channel_user(channel_id, user_id))
 
 
