@@ -21,6 +21,8 @@ JSON object with `type`, handled in the order they arrive (`gateway.inbound`):
   send script, the ack (with `channel_id`).
 - `read` marks the channel read (`gateway.read_markers.mark_read`, the REST
   route's rules); no subscription needed.
+- A muted member's `send` and `typing` get a `muted` error frame (checked in
+  memory: see `gateway.mutes`); subscribing, reading and `read` still work.
 - `subscribe` and `read` frames each spend from a budget of the socket's
   (`gateway.message_budget`, `WS_SUBSCRIBE_RATE` and `WS_READ_RATE`) before
   they cost anything: over it, a `rate_limited` error frame; a socket that
@@ -71,6 +73,7 @@ from gateway.chat import (
 from gateway.connection import Connection
 from gateway.inbound import Inbound, Step, check_size
 from gateway.message_budget import MessageBudget
+from gateway.mutes import check_not_muted
 from gateway.outbox import Outbox
 from gateway.read_markers import mark_read
 from gateway.sender import SendRoute
@@ -120,7 +123,7 @@ async def mux_socket(request: web.Request) -> web.StreamResponse:
     try:
         claims = await admit_user(request, app[SETTINGS])
         # No channel yet: only the user and the token's generation are checked here.
-        user = await channel_access(app, claims, 0, member=False)
+        user = (await channel_access(app, claims, 0, member=False)).user
         out = new_outbox(app, claims.user_id)
         hub.open_socket(out)
     except AppError as exc:
@@ -207,6 +210,7 @@ class _MuxSocket(Inbound):
             return None
 
     def _send_frame(self, sub: _Subscription, frame: SendFrame, started: float) -> Step:
+        check_not_muted(sub)
         if frame.body.client_id is not None:
             raise InvalidBodyError(
                 details=[{"field": "body.client_id", "message": "client_id belongs beside body"}]
@@ -218,6 +222,7 @@ class _MuxSocket(Inbound):
         return self._begin_send(sub.route, frame.body, frame.client_id)
 
     def _typing(self, sub: _Subscription, started: float) -> Step:
+        check_not_muted(sub)  # a muted user's typing would announce what they cannot send
         if started - sub.typed_at < self.app[SETTINGS].ws_typing_interval_seconds:
             return None  # a refresh within the interval adds nothing: dropped
         sub.typed_at = started
@@ -252,11 +257,12 @@ class _MuxSocket(Inbound):
         limit = app[SETTINGS].ws_max_subscriptions
         if old is None and len(self._streams) >= limit:
             raise TooManySubscriptionsError(details=[{"limit": limit}])
-        await channel_access(app, self._claims, channel_id)
+        admitted = await channel_access(app, self._claims, channel_id)
         sub = new_connection(
             app, self.out, channel_id, self._claims.generation, _Subscription, wants_events=True
         )
         assert isinstance(sub, _Subscription)
+        sub.muted_until = admitted.muted_until
         sub.owner, sub.budget, sub.typed_at, sub.announced = self, None, -1e9, False
         sub.route = app[SENDER].route(channel_id, self._claims.user_id)
         hub = app[HUB]

@@ -41,6 +41,15 @@ class ErrorCode(StrEnum):
     CHANNEL_REWOUND = "channel_rewound"
     NOT_SUBSCRIBED = "not_subscribed"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    FORBIDDEN_ROLE = "forbidden_role"
+    BANNED = "banned"
+    MUTED = "muted"
+    MEMBER_NOT_FOUND = "member_not_found"
+    DIRECT_MESSAGE = "direct_message"
+    NOT_PRIVATE = "not_private"
+    ALREADY_INVITED = "already_invited"
+    INVITATION_NOT_FOUND = "invitation_not_found"
+    TOO_MANY_INVITATIONS = "too_many_invitations"
     INTERNAL = "internal"
 
 
@@ -125,6 +134,27 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.TOO_MANY_SUBSCRIPTIONS: ErrorSpec(
         429, CloseCode.RATE_LIMITED, "Too many channels subscribed on this socket"
     ),
+    ErrorCode.FORBIDDEN_ROLE: ErrorSpec(
+        403, CloseCode.FORBIDDEN, "Your role in this channel does not allow this"
+    ),
+    ErrorCode.BANNED: ErrorSpec(403, CloseCode.FORBIDDEN, "You are banned from this channel"),
+    ErrorCode.MUTED: ErrorSpec(403, CloseCode.FORBIDDEN, "You are muted in this channel"),
+    ErrorCode.MEMBER_NOT_FOUND: ErrorSpec(
+        404, CloseCode.NOT_FOUND, "That user is not a member of this channel"
+    ),
+    ErrorCode.DIRECT_MESSAGE: ErrorSpec(
+        409, CloseCode.BAD_REQUEST, "A direct message has exactly its two users and no roles"
+    ),
+    ErrorCode.NOT_PRIVATE: ErrorSpec(
+        409, CloseCode.BAD_REQUEST, "Public channels are joined, not invited to"
+    ),
+    ErrorCode.ALREADY_INVITED: ErrorSpec(
+        409, CloseCode.BAD_REQUEST, "That user is already invited to this channel"
+    ),
+    ErrorCode.INVITATION_NOT_FOUND: ErrorSpec(404, CloseCode.NOT_FOUND, "Invitation not found"),
+    ErrorCode.TOO_MANY_INVITATIONS: ErrorSpec(
+        429, CloseCode.RATE_LIMITED, "Too many pending invitations"
+    ),
     ErrorCode.INTERNAL: ErrorSpec(500, CloseCode.INTERNAL_ERROR, "Internal server error"),
 }
 
@@ -189,4 +219,13 @@ HistoryGapError = _error("HistoryGapError", ErrorCode.HISTORY_GAP)
 ChannelRewoundError = _error("ChannelRewoundError", ErrorCode.CHANNEL_REWOUND)
 NotSubscribedError = _error("NotSubscribedError", ErrorCode.NOT_SUBSCRIBED)
 TooManySubscriptionsError = _error("TooManySubscriptionsError", ErrorCode.TOO_MANY_SUBSCRIPTIONS)
+ForbiddenRoleError = _error("ForbiddenRoleError", ErrorCode.FORBIDDEN_ROLE)
+BannedError = _error("BannedError", ErrorCode.BANNED)
+MutedError = _error("MutedError", ErrorCode.MUTED)
+MemberNotFoundError = _error("MemberNotFoundError", ErrorCode.MEMBER_NOT_FOUND)
+DirectMessageError = _error("DirectMessageError", ErrorCode.DIRECT_MESSAGE)
+NotPrivateError = _error("NotPrivateError", ErrorCode.NOT_PRIVATE)
+AlreadyInvitedError = _error("AlreadyInvitedError", ErrorCode.ALREADY_INVITED)
+InvitationNotFoundError = _error("InvitationNotFoundError", ErrorCode.INVITATION_NOT_FOUND)
+TooManyInvitationsError = _error("TooManyInvitationsError", ErrorCode.TOO_MANY_INVITATIONS)
 InternalError = _error("InternalError", ErrorCode.INTERNAL)

@@ -169,6 +169,8 @@ def channel_json(channel: Channel) -> ChannelJson:
         "description": channel.description,
         "image_url": channel.image_url,
         "created_at": iso_from_datetime(channel.created_at),
+        "kind": channel.kind,
+        "private": channel.private,
     }
 
 
