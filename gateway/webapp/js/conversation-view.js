@@ -10,7 +10,7 @@
 // behind a "Jump to newest" button, and live messages wait behind it too, so the
 // list never shows a gap.
 
-import { displayName, formatTime, h } from "./dom.js";
+import { channelTitle, channelTitleNodes, displayName, formatTime, h } from "./dom.js";
 
 // A property, not a constant, so loadtests/webapp.py can measure without the cap.
 export const limits = { maxRendered: 2000 };
@@ -39,6 +39,17 @@ export function conversationView(store, { onBack, signal }) {
   const online = h("button", { type: "button", class: "presence", "aria-expanded": "false", "aria-controls": "online-list" });
   const onlineList = h("ul", { id: "online-list", class: "online-list", hidden: true, "aria-label": "Online" });
   const leave = h("button", { type: "button", class: "leave", text: "Leave" });
+  const inviteToggle = h("button", { type: "button", class: "invite", text: "Invite", "aria-expanded": "false", "aria-controls": "invite-form" });
+  const inviteStatus = h("p", { class: "status", role: "status" });
+  const inviteForm = h(
+    "form",
+    { id: "invite-form", class: "invite-form", "aria-label": "Invite someone", hidden: true },
+    h("label", { for: "invitee", class: "visually-hidden", text: "Username to invite" }),
+    h("input", { id: "invitee", name: "username", required: true, maxlength: 33, autocomplete: "off", placeholder: "Username to invite" }),
+    h("button", { type: "submit", class: "primary", text: "Send invitation" }),
+    inviteStatus,
+  );
+  const muted = h("p", { class: "muted-note", role: "status", hidden: true });
   const back = h("button", { type: "button", class: "back", text: "← Channels", onclick: onBack });
   const older = h("button", { type: "button", class: "older", text: "Load older messages" });
   const start = h("p", { class: "start", hidden: true });
@@ -62,10 +73,12 @@ export function conversationView(store, { onBack, signal }) {
   const element = h(
     "section",
     { class: "conversation", "aria-labelledby": "conversation-title" },
-    h("header", { class: "conversation-header" }, back, title, online, leave),
+    h("header", { class: "conversation-header" }, back, title, online, inviteToggle, leave),
+    inviteForm,
     onlineList,
     scroller,
     typing,
+    muted,
     composer,
   );
   const root = h("div", { class: "conversation-pane" }, empty, element);
@@ -75,6 +88,7 @@ export function conversationView(store, { onBack, signal }) {
   let elements = new Map(); // seq -> element
   let lastTypingSent = 0;
   let typingTimer = null;
+  let mutedTimer = null;
 
   function nearBottom() {
     return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < STICK_PX;
@@ -144,18 +158,28 @@ export function conversationView(store, { onBack, signal }) {
     const cursor = conversation?.nextCursor;
     older.hidden = cursor === null || cursor === undefined;
     start.hidden = cursor !== null;
-    start.textContent = `This is the beginning of # ${store.channels.get(channelId)?.name ?? ""}.`;
+    start.textContent = `This is the beginning of ${channelTitle(store.channels.get(channelId))}.`;
   }
 
   function renderPending() {
     const conversation = store.conversations.get(channelId);
     const stick = nearBottom();
+    const statuses = { sending: "Sending…", sent: "Sent", refused: "Not sent: you are muted" };
     pending.replaceChildren(
       ...[...(conversation?.pending.values() ?? [])].map((item) =>
         h(
           "li",
           { class: `message pending ${item.status}` },
-          h("div", { class: "meta" }, h("span", { class: "author", text: displayName(store.users.get(store.me.id)) }), " ", h("span", { class: "status", text: item.status === "sent" ? "Sent" : "Sending…" })),
+          h(
+            "div",
+            { class: "meta" },
+            h("span", { class: "author", text: displayName(store.users.get(store.me.id)) }),
+            " ",
+            h("span", { class: "status", text: statuses[item.status] }),
+            item.status === "refused"
+              ? h("button", { type: "button", class: "link", text: "Dismiss", "aria-label": "Dismiss the message not sent", onclick: () => store.dismissPending(channelId, item.clientId) })
+              : null,
+          ),
           h("p", { class: "text", text: item.content }),
         ),
       ),
@@ -171,8 +195,39 @@ export function conversationView(store, { onBack, signal }) {
     onlineList.replaceChildren(
       ...(users === null
         ? [h("li", { text: "Too many to list" })]
-        : [...users.values()].map((user) => h("li", { text: displayName(store.users.get(user.id) ?? user) }))),
+        : [...users.values()].map((user) => onlineItem(channel, store.users.get(user.id) ?? user))),
     );
+  }
+
+  // Someone online; outside a direct message, with a button to write to them alone.
+  function onlineItem(channel, user) {
+    const name = displayName(user);
+    const message = h("button", {
+      type: "button",
+      class: "link",
+      text: "Message",
+      "aria-label": `Message ${name}`,
+      onclick: () =>
+        store
+          .directMessage(user.id)
+          .then((id) => {
+            input.focus();
+            return store.openChannel(id);
+          })
+          .catch((problem) => store.notice(problem.message)),
+    });
+    const direct = channel.kind !== "dm" && user.id !== store.me.id;
+    return h("li", {}, h("span", { text: name }), direct ? [" ", message] : null);
+  }
+
+  function renderMuted() {
+    clearTimeout(mutedTimer);
+    const channel = store.channels.get(channelId);
+    const isMuted = store.isMuted(channel);
+    muted.hidden = !isMuted;
+    if (!isMuted) return;
+    muted.textContent = `You are muted here until ${formatTime(new Date(channel.mutedUntil).toISOString())}: messages you write are not sent.`;
+    mutedTimer = setTimeout(renderMuted, Math.min(channel.mutedUntil - Date.now() + 50, 60_000));
   }
 
   function renderTyping() {
@@ -193,9 +248,15 @@ export function conversationView(store, { onBack, signal }) {
     newer.hidden = true;
     messages.replaceChildren();
     if (!channel) return;
-    title.textContent = `# ${channel.name}`;
-    composerLabel.textContent = `Message # ${channel.name}`;
-    input.placeholder = `Message # ${channel.name}`;
+    title.replaceChildren(...channelTitleNodes(channel));
+    composerLabel.textContent = `Message ${channelTitle(channel)}`;
+    input.placeholder = `Message ${channelTitle(channel)}`;
+    // Only a private channel's moderators and owner invite; nobody leaves a direct message.
+    inviteToggle.hidden = !(channel.kind === "private" && ["owner", "moderator"].includes(channel.role));
+    inviteForm.hidden = true;
+    inviteToggle.setAttribute("aria-expanded", "false");
+    inviteStatus.textContent = "";
+    leave.hidden = channel.kind === "dm";
     const conversation = store.conversations.get(channelId);
     if (conversation) {
       const all = [...conversation.messages.values()].sort((a, b) => a.seq - b.seq);
@@ -210,6 +271,7 @@ export function conversationView(store, { onBack, signal }) {
     renderPending();
     renderPresence();
     renderTyping();
+    renderMuted();
     scrollToBottom();
   }
 
@@ -257,6 +319,7 @@ export function conversationView(store, { onBack, signal }) {
   store.addEventListener("pending", (event) => event.detail.channelId === channelId && renderPending(), { signal });
   store.addEventListener("presence", (event) => event.detail.channelId === channelId && renderPresence(), { signal });
   store.addEventListener("typing", (event) => event.detail.channelId === channelId && renderTyping(), { signal });
+  store.addEventListener("muted", (event) => event.detail.channelId === channelId && renderMuted(), { signal });
 
   newer.addEventListener("click", () => {
     show();
@@ -274,6 +337,27 @@ export function conversationView(store, { onBack, signal }) {
     const open = onlineList.hidden;
     onlineList.hidden = !open;
     online.setAttribute("aria-expanded", String(open));
+  });
+  inviteToggle.addEventListener("click", () => {
+    const open = inviteForm.hidden;
+    inviteForm.hidden = !open;
+    inviteToggle.setAttribute("aria-expanded", String(open));
+    if (open) inviteForm.querySelector("input").focus();
+  });
+  inviteForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = channelId;
+    const username = new FormData(inviteForm).get("username");
+    inviteStatus.textContent = "Inviting…";
+    store
+      .invite(id, username)
+      .then((user) => {
+        inviteForm.reset();
+        inviteStatus.textContent = `Invited ${displayName(user)}.`;
+      })
+      .catch((problem) => {
+        inviteStatus.textContent = problem.describe?.() ?? problem.message;
+      });
   });
   leave.addEventListener("click", () => {
     const channel = store.channels.get(channelId);

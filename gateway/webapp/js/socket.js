@@ -178,6 +178,11 @@ export class MuxSocket extends EventTarget {
     return clientId;
   }
 
+  // A send the server refused for good (the person is muted): never re-sent.
+  forget(clientId) {
+    this.pending.delete(clientId);
+  }
+
   resendPending(channelId) {
     if (!this.live.has(channelId)) return;
     for (const [clientId, item] of this.pending) {

@@ -9,11 +9,14 @@
 //   "messages"      messages arrived in an opened channel (detail: {channelId, added, older})
 //   "pending"       the channel's own unacknowledged messages changed (detail: {channelId})
 //   "presence", "typing", "notice" (detail: {channelId} / {text})
+//   "invitations"   the pending invitations changed
+//   "muted"         the person's mute in a channel changed (detail: {channelId})
 //
 // Messages are keyed by seq in each channel, so whatever a resume delivers twice
 // (a replay overlapping history, an ack and its message) shows once.
 
 import { Api, tokenClaims } from "./api.js";
+import { channelTitle, formatTime } from "./dom.js";
 import { MuxSocket } from "./socket.js";
 
 const TOKEN_KEY = "chat-group.token";
@@ -24,6 +27,15 @@ const READ_THROTTLE_MS = 1000;
 const MAX_FRAME_BYTES = 10 * 1024;
 // Without a live socket, presence refetches at most this often per channel.
 const PRESENCE_REFETCH_MS = 10_000;
+// Finding a username pages GET /api/v1/users (it has no search): at most this many users.
+const USER_PAGE = 500;
+const USER_PAGES_MAX = 20;
+
+// Invitations and direct messages others start reach nobody's socket (the person is
+// not subscribed to a channel they are not in yet): the list and the invitations
+// are read again this often while the page is visible, and on load and reconnect.
+// A property, not a constant, so the browser tests need not wait half a minute.
+export const refresh = { intervalMs: 30_000 };
 
 class Conversation {
   constructor() {
@@ -63,6 +75,10 @@ export class Store extends EventTarget {
     this.listed = false; // whether the channel list was read once
     this.readTimers = new Map();
     this.presenceFetched = new Map();
+    this.learning = new Set(); // user ids being read by learnUser
+    this.invitations = []; // pending, newest first: {channel, created_at, ...}
+    this.refreshTimer = null;
+    this.refreshedAt = 0;
   }
 
   emit(type, detail = {}) {
@@ -113,6 +129,7 @@ export class Store extends EventTarget {
     this.mergeChannels(mine);
     this.socket.start();
     this.emit("session");
+    this.refreshSoon(0);
   }
 
   async logout() {
@@ -127,6 +144,7 @@ export class Store extends EventTarget {
 
   end(reason = null) {
     this.socket?.stop();
+    clearTimeout(this.refreshTimer);
     for (const timer of this.readTimers.values()) clearTimeout(timer);
     sessionStorage.removeItem(TOKEN_KEY);
     this.api.token = null;
@@ -147,11 +165,15 @@ export class Store extends EventTarget {
         known.role = item.role;
         return;
       }
+      if (item.other_user) this.users.set(item.other_user.id, item.other_user);
       this.channels.set(item.id, {
         id: item.id,
         name: item.name,
         description: item.description,
+        kind: item.kind,
+        otherUser: item.other_user,
         role: item.role,
+        mutedUntil: 0, // ms; known from a muted frame or a refused send
         lastSeq: item.last_seq,
         lastReadSeq: item.last_read_seq,
         // The server's order (most recently active first) until something happens;
@@ -189,10 +211,81 @@ export class Store extends EventTarget {
     this.mergeChannels(await this.api.myChannels());
   }
 
-  async createChannel(name, description) {
-    const channel = await this.api.createChannel(name, description);
+  async createChannel(name, description, isPrivate = false) {
+    const channel = await this.api.createChannel(name, description, isPrivate);
     await this.refreshChannels();
     return channel.id;
+  }
+
+  // The list and the invitations again, now and then every refresh.intervalMs while
+  // the page is visible (a hidden one catches up when it is shown again).
+  refreshSoon(delay = refresh.intervalMs) {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = setTimeout(() => {
+      if (!this.me) return;
+      if (document.visibilityState === "visible") {
+        this.refreshedAt = Date.now();
+        Promise.all([this.refreshChannels(), this.refreshInvitations()]).catch(() => {});
+      }
+      this.refreshSoon();
+    }, delay);
+  }
+
+  pageShown() {
+    if (this.me && Date.now() - this.refreshedAt > refresh.intervalMs) this.refreshSoon(0);
+  }
+
+  async refreshInvitations() {
+    this.invitations = await this.api.myInvitations();
+    this.emit("invitations");
+  }
+
+  async answerInvitation(channelId, accept) {
+    try {
+      await this.api.answerInvitation(channelId, accept);
+    } finally {
+      // Answered, or gone meanwhile (revoked, answered on another device): either way
+      // it is not pending any more.
+      this.invitations = this.invitations.filter((item) => item.channel.id !== channelId);
+      this.emit("invitations");
+    }
+    if (accept) await this.refreshChannels();
+  }
+
+  // A user by username (any case): those already seen first, else GET /api/v1/users
+  // page by page, up to USER_PAGES_MAX pages. Throws if there is none.
+  async findUser(username) {
+    const wanted = username.trim().replace(/^@/, "").toLowerCase();
+    const match = (user) => user.username?.toLowerCase() === wanted;
+    const known = [...this.users.values()].find(match);
+    if (known) return known;
+    for (let pageIndex = 0; pageIndex < USER_PAGES_MAX; pageIndex += 1) {
+      const users = await this.api.users(pageIndex * USER_PAGE, USER_PAGE);
+      const found = users.find(match);
+      if (found) {
+        this.users.set(found.id, found);
+        return found;
+      }
+      if (users.length < USER_PAGE) break;
+    }
+    throw new Error(`Nobody is called @${wanted}.`);
+  }
+
+  async invite(channelId, username) {
+    const user = await this.findUser(username);
+    await this.api.invite(channelId, user.id);
+    return user;
+  }
+
+  // The direct message with a user (the same one however often asked): its id.
+  async directMessage(userId) {
+    const channel = await this.api.directMessage(userId);
+    await this.refreshChannels();
+    return channel.id;
+  }
+
+  isMuted(channel) {
+    return Boolean(channel && channel.mutedUntil > Date.now());
   }
 
   async joinChannel(id) {
@@ -291,7 +384,15 @@ export class Store extends EventTarget {
   }
 
   typing() {
-    if (this.currentId !== null) this.socket.typing(this.currentId);
+    // A muted person's typing is refused too: not sent while the mute is known.
+    if (this.currentId !== null && !this.isMuted(this.channels.get(this.currentId))) {
+      this.socket.typing(this.currentId);
+    }
+  }
+
+  // A refused message the person has read about: off the screen.
+  dismissPending(channelId, clientId) {
+    if (this.conversations.get(channelId)?.pending.delete(clientId)) this.emit("pending", { channelId });
   }
 
   // Mark the channel read up to what it holds, at most once a second.
@@ -327,6 +428,7 @@ export class Store extends EventTarget {
     if (reconnected) {
       // Read markers are not replayed: other devices may have moved them meanwhile.
       this.refreshChannels().catch(() => {});
+      this.refreshInvitations().catch(() => {});
       if (this.currentId !== null) {
         this.markReadSoon(this.currentId, 0);
         this.fetchPresence(this.currentId).catch(() => {});
@@ -359,6 +461,9 @@ export class Store extends EventTarget {
         break;
       case "presence":
         this.receivePresence(channel, frame);
+        break;
+      case "muted":
+        if (frame.user_id === this.me.id) this.mutedChanged(channel, frame.until_ms);
         break;
       case "error":
         this.receiveError(channel, frame);
@@ -418,16 +523,33 @@ export class Store extends EventTarget {
     if (frame.user_id === undefined) {
       presence.users = null; // a big channel: counts only
     } else if (presence.users === null || !this.users.has(frame.user_id)) {
-      // Small again, or someone we cannot name yet: read the list once.
+      // Small again, or someone we cannot name yet: read the list once (or, read
+      // lately, just that user).
       const last = this.presenceFetched.get(channel.id) ?? 0;
-      if (channel.id === this.currentId && Date.now() - last > PRESENCE_REFETCH_MS) {
-        this.fetchPresence(channel.id).catch(() => {});
+      const refetch = channel.id === this.currentId && Date.now() - last > PRESENCE_REFETCH_MS;
+      if (refetch) this.fetchPresence(channel.id).catch(() => {});
+      if (presence.users !== null) {
+        this.applyPresence(presence, frame);
+        if (!refetch && frame.status === "online") this.learnUser(frame.user_id, channel.id);
       }
-      if (presence.users !== null) this.applyPresence(presence, frame);
     } else {
       this.applyPresence(presence, frame);
     }
     this.emit("presence", { channelId: channel.id });
+  }
+
+  // A user's name, read once (the presence frame carries only the id).
+  learnUser(userId, channelId) {
+    if (this.users.has(userId) || this.learning.has(userId)) return;
+    this.learning.add(userId);
+    this.api
+      .user(userId)
+      .then((user) => {
+        this.users.set(user.id, user);
+        this.emit("presence", { channelId });
+      })
+      .catch(() => {})
+      .finally(() => this.learning.delete(userId));
   }
 
   applyPresence(presence, frame) {
@@ -438,11 +560,43 @@ export class Store extends EventTarget {
     }
   }
 
+  mutedChanged(channel, untilMs) {
+    const was = this.isMuted(channel);
+    channel.mutedUntil = untilMs;
+    this.emit("muted", { channelId: channel.id });
+    const now = this.isMuted(channel);
+    if (now && !was) this.notice(`You are muted in ${channelTitle(channel)} until ${formatTime(new Date(untilMs).toISOString())}.`);
+    if (was && !now) this.notice(`You can write in ${channelTitle(channel)} again.`);
+  }
+
+  // A `muted` refusal answers the send (or typing) frames sent since the mute held:
+  // every message of the channel not acknowledged yet was refused, and is not
+  // re-sent. The error frame says until when.
+  receiveMuted(channel, frame) {
+    const until = Date.parse(frame.errors?.[0]?.until ?? "");
+    channel.mutedUntil = Number.isNaN(until) ? Date.now() : until;
+    this.emit("muted", { channelId: channel.id });
+    const conversation = this.conversations.get(channel.id);
+    let refused = 0;
+    for (const item of conversation?.pending.values() ?? []) {
+      if (item.status !== "sending") continue;
+      item.status = "refused";
+      this.socket.forget(item.clientId);
+      refused += 1;
+    }
+    if (refused) {
+      this.emit("pending", { channelId: channel.id });
+      this.notice(`Not sent: you are muted in ${channelTitle(channel)}.`);
+    }
+  }
+
   receiveError(channel, frame) {
     if (frame.code === "not_a_member") {
       this.dropChannel(channel.id);
-      this.notice(`You are no longer a member of ${channel.name}.`);
+      this.notice(`You are no longer a member of ${channelTitle(channel)}.`);
       this.emit("channels");
+    } else if (frame.code === "muted") {
+      this.receiveMuted(channel, frame);
     } else if (frame.code === "channel_rewound" || frame.code === "history_gap") {
       // Some seqs may differ from what is shown: read the channel again.
       const conversation = this.conversations.get(channel.id);
