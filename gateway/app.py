@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.api import auth, channels, health, me, openapi, users
+from gateway.api import auth, channels, health, me, messages, openapi, users
 from gateway.app_keys import (
     BACKLOG,
     BROKER,
@@ -91,6 +91,9 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+_MESSAGE = "/api/v1/channels/{id:[0-9]+}/messages/{message_id:[0-9]+}"
+
+
 def _add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/", health.hello)
     app.router.add_get("/healthz", health.healthz)
@@ -119,6 +122,10 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_get("/api/v1/channels/{id:[0-9]+}/members", channels.list_members),
         app.router.add_get("/api/v1/channels/{id:[0-9]+}/messages", channels.list_messages),
         app.router.add_get("/api/v1/channels/{id:[0-9]+}/presence", channels.channel_presence),
+        app.router.add_patch(_MESSAGE, messages.edit_message),
+        app.router.add_delete(_MESSAGE, messages.delete_message),
+        app.router.add_post(_MESSAGE + "/reactions", messages.react_to_message),
+        app.router.add_get(_MESSAGE + "/replies", messages.list_message_replies),
         app.router.add_put("/api/v1/channels/{id:[0-9]+}/read", channels.mark_channel_read),
         app.router.add_get("/api/v1/me/channels", me.list_my_channels),
     ]

@@ -12,6 +12,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
+import emoji
 import orjson
 from pydantic import (
     AfterValidator,
@@ -26,9 +27,10 @@ from pydantic import (
 )
 
 from shared.errors import InvalidBodyError, InvalidJsonError
-from shared.responses import AuthorJson, MessageJson
+from shared.responses import AuthorJson, HistoryMessageJson, MessageJson, ReactionJson
 
 if TYPE_CHECKING:
+    from shared.db.message_changes import ReactionCount
     from shared.db.messages import StoredMessage
 
 # What Python's `str.strip()` and `str.isspace()` take for space, spelled out:
@@ -113,6 +115,24 @@ def _integral(value: object) -> object:
 ChannelId = Annotated[StrictInt, Field(gt=0, le=2**53), BeforeValidator(_integral)]
 # A position in a channel's order; 2**53 keeps it exact in JavaScript clients.
 Seq = Annotated[StrictInt, Field(ge=0, le=2**53), BeforeValidator(_integral)]
+MessageId = Annotated[StrictInt, Field(gt=0, le=2**53), BeforeValidator(_integral)]
+
+
+def _one_emoji(value: str) -> str:
+    """Exactly one emoji of the Unicode emoji list (as the `emoji` library's data has
+    it: skin tones and ZWJ sequences included), or a `:shortcode:` of its alias set
+    (GitHub and Slack names, `:+1:`, `:thumbs_up:`), which becomes the emoji itself,
+    so one reaction is stored and counted under one spelling."""
+    if len(value) > 2 and value.startswith(":") and value.endswith(":"):
+        value = emoji.emojize(value, language="alias")
+    if not emoji.is_emoji(value):
+        raise ValueError("must be exactly one emoji, or a :shortcode: of the documented set")
+    return value
+
+
+# The bound comes first: the longest emoji (a ZWJ family with skin tones) is
+# under 40 characters, and no shortcode is longer than 64.
+Emoji = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_one_emoji), STORABLE]
 
 
 class _Body(BaseModel):
@@ -168,6 +188,20 @@ class ReadBody(_Body):
     seq: Seq
 
 
+class EditBody(_Body):
+    """`PATCH /api/v1/channels/{id}/messages/{message_id}`: the message's new body."""
+
+    body: Annotated[TextFrame | FileFrame, Field(discriminator="type")]
+    client_id: ClientId | None = None
+
+
+class ReactionBody(_Body):
+    """`POST /api/v1/channels/{id}/messages/{message_id}/reactions`."""
+
+    emoji: Emoji
+    op: Literal["add", "remove"] = "add"
+
+
 # --- Chat frames (client -> server) -------------------------------------------
 
 
@@ -180,6 +214,7 @@ class TextFrame(_Body):
         STORABLE,
     ]
     client_id: ClientId | None = None
+    reply_to: MessageId | None = None
 
 
 class FileFrame(_Body):
@@ -192,6 +227,7 @@ class FileFrame(_Body):
     url: HttpUrl
     size_in_bytes: Annotated[StrictInt, Field(ge=0, le=JS_SAFE_MAX)]
     client_id: ClientId | None = None
+    reply_to: MessageId | None = None
 
 
 class ReadFrame(_Body):
@@ -225,6 +261,36 @@ class SendFrame(_Body):
     channel_id: ChannelId
     body: ChatFrame
     client_id: ClientId | None = None
+    reply_to: MessageId | None = None
+
+
+class EditFrame(_Body):
+    """Replace a message's body (its author only; a text message, with a text body)."""
+
+    type: Literal["edit"]
+    channel_id: ChannelId
+    message_id: MessageId
+    body: ChatFrame
+    client_id: ClientId | None = None
+
+
+class DeleteFrame(_Body):
+    """Delete a message: its author, or a moderator or owner of the channel, or an admin."""
+
+    type: Literal["delete"]
+    channel_id: ChannelId
+    message_id: MessageId
+
+
+ReactionOp = Literal["add", "remove"]
+
+
+class ReactFrame(_Body):
+    type: Literal["react"]
+    channel_id: ChannelId
+    message_id: MessageId
+    emoji: Emoji
+    op: ReactionOp = "add"
 
 
 class TypingFrame(_Body):
@@ -232,7 +298,16 @@ class TypingFrame(_Body):
     channel_id: ChannelId
 
 
-_MuxFrames = SubscribeFrame | UnsubscribeFrame | SendFrame | TypingFrame | ReadFrame
+_MuxFrames = (
+    SubscribeFrame
+    | UnsubscribeFrame
+    | SendFrame
+    | TypingFrame
+    | ReadFrame
+    | EditFrame
+    | DeleteFrame
+    | ReactFrame
+)
 MUX_FRAME: TypeAdapter[_MuxFrames] = TypeAdapter(Annotated[_MuxFrames, Field(discriminator="type")])
 
 
@@ -248,7 +323,7 @@ def unsubscribed_frame(channel_id: int) -> bytes:
 TYPING_EXPIRES_MS = 5000
 
 
-_TRANSPORT_FIELDS = {"client_id"}
+_TRANSPORT_FIELDS = {"client_id", "reply_to"}
 
 _Parsed = TypeVar("_Parsed")
 # How pydantic's JSON parser words its refusal of a lone surrogate escape
@@ -419,6 +494,14 @@ ID_PARTITION_SHIFT = 5
 ID_COUNTER_SPAN = 32  # ids per millisecond and partition
 
 
+_MESSAGE_HEAD = b'{"type":"message",'
+
+
+def is_message_frame(frame: bytes) -> bool:
+    """Whether a frame the send script built is a chat message (not a change event)."""
+    return frame.startswith(_MESSAGE_HEAD)
+
+
 def frame_seq(frame: bytes) -> int:
     """The `seq` of a message frame the send script built, without decoding the frame.
 
@@ -451,13 +534,20 @@ def author_json(user_id: int, name: str, username: str, avatar_url: str | None) 
 
 
 def message_tail(
-    *, user_id: int, channel_id: int, body: bytes, client_id: str | None, author: bytes
+    *,
+    user_id: int,
+    channel_id: int,
+    body: bytes,
+    client_id: str | None,
+    author: bytes,
+    reply_to: int | None = None,
 ) -> bytes:
     """The part of a message frame known before the send script assigns id, seq and time.
 
     The script prepends `{"type":"message","id":..,"seq":..,"created_at":"..",`.
     `body` is the JSON the ingest stream stores and `author` is encoded once per
-    connection, so both are spliced in as they are, not encoded again.
+    connection, so both are spliced in as they are, not encoded again. A reply
+    carries `reply_to`.
     """
     return b"".join(
         (
@@ -465,11 +555,82 @@ def message_tail(
             body,
             b',"client_id":',
             orjson.dumps(client_id),
+            b"" if reply_to is None else b',"reply_to":%d' % reply_to,
             b',"user":',
             author,
             b"}",
         )
     )
+
+
+# --- Change events (edits, deletes, reactions) ----------------------------------
+
+
+def change_tail(
+    *, kind: str, user_id: int, channel_id: int, message_id: int, payload: bytes
+) -> bytes:
+    """The part of a change event's frame known before the send script assigns its
+    id, seq and time (it prepends `{"type":<kind>,"id":..,"seq":..,"created_at":"..",`).
+
+    `payload` is the event's own fields, JSON members without braces (`"body":{..},
+    "client_id":..` for an edit), or empty. A reaction's tail ends open: the send
+    script closes it (and the stored body) with the emoji's count after the
+    change, `,"count":N}`, which only it knows.
+    """
+    close = b"" if kind == "reaction" else b"}"
+    return b"".join(
+        (
+            b'"user_id":%d,"channel_id":%d,"message_id":%d' % (user_id, channel_id, message_id),
+            b"," if payload else b"",
+            payload,
+            close,
+        )
+    )
+
+
+def edit_payload(body: bytes, client_id: str | None) -> tuple[bytes, bytes]:
+    """An edit's stored body and its frame's own fields."""
+    return b'{"body":' + body + b"}", b'"body":' + body + b',"client_id":' + orjson.dumps(client_id)
+
+
+def reaction_payload(op: str, emoji_text: str) -> tuple[bytes, bytes]:
+    """A reaction's stored body and frame fields, both left open for the count."""
+    fields = b'"op":' + orjson.dumps(op) + b',"emoji":' + orjson.dumps(emoji_text)
+    return b"{" + fields, fields
+
+
+def stored_frame_json(message: StoredMessage) -> dict[str, Any]:
+    """A persisted row as the live frame it was: a message, or a change event."""
+    if message.kind == "message":
+        return dict(stored_message_json(message))
+    frame: dict[str, Any] = {
+        "type": message.kind,
+        "id": message.id,
+        "seq": message.seq,
+        "created_at": iso_from_datetime(message.created_at),
+        "user_id": message.user_id,
+        "channel_id": message.channel_id,
+        "message_id": message.target_id,
+    }
+    body = message.body
+    if message.kind == "message_edited":
+        # A deleted message's versions are cleared: the edit replays without content.
+        frame["body"] = body.get("body", {})
+        frame["client_id"] = message.client_id
+    elif message.kind == "reaction":
+        frame |= {"op": body.get("op"), "emoji": body.get("emoji"), "count": body.get("count")}
+    return frame
+
+
+def history_message_json(
+    message: StoredMessage, reactions: list[ReactionCount], reply_count: int
+) -> HistoryMessageJson:
+    """A history item: the message frame (latest version, or tombstone) with its
+    reactions (per emoji, `me` for the caller) and how many readable replies it has."""
+    shown: list[ReactionJson] = []
+    if message.deleted_at is None:  # a tombstone shows no reactions
+        shown = [{"emoji": r.emoji, "count": r.count, "me": r.me} for r in reactions]
+    return {**stored_message_json(message), "reactions": shown, "reply_count": reply_count}
 
 
 def message_json(
@@ -498,8 +659,10 @@ def message_json(
 
 
 def stored_message_json(message: StoredMessage) -> MessageJson:
-    """A persisted message in the live frame's shape, author as their profile is now."""
-    return message_json(
+    """A persisted message in the live frame's shape, author as their profile is now,
+    in its latest version: with `edited_at` once edited, `deleted_at` (and an empty
+    body) once deleted, `reply_to` for a reply."""
+    frame = message_json(
         message_id=message.id,
         seq=message.seq,
         channel_id=message.channel_id,
@@ -511,3 +674,10 @@ def stored_message_json(message: StoredMessage) -> MessageJson:
             message.user_id, message.user_name, message.user_username, message.user_avatar_url
         ),
     )
+    if message.target_id is not None:
+        frame["reply_to"] = message.target_id
+    if message.edited_at is not None:
+        frame["edited_at"] = iso_from_datetime(message.edited_at)
+    if message.deleted_at is not None:
+        frame["deleted_at"] = iso_from_datetime(message.deleted_at)
+    return frame

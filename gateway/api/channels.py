@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncpg
 from aiohttp import web
 
 from gateway.api.common import (
@@ -16,14 +15,15 @@ from gateway.api.common import (
     page,
     path_id,
     read_body,
+    why_not_a_member,
 )
 from gateway.api.docs import Auth, documented
+from gateway.api.messages import history_items
 from gateway.app_keys import BROKER, PG_POOL, PRESENCE
 from gateway.read_markers import mark_read
 from shared.db import channels, messages, users
 from shared.errors import (
     AlreadyMemberError,
-    AppError,
     ChannelNameTakenError,
     ChannelNotFoundError,
     InvalidParameterError,
@@ -44,7 +44,6 @@ from shared.wire import (
     NewChannelBody,
     ReadBody,
     author_json,
-    stored_message_json,
 )
 
 _CHANNEL_MEMBERS_SHOWN = 100
@@ -52,13 +51,6 @@ _CHANNEL_MEMBERS_SHOWN = 100
 HISTORY_LIMIT = IntParam("limit", 1, 200, 50, "Messages per page.")
 BEFORE = IntParam("before", 1, MAX_ID, None, "Messages with seq below it, newest first.")
 AFTER_SEQ = IntParam("after_seq", 0, MAX_ID, None, "Messages with seq above it, oldest first.")
-
-
-async def _why_not_a_member(pool: asyncpg.Pool[asyncpg.Record], channel_id: int) -> AppError:
-    """The error for a caller found not to be a member: the channel may not exist at all."""
-    if await channels.get_channel(pool, channel_id) is None:
-        return ChannelNotFoundError()
-    return NotAMemberError()
 
 
 @documented("Channels", data=list[ChannelJson], query=PAGE)
@@ -145,7 +137,7 @@ async def leave_channel(request: web.Request) -> web.Response:
     body = await read_body(request, ChannelRefBody)
     pool = request.app[PG_POOL]
     if not await channels.remove_member(pool, body.channel_id, claims.user_id):
-        raise await _why_not_a_member(pool, body.channel_id)
+        raise await why_not_a_member(pool, body.channel_id)
     # Sockets the user still holds in the channel, on any node, are closed now.
     await request.app[BROKER].publish_member_removed(body.channel_id, claims.user_id)
     return ok("left channel", {"channel_id": body.channel_id})
@@ -173,7 +165,9 @@ async def list_members(request: web.Request) -> web.Response:
 @documented(
     "A channel's history, members only",
     description="Newest first below `before` (the default: from the newest message), or oldest "
-    "first above `after_seq`; not both (`invalid_parameter`). Read from PostgreSQL only: a "
+    "first above `after_seq`; not both (`invalid_parameter`). Messages only, each in its latest "
+    "version (`edited_at`) or as a tombstone (`deleted_at`, `body` `{}`), with `reactions` and "
+    "`reply_count`; the events that changed them are not items. Read from PostgreSQL only: a "
     "message acknowledged but not yet written by the worker is not in it yet.",
     data=MessagePageJson,
     query=(HISTORY_LIMIT, BEFORE, AFTER_SEQ),
@@ -195,14 +189,14 @@ async def list_messages(request: web.Request) -> web.Response:
     if before is not None and after_seq is not None:
         raise InvalidParameterError("use either before or after_seq, not both")
     if await channels.member_role(pool, channel_id, claims.user_id) is None:
-        raise await _why_not_a_member(pool, channel_id)
+        raise await why_not_a_member(pool, channel_id)
     if after_seq is not None:
-        found = await messages.list_messages_after(pool, channel_id, after_seq, limit)
+        found = await messages.list_messages_after(pool, channel_id, after_seq, limit, events=False)
     else:
         found = await messages.list_messages_before(pool, channel_id, before, limit)
     next_cursor = found[-1].seq if len(found) == limit else None
     data: MessagePageJson = {
-        "messages": [stored_message_json(m) for m in found],
+        "messages": await history_items(pool, found, claims.user_id),
         "next_cursor": next_cursor,
     }
     return ok("messages retrieved", data)
@@ -245,7 +239,7 @@ async def channel_presence(request: web.Request) -> web.Response:
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
     if await channels.member_role(pool, channel_id, claims.user_id) is None:
-        raise await _why_not_a_member(pool, channel_id)
+        raise await why_not_a_member(pool, channel_id)
     online = await request.app[PRESENCE].online(channel_id)
     listed = None
     if online.user_ids is not None:

@@ -7,14 +7,15 @@ import re
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+import asyncpg
 from aiohttp import web
 from pydantic import BaseModel
 
 from gateway.app_keys import PG_POOL, SETTINGS
 from gateway.auth import TokenClaims, bearer_token, check_generation, verify_token
-from shared.db import users
+from shared.db import channels, users
 from shared.db.records import Channel, Member, User
-from shared.errors import InvalidParameterError
+from shared.errors import AppError, ChannelNotFoundError, InvalidParameterError, NotAMemberError
 from shared.responses import ChannelJson, MemberJson, OwnUserJson, PublicUserJson
 from shared.wire import body_adapter, iso_from_datetime, parse_json, success
 
@@ -100,6 +101,13 @@ async def caller(request: web.Request) -> TokenClaims:
     claims = verify_token(request.app[SETTINGS], bearer_token(request))
     check_generation(claims, await users.token_generation(request.app[PG_POOL], claims.user_id))
     return claims
+
+
+async def why_not_a_member(pool: asyncpg.Pool[asyncpg.Record], channel_id: int) -> AppError:
+    """The error for a caller found not to be a member: the channel may not exist at all."""
+    if await channels.get_channel(pool, channel_id) is None:
+        return ChannelNotFoundError()
+    return NotAMemberError()
 
 
 def user_public(user: User) -> PublicUserJson:

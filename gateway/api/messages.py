@@ -1,0 +1,164 @@
+"""`/api/v1/channels/{id}/messages/{message_id}*`: edit, delete, react, replies.
+
+A change answers only once its event is durable in the stream (the send
+script returned), as a socket's ack does; history shows it once the worker
+has applied it. The rules are `gateway.message_changes`'.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from gateway.api.common import (
+    MAX_ID,
+    IntParam,
+    caller,
+    ok,
+    path_id,
+    read_body,
+    why_not_a_member,
+)
+from gateway.api.docs import Auth, documented
+from gateway.app_keys import PG_POOL
+from gateway.message_changes import (
+    ChangeOutcome,
+    apply_change,
+    delete_change,
+    edit_change,
+    reaction_change,
+)
+from shared.db import channels
+from shared.db.message_changes import reaction_counts, reply_counts
+from shared.db.messages import StoredMessage, list_replies
+from shared.errors import (
+    ChannelNotFoundError,
+    InvalidBodyError,
+    MessageDeletedError,
+    MessageNotFoundError,
+    NotAMemberError,
+    NotEditableError,
+    NotYourMessageError,
+    RateLimitedError,
+    TooManyReactionsError,
+    UnavailableError,
+)
+from shared.responses import ChangeJson, HistoryMessageJson, MessagePageJson
+from shared.wire import EditBody, ReactionBody, history_message_json
+
+REPLIES_LIMIT = IntParam("limit", 1, 200, 50, "Replies per page.")
+REPLIES_AFTER = IntParam("after_seq", 0, MAX_ID, 0, "Replies with seq above it, oldest first.")
+
+_CHANGE_ERRORS = (
+    ChannelNotFoundError,
+    NotAMemberError,
+    MessageNotFoundError,
+    MessageDeletedError,
+    RateLimitedError,
+    UnavailableError,
+)
+
+
+async def history_items(
+    pool: asyncpg.Pool[asyncpg.Record], found: list[StoredMessage], caller_id: int
+) -> list[HistoryMessageJson]:
+    """History items for a page of messages: their reactions (with `me` for the
+    caller) and reply counts, two statements for the whole page."""
+    ids = [message.id for message in found]
+    reactions = await reaction_counts(pool, ids, caller_id)
+    replies = await reply_counts(pool, ids)
+    return [history_message_json(m, reactions.get(m.id, []), replies.get(m.id, 0)) for m in found]
+
+
+def _change_json(outcome: ChangeOutcome) -> ChangeJson:
+    change, result = outcome.change, outcome.result
+    data: ChangeJson = {
+        "channel_id": change.channel_id,
+        "message_id": change.message_id,
+        "id": None if result is None else result.message_id,
+        "seq": None if result is None else result.seq,
+    }
+    if outcome.count is not None:
+        data["count"] = outcome.count
+    return data
+
+
+@documented(
+    "Edit one's own text message",
+    description="The body becomes the new version (a `text` body, validated like a message's); "
+    "every subscriber gets a `message_edited` event in the channel's order. Answered once the "
+    "event is durable; history shows it once persisted, with `edited_at`.",
+    body=EditBody,
+    data=ChangeJson,
+    errors=(*_CHANGE_ERRORS, NotYourMessageError, NotEditableError, InvalidBodyError),
+    auth=Auth.REQUIRED,
+)
+async def edit_message(request: web.Request) -> web.Response:
+    claims = await caller(request)
+    channel_id, message_id = path_id(request, "id"), path_id(request, "message_id")
+    body = await read_body(request, EditBody)
+    change = await edit_change(
+        request.app, claims.user_id, channel_id, message_id, body.body, body.client_id
+    )
+    return ok("message edited", _change_json(await apply_change(request.app, change)))
+
+
+@documented(
+    "Delete a message",
+    description="Its author, a moderator or owner of the channel, or an admin. The message "
+    "becomes a tombstone at its seq (`body` `{}`, `deleted_at`, no reactions); every subscriber "
+    "gets a `message_deleted` event. Answered once the event is durable.",
+    data=ChangeJson,
+    errors=(*_CHANGE_ERRORS, NotYourMessageError),
+    auth=Auth.REQUIRED,
+)
+async def delete_message(request: web.Request) -> web.Response:
+    claims = await caller(request)
+    channel_id, message_id = path_id(request, "id"), path_id(request, "message_id")
+    change = await delete_change(request.app, claims.user_id, channel_id, message_id)
+    return ok("message deleted", _change_json(await apply_change(request.app, change)))
+
+
+@documented(
+    "Add or remove a reaction, members only",
+    description="`emoji` is one emoji or a `:shortcode:` (see the README). Adding one the "
+    "caller has, or removing one they have not, changes nothing: `id` and `seq` are null and "
+    "no event is sent. Otherwise every subscriber gets a `reaction` event with the emoji's "
+    "`count`.",
+    body=ReactionBody,
+    data=ChangeJson,
+    errors=(*_CHANGE_ERRORS, TooManyReactionsError),
+    auth=Auth.REQUIRED,
+)
+async def react_to_message(request: web.Request) -> web.Response:
+    claims = await caller(request)
+    channel_id, message_id = path_id(request, "id"), path_id(request, "message_id")
+    body = await read_body(request, ReactionBody)
+    change = await reaction_change(
+        request.app, claims.user_id, channel_id, message_id, body.emoji, body.op
+    )
+    return ok("reaction applied", _change_json(await apply_change(request.app, change)))
+
+
+@documented(
+    "A message's replies, members only",
+    description="Oldest first after `after_seq`, in the history's item shape; `next_cursor` is "
+    "the `after_seq` of the next page. From PostgreSQL only, like history.",
+    data=MessagePageJson,
+    query=(REPLIES_LIMIT, REPLIES_AFTER),
+    errors=(ChannelNotFoundError, NotAMemberError),
+    auth=Auth.REQUIRED,
+)
+async def list_message_replies(request: web.Request) -> web.Response:
+    claims = await caller(request)
+    pool = request.app[PG_POOL]
+    channel_id, message_id = path_id(request, "id"), path_id(request, "message_id")
+    limit, after_seq = REPLIES_LIMIT.query(request), REPLIES_AFTER.query(request)
+    if await channels.member_role(pool, channel_id, claims.user_id) is None:
+        raise await why_not_a_member(pool, channel_id)
+    found = await list_replies(pool, channel_id, message_id, after_seq, limit)
+    data: MessagePageJson = {
+        "messages": await history_items(pool, found, claims.user_id),
+        "next_cursor": found[-1].seq if len(found) == limit else None,
+    }
+    return ok("replies retrieved", data)
