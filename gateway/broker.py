@@ -41,16 +41,24 @@ from shared.redis_keys import RECENT_TTL_MS, RedisKeys, partition_of
 from shared.scripts import Scripts
 from shared.seq_counter import CHANNEL_REWOUND, publish_command
 from shared.settings import Settings
-from shared.wire import TYPING_EXPIRES_MS, frame_id, frame_seq
+from shared.wire import (
+    TYPING_EXPIRES_MS,
+    frame_head,
+    frame_id,
+    frame_seq,
+    is_message_frame,
+)
 
 log = logging.getLogger(__name__)
 
 _CONTROL_PREFIX = b"!"
 # What shared/redis_scripts/presence_common.lua puts before a presence frame.
 _PRESENCE_PREFIX = b"!presence "
-# send.lua takes 7 keys and 13 arguments.
+# send.lua takes 7 keys and 15 arguments for a message; a change of a message
+# (message_state.lua) one key and five arguments more.
 _SEND_KEY_COUNT = 7
-_SEND_ARGV_COUNT = 13
+_SEND_ARGV_COUNT = 15
+_MESSAGE_KIND = b"message"
 # Script replies that mean "raise the channel's counter, then send again".
 _NEEDS_COUNTER = (b"noseq", b"behind")
 # Raises before a send gives up: one suffices unless the floor moves meanwhile.
@@ -78,6 +86,10 @@ class Deliveries(Protocol):
         """Offer a message frame, whose `seq` and id the broker read, to the local sockets."""
         ...
 
+    def deliver_change(self, channel_id: int, frame: bytes, seq: int) -> None:
+        """Offer a change event (it has a seq, in the channel's order)."""
+        ...
+
     def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None: ...
 
     def remove_user(self, channel_id: int, user_id: int, code: CloseCode, reason: str) -> None: ...
@@ -97,7 +109,8 @@ class _ChannelScript:
     and their RESP encoding (see the argument order in send.lua)."""
 
     keys: tuple[str, ...]  # seq, recent, ingest stream, id clock, topic
-    args: tuple[int | str, ...]  # ARGV[1..8]; ARGV[9..13] are the user's and the message's
+    args: tuple[int | str, ...]  # ARGV[1..8]; ARGV[9..] are the user's and the message's
+    sha: str
     encoded_keys: bytes  # the EVALSHA command up to and including `keys`
     encoded_args: bytes
 
@@ -115,9 +128,21 @@ class SendRoute:
     encoded_user_id: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeStep:
+    """What the send script checks and writes for a change of a message
+    (message_state.lua): its state key, the op, a reaction's emoji and bounds."""
+
+    state_key: str
+    op: str
+    emoji: str
+    max_emojis: int
+    max_per_user: int
+
+
 @dataclass(slots=True)
 class PendingSend:
-    """One message on its way and, once made, its first script call."""
+    """One message (or change event) on its way and, once made, its first script call."""
 
     route: SendRoute
     client_id: str | None
@@ -126,25 +151,43 @@ class PendingSend:
     tail: bytes
     floor: int  # the highest seq known to exist in the channel
     first: asyncio.Future[Any] | None = None
+    kind: bytes = _MESSAGE_KIND
+    target_id: int | None = None  # a reply's parent, or the message a change changes
+    change: ChangeStep | None = None
 
     def script_keys(self) -> list[str]:
-        return [*self.route.channel.keys, self.route.rate_key, self.dedupe_key]
+        keys = [*self.route.channel.keys, self.route.rate_key, self.dedupe_key]
+        if self.change is not None:
+            keys.append(self.change.state_key)
+        return keys
 
     def script_args(self) -> list[str | int | bytes]:
         route = self.route
-        return [
+        args: list[str | int | bytes] = [
             *route.channel.args,
             route.user_id,
             self.client_id or "",
             self.body,
             self.tail,
             self.floor,
+            self.kind,
+            "" if self.target_id is None else self.target_id,
         ]
+        change = self.change
+        if change is not None:
+            args += [change.op, change.emoji, change.max_emojis, change.max_per_user, RECENT_TTL_MS]
+        return args
 
     def encoded_evalsha(self) -> bytes:
         """`EVALSHA` with `script_keys()` and `script_args()`, as RESP, from the parts
-        encoded once per channel and per socket."""
+        encoded once per channel and per socket (a change, rare, is encoded whole)."""
         route = self.route
+        if self.change is not None:
+            keys, args = self.script_keys(), self.script_args()
+            parts = ("EVALSHA", route.channel.sha, len(keys), *keys, *args)
+            return b"*%d\r\n" % len(parts) + b"".join(
+                _bulk(p if isinstance(p, bytes) else str(p).encode()) for p in parts
+            )
         return b"".join(
             (
                 route.channel.encoded_keys,
@@ -156,6 +199,8 @@ class PendingSend:
                 _bulk(self.body),
                 _bulk(self.tail),
                 _bulk(b"%d" % self.floor),
+                _bulk(self.kind),
+                _bulk(b"" if self.target_id is None else b"%d" % self.target_id),
             )
         )
 
@@ -166,6 +211,18 @@ class SendResult:
     seq: int
     created_at_ms: int
     duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeReply:
+    """What the send script made of a change: `ok` (with the event's `result`; a
+    reaction's `count`), `same` (a no-op: nothing written, the current `count`), or
+    a refusal: `gone` (deleted), `full` (reaction bounds), `noseed` (seed the
+    message's state, then send again)."""
+
+    status: str
+    result: SendResult | None
+    count: int | None
 
 
 class Broker:
@@ -276,6 +333,7 @@ class Broker:
         return _ChannelScript(
             keys=script_keys,
             args=args,
+            sha=self._scripts.send.sha,
             encoded_keys=b"*%d\r\n%b" % (3 + _SEND_KEY_COUNT + _SEND_ARGV_COUNT, _encode(head)),
             encoded_args=_encode(args),
         )
@@ -289,12 +347,20 @@ class Broker:
             return
         try:
             # Read once, here: the hub needs them, and so does the check below.
-            seq = frame_seq(payload)
-            message_id = frame_id(payload)
+            message = is_message_frame(payload)
+            if message:
+                seq = frame_seq(payload)
+                message_id = frame_id(payload)
+            else:
+                _, message_id, seq = frame_head(payload)
         except ValueError:
             log.warning("published frame without a seq dropped", extra={"channel_id": channel_id})
             return
-        self._deliveries.deliver(channel_id, payload, seq, message_id)
+        if message:
+            self._deliveries.deliver(channel_id, payload, seq, message_id)
+        else:
+            # An edit, a delete, a reaction: in the seq order, shown to event takers only.
+            self._deliveries.deliver_change(channel_id, payload, seq)
         seen = self._seen.get(channel_id)
         if seen is not None and seen.delivered(seq, message_id):
             self._seq_reused(channel_id, seq, seen)
@@ -387,14 +453,21 @@ class Broker:
             raise UnavailableError() from exc
 
     def start_send(
-        self, route: SendRoute, *, client_id: str | None, body: bytes, tail: bytes
+        self,
+        route: SendRoute,
+        *,
+        client_id: str | None,
+        body: bytes,
+        tail: bytes,
+        target_id: int | None = None,
     ) -> PendingSend:
-        """Begin sending a message: its first script call leaves now if a connection
-        is up (`first`); finish with `result_now` once that is done, or with `send`."""
+        """Begin sending a message (`target_id`: the parent of a reply): its first
+        script call leaves now if a connection is up (`first`); finish with
+        `result_now` once that is done, or with `send`."""
         dedupe_key = route.dedupe_prefix + (client_id or "-")
         seen = self._seen.get(route.channel_id)
         floor = 0 if seen is None else seen.floor
-        pending = PendingSend(route, client_id, dedupe_key, body, tail, floor)
+        pending = PendingSend(route, client_id, dedupe_key, body, tail, floor, target_id=target_id)
         if isinstance(self._sends, PipelinedRedis):
             pending.first = self._sends.send_nowait(pending.encoded_evalsha())
         return pending
@@ -424,6 +497,54 @@ class Broker:
         Redis ran the script): a client that re-sends with the same `client_id`
         gets the original back instead of a copy.
         """
+        return _outcome(await self._send_reply(pending))
+
+    async def send_change(
+        self,
+        *,
+        kind: str,
+        channel_id: int,
+        user_id: int,
+        message_id: int,
+        client_id: str | None,
+        body: bytes,
+        tail: bytes,
+        op: str,
+        emoji: str,
+    ) -> ChangeReply:
+        """Send a change of message `message_id` (an edit, a delete, a reaction) as an
+        event that takes the channel's next seq, like a message, with the script's
+        check of the message's state (see ChangeReply). Raises like `send`."""
+        route = self.route(channel_id, user_id)
+        seen = self._seen.get(channel_id)
+        pending = PendingSend(
+            route,
+            client_id,
+            route.dedupe_prefix + (client_id or "-"),
+            body,
+            tail,
+            0 if seen is None else seen.floor,
+            kind=kind.encode(),
+            target_id=message_id,
+            change=ChangeStep(
+                self._keys.message_state(channel_id, message_id),
+                op,
+                emoji,
+                self._settings.reaction_max_emojis,
+                self._settings.reaction_max_per_user,
+            ),
+        )
+        reply = await self._send_reply(pending)
+        status = reply[0].decode()
+        if status in ("gone", "full", "noseed"):
+            return ChangeReply(status, None, None)
+        if status == "same":
+            return ChangeReply(status, None, int(reply[1]))
+        count = int(reply[4]) if len(reply) > 4 else None
+        return ChangeReply("ok", _outcome(reply), count)
+
+    async def _send_reply(self, pending: PendingSend) -> list[bytes]:
+        """The script's final reply, the counter raised first if it had to be."""
         # With a client_id the script dedupes, so a retry after a lost connection
         # (a pooled connection gone stale when Redis restarted) is safe.
         retries = 1 if pending.client_id else 0
@@ -444,7 +565,7 @@ class Broker:
                 "channel counter still behind after raising it", extra={"channel_id": channel_id}
             )
             raise UnavailableError()
-        return _outcome(reply)
+        return reply
 
     async def _run_send(
         self, pending: PendingSend, retries: int, first: asyncio.Future[Any] | None

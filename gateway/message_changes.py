@@ -28,7 +28,6 @@ changes a deleted message. A reaction needs a member who is not muted.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import cast
 
@@ -58,6 +57,7 @@ from shared.wire import (
     change_tail,
     edit_payload,
     frame_body,
+    frame_head,
     reaction_payload,
 )
 
@@ -65,8 +65,6 @@ from shared.wire import (
 _MODERATING_ROLES = frozenset({"owner", "moderator"})
 # The recent stream is read newest first in pages of this many entries.
 _RECENT_PAGE = 100
-# A recent-stream frame's kind and id, its first two fields (the send script's layout).
-_FRAME_HEAD = re.compile(rb'^\{"type":"([a-z_]+)","id":([0-9]+),')
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +221,17 @@ async def apply_change(app: web.Application, change: Change) -> ChangeOutcome:
     """
     broker = app[BROKER]
     for _attempt in range(2):
-        reply = await broker.send_change(change)
+        reply = await broker.send_change(
+            kind=change.kind,
+            channel_id=change.channel_id,
+            user_id=change.user_id,
+            message_id=change.message_id,
+            client_id=change.client_id,
+            body=change.body,
+            tail=change.tail,
+            op=change.op,
+            emoji=change.emoji,
+        )
         if reply.status == "noseed":
             await _seed_state(app, change.channel_id, change.message_id)
             continue
@@ -325,16 +333,14 @@ async def _recent_target(app: web.Application, channel_id: int, message_id: int)
         )
         for _entry_id, fields in entries:
             frame = fields.get(b"f", b"")
-            head = _FRAME_HEAD.match(frame)
-            if head is None:
+            try:
+                kind, frame_id, _ = frame_head(frame)
+            except ValueError:
                 continue
-            frame_id = int(head.group(2))
             if frame_id < message_id:
                 return None
             if frame_id == message_id:
-                if head.group(1) != b"message":
-                    return None
-                return _recent_message(frame)
+                return _recent_message(frame) if kind == b"message" else None
         if len(entries) < _RECENT_PAGE:
             return None
         seq = int(entries[-1][0].partition(b"-")[0])

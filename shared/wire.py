@@ -485,6 +485,38 @@ def ack_frame(
     return orjson.dumps(ack)
 
 
+def change_ack_frame(
+    channel_id: int,
+    message_id: int,
+    event_id: int | None,
+    seq: int | None,
+    *,
+    client_id: str | None = None,
+    count: int | None = None,
+    duplicate: bool = False,
+) -> bytes:
+    """The multiplexed socket's acknowledgement of an edit, delete or reaction: the
+    event's id and seq (null, with `unchanged`, when nothing changed), and a
+    reaction's count for its emoji now."""
+    ack: dict[str, object] = {
+        "success": True,
+        "message": "Change applied",
+        "type": "ack",
+        "channel_id": channel_id,
+        "message_id": message_id,
+        "id": event_id,
+        "seq": seq,
+        "client_id": client_id,
+    }
+    if event_id is None:
+        ack["unchanged"] = True
+    if count is not None:
+        ack["count"] = count
+    if duplicate:
+        ack["duplicate"] = True
+    return orjson.dumps(ack)
+
+
 _SEQ_MARK = b',"seq":'
 _ID_START = len(b'{"type":"message","id":')
 # As in send.lua: id = (ms since 2024-01-01 UTC) << 12 | partition << 5 | counter.
@@ -500,6 +532,18 @@ _MESSAGE_HEAD = b'{"type":"message",'
 def is_message_frame(frame: bytes) -> bool:
     """Whether a frame the send script built is a chat message (not a change event)."""
     return frame.startswith(_MESSAGE_HEAD)
+
+
+_FRAME_HEAD = re.compile(rb'^\{"type":"([a-z_]{1,32})","id":([0-9]{1,16}),"seq":([0-9]{1,16}),')
+
+
+def frame_head(frame: bytes) -> tuple[bytes, int, int]:
+    """The `type`, id and seq of any frame the send script built (a message or a change
+    event), its first fields. Raises ValueError on anything else."""
+    head = _FRAME_HEAD.match(frame)
+    if head is None:
+        raise ValueError("not a frame of the send script")
+    return head.group(1), int(head.group(2)), int(head.group(3))
 
 
 def frame_seq(frame: bytes) -> int:

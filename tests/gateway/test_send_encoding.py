@@ -46,8 +46,9 @@ async def test_encoded_send_equals_the_packed_command(
         )
         assert pending.encoded_evalsha() == expected
         assert keys[-1].endswith(f":dedupe:123456:987:{client_id or '-'}")
-        # The user's and the message's own, then the channel's floor (none known here).
-        assert args[-5:] == [987, client_id or "", body, b'"tail":1}', 0]
+        # The user's and the message's own, the channel's floor (none known here), the
+        # frame's kind and the target (none: not a reply).
+        assert args[-7:] == [987, client_id or "", body, b'"tail":1}', 0, b"message", ""]
     finally:
         await broker.aclose()
         await redis.aclose()
