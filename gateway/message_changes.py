@@ -41,7 +41,6 @@ from shared.db.channels import chat_access
 from shared.db.message_changes import DELETED, EDITED, REACTION, find_target, reaction_state
 from shared.errors import (
     ChannelNotFoundError,
-    InvalidBodyError,
     MessageDeletedError,
     MessageNotFoundError,
     NotAMemberError,
@@ -52,8 +51,7 @@ from shared.errors import (
 )
 from shared.redis_keys import RECENT_TTL_MS
 from shared.wire import (
-    FileFrame,
-    TextFrame,
+    TextBody,
     change_tail,
     edit_payload,
     frame_body,
@@ -108,7 +106,7 @@ async def edit_change(
     user_id: int,
     channel_id: int,
     message_id: int,
-    body: TextFrame | FileFrame,
+    body: TextBody,
     client_id: str | None,
 ) -> Change:
     """The `message_edited` event of the author replacing a text message's body.
@@ -116,12 +114,6 @@ async def edit_change(
     Raises NotEditableError, NotYourMessageError, MessageNotFoundError,
     MessageDeletedError, NotAMemberError, ChannelNotFoundError, UnavailableError.
     """
-    if body.client_id is not None or body.reply_to is not None:
-        raise InvalidBodyError(
-            details=[{"field": "body", "message": "client_id and reply_to belong beside body"}]
-        )
-    if not isinstance(body, TextFrame):
-        raise NotEditableError()
     await _member_role(app, channel_id, user_id)
     target = await _target(app, channel_id, message_id)
     if target.user_id != user_id:

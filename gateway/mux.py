@@ -261,7 +261,13 @@ class _MuxSocket(Inbound):
             return None
         if frame.body.reply_to is not None:
             raise InvalidBodyError(
-                details=[{"field": "body.reply_to", "message": "reply_to belongs beside body"}]
+                details=[
+                    {
+                        "field": "body.reply_to",
+                        "message": "reply_to belongs beside body",
+                        "type": "extra_forbidden",
+                    }
+                ]
             )
         if frame.reply_to is not None:
             return self._reply(sub, frame, started)

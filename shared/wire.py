@@ -132,7 +132,12 @@ def _one_emoji(value: str) -> str:
 
 # The bound comes first: the longest emoji (a ZWJ family with skin tones) is
 # under 40 characters, and no shortcode is longer than 64.
-Emoji = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_one_emoji), STORABLE]
+Emoji = Annotated[
+    str,
+    Field(min_length=1, max_length=64, examples=["👍", ":tada:"]),
+    AfterValidator(_one_emoji),
+    STORABLE,
+]
 
 
 class _Body(BaseModel):
@@ -188,24 +193,12 @@ class ReadBody(_Body):
     seq: Seq
 
 
-class EditBody(_Body):
-    """`PATCH /api/v1/channels/{id}/messages/{message_id}`: the message's new body."""
-
-    body: Annotated[TextFrame | FileFrame, Field(discriminator="type")]
-    client_id: ClientId | None = None
-
-
-class ReactionBody(_Body):
-    """`POST /api/v1/channels/{id}/messages/{message_id}/reactions`."""
-
-    emoji: Emoji
-    op: Literal["add", "remove"] = "add"
-
-
 # --- Chat frames (client -> server) -------------------------------------------
 
 
-class TextFrame(_Body):
+class TextBody(_Body):
+    """A text message's body, as stored (and as an edit gives it)."""
+
     type: Literal["text"]
     content: Annotated[
         str,
@@ -213,11 +206,18 @@ class TextFrame(_Body):
         AfterValidator(_not_blank),
         STORABLE,
     ]
+
+
+class TextFrame(TextBody):
+    """The chat socket's text frame: the body and its transport fields."""
+
     client_id: ClientId | None = None
     reply_to: MessageId | None = None
 
 
-class FileFrame(_Body):
+class FileBody(_Body):
+    """A file message's body, as stored."""
+
     type: Literal["file"]
     file_id: Annotated[str, Field(min_length=1, max_length=128), STORABLE]
     filename: Annotated[str, Field(min_length=1, max_length=255), STORABLE]
@@ -226,6 +226,11 @@ class FileFrame(_Body):
     ]
     url: HttpUrl
     size_in_bytes: Annotated[StrictInt, Field(ge=0, le=JS_SAFE_MAX)]
+
+
+class FileFrame(FileBody):
+    """The chat socket's file frame: the body and its transport fields."""
+
     client_id: ClientId | None = None
     reply_to: MessageId | None = None
 
@@ -240,6 +245,24 @@ class ReadFrame(_Body):
 
 ChatFrame = Annotated[TextFrame | FileFrame, Field(discriminator="type")]
 CHAT_FRAME: TypeAdapter[TextFrame | FileFrame] = TypeAdapter(ChatFrame)
+
+
+# --- Message changes (REST bodies) --------------------------------------------
+
+
+class EditBody(_Body):
+    """`PATCH /api/v1/channels/{id}/messages/{message_id}`: the message's new body
+    (only text messages are editable, into text)."""
+
+    body: TextBody
+    client_id: ClientId | None = None
+
+
+class ReactionBody(_Body):
+    """`POST /api/v1/channels/{id}/messages/{message_id}/reactions`."""
+
+    emoji: Emoji
+    op: Literal["add", "remove"] = "add"
 
 
 # --- Multiplexed socket frames (client -> server) ------------------------------
@@ -270,7 +293,7 @@ class EditFrame(_Body):
     type: Literal["edit"]
     channel_id: ChannelId
     message_id: MessageId
-    body: ChatFrame
+    body: TextBody
     client_id: ClientId | None = None
 
 
@@ -376,7 +399,7 @@ def body_adapter(model: type[_Parsed]) -> TypeAdapter[_Parsed]:
     return adapter
 
 
-def frame_body(frame: TextFrame | FileFrame) -> bytes:
+def frame_body(frame: TextBody | FileBody) -> bytes:
     """The stored message body, as JSON: the frame without transport fields."""
     # Serialized straight to JSON by pydantic-core, with no dict in between.
     return frame.__pydantic_serializer__.to_json(frame, exclude=_TRANSPORT_FIELDS)

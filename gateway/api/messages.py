@@ -33,7 +33,6 @@ from shared.db.message_changes import reaction_counts, reply_counts
 from shared.db.messages import StoredMessage, list_replies
 from shared.errors import (
     ChannelNotFoundError,
-    InvalidBodyError,
     MessageDeletedError,
     MessageNotFoundError,
     NotAMemberError,
@@ -90,7 +89,7 @@ def _change_json(outcome: ChangeOutcome) -> ChangeJson:
     "event is durable; history shows it once persisted, with `edited_at`.",
     body=EditBody,
     data=ChangeJson,
-    errors=(*_CHANGE_ERRORS, NotYourMessageError, NotEditableError, InvalidBodyError),
+    errors=(*_CHANGE_ERRORS, NotYourMessageError, NotEditableError),
     auth=Auth.REQUIRED,
 )
 async def edit_message(request: web.Request) -> web.Response:

@@ -279,9 +279,11 @@ async def test_changes_not_allowed_are_refused_with_their_code(make_gateway: Mak
         "not_your_message"
     )
     assert await code(mux_alice, type="edit", message_id=a_file["id"], body=text) == "not_editable"
-    assert await code(mux_alice, type="edit", message_id=mine["id"], body=FILE_BODY) == (
-        "not_editable"
+    # The body's schema is text: a file body is no edit at all (refused as it is read).
+    refused = await change(
+        mux_alice, type="edit", channel_id=channel_id, message_id=mine["id"], body=FILE_BODY
     )
+    assert refused["code"] == "invalid_body"
     for frame in (
         {"type": "react", "message_id": elsewhere["id"], "emoji": "👍"},
         {"type": "delete", "message_id": elsewhere["id"]},
