@@ -28,6 +28,7 @@ changes a deleted message. A reaction needs a member who is not muted.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import cast
 
@@ -121,16 +122,7 @@ async def edit_change(
     if target.body_type != "text":
         raise NotEditableError()
     stored, fields = edit_payload(frame_body(body), client_id)
-    return Change(
-        kind=EDITED,
-        channel_id=channel_id,
-        user_id=user_id,
-        message_id=message_id,
-        client_id=client_id,
-        body=stored,
-        tail=_tail(EDITED, user_id, channel_id, message_id, fields),
-        op="edit",
-    )
+    return _change(EDITED, user_id, channel_id, message_id, stored, fields, "edit", client_id)
 
 
 async def delete_change(
@@ -146,16 +138,7 @@ async def delete_change(
     target = await _target(app, channel_id, message_id)
     if target.user_id != user_id and not admin and role not in _MODERATING_ROLES:
         raise NotYourMessageError("Only its author, a moderator or the owner may delete it")
-    return Change(
-        kind=DELETED,
-        channel_id=channel_id,
-        user_id=user_id,
-        message_id=message_id,
-        client_id=None,
-        body=b"{}",
-        tail=_tail(DELETED, user_id, channel_id, message_id, b""),
-        op="delete",
-    )
+    return _change(DELETED, user_id, channel_id, message_id, b"{}", b"", "delete")
 
 
 async def reaction_change(
@@ -170,17 +153,7 @@ async def reaction_change(
     await refuse_muted(app, channel_id, user_id)
     await _target(app, channel_id, message_id)
     stored, fields = reaction_payload(op, emoji)
-    return Change(
-        kind=REACTION,
-        channel_id=channel_id,
-        user_id=user_id,
-        message_id=message_id,
-        client_id=None,
-        body=stored,
-        tail=_tail(REACTION, user_id, channel_id, message_id, fields),
-        op=op,
-        emoji=emoji,
-    )
+    return _change(REACTION, user_id, channel_id, message_id, stored, fields, op, emoji=emoji)
 
 
 async def check_reply_to(app: web.Application, channel_id: int, reply_to: int) -> None:
@@ -213,17 +186,7 @@ async def apply_change(app: web.Application, change: Change) -> ChangeOutcome:
     """
     broker = app[BROKER]
     for _attempt in range(2):
-        reply = await broker.send_change(
-            kind=change.kind,
-            channel_id=change.channel_id,
-            user_id=change.user_id,
-            message_id=change.message_id,
-            client_id=change.client_id,
-            body=change.body,
-            tail=change.tail,
-            op=change.op,
-            emoji=change.emoji,
-        )
+        reply = await broker.send_change(**dataclasses.asdict(change))
         if reply.status == "noseed":
             await _seed_state(app, change.channel_id, change.message_id)
             continue
@@ -261,10 +224,22 @@ async def _seed_state(app: web.Application, channel_id: int, message_id: int) ->
         raise UnavailableError() from exc
 
 
-def _tail(kind: str, user_id: int, channel_id: int, message_id: int, fields: bytes) -> bytes:
-    return change_tail(
+def _change(
+    kind: str,
+    user_id: int,
+    channel_id: int,
+    message_id: int,
+    stored: bytes,
+    fields: bytes,
+    op: str,
+    client_id: str | None = None,
+    *,
+    emoji: str = "",
+) -> Change:
+    tail = change_tail(
         kind=kind, user_id=user_id, channel_id=channel_id, message_id=message_id, payload=fields
     )
+    return Change(kind, channel_id, user_id, message_id, client_id, stored, tail, op, emoji)
 
 
 async def _member_role(

@@ -146,26 +146,10 @@ class ReactionJson(TypedDict):
 
 
 @with_config(_CLOSED)
-class HistoryMessageJson(TypedDict):
-    """A history item: the message frame's fields, with reactions and reply count."""
+class HistoryMessageJson(MessageJson):
+    """A history item: the message frame's fields (the latest version; `body` `{}`
+    once deleted), with reactions and reply count."""
 
-    type: Literal["message"]
-    id: int
-    seq: int
-    created_at: Timestamp
-    user_id: int
-    channel_id: int
-    body: Annotated[
-        dict[str, Any],
-        Field(description="The latest version (`type` `text` or `file`); `{}` once deleted."),
-    ]
-    client_id: str | None
-    user: AuthorJson
-    reply_to: NotRequired[Annotated[int, Field(description="The message this one answers.")]]
-    edited_at: NotRequired[Annotated[Timestamp, Field(description="When last edited.")]]
-    deleted_at: NotRequired[
-        Annotated[Timestamp, Field(description="When deleted; `body` is then `{}`.")]
-    ]
     reactions: Annotated[
         list[ReactionJson], Field(description="Per emoji, in order of first use; [] once deleted.")
     ]

@@ -22,7 +22,7 @@ from gateway.api.common import (
 from gateway.api.docs import Auth, documented
 from gateway.app_keys import PG_POOL
 from gateway.message_changes import (
-    ChangeOutcome,
+    Change,
     apply_change,
     delete_change,
     edit_change,
@@ -69,8 +69,10 @@ async def history_items(
     return [history_message_json(m, reactions.get(m.id, []), replies.get(m.id, 0)) for m in found]
 
 
-def _change_json(outcome: ChangeOutcome) -> ChangeJson:
-    change, result = outcome.change, outcome.result
+async def _answer(request: web.Request, message: str, change: Change) -> web.Response:
+    """Apply the change; the answer once its event is durable."""
+    outcome = await apply_change(request.app, change)
+    result = outcome.result
     data: ChangeJson = {
         "channel_id": change.channel_id,
         "message_id": change.message_id,
@@ -79,7 +81,12 @@ def _change_json(outcome: ChangeOutcome) -> ChangeJson:
     }
     if outcome.count is not None:
         data["count"] = outcome.count
-    return data
+    return ok(message, data)
+
+
+def _ids(request: web.Request) -> tuple[int, int]:
+    """The path's channel id and message id."""
+    return path_id(request, "id"), path_id(request, "message_id")
 
 
 @documented(
@@ -94,12 +101,12 @@ def _change_json(outcome: ChangeOutcome) -> ChangeJson:
 )
 async def edit_message(request: web.Request) -> web.Response:
     claims = await caller(request)
-    channel_id, message_id = path_id(request, "id"), path_id(request, "message_id")
+    channel_id, message_id = _ids(request)
     body = await read_body(request, EditBody)
     change = await edit_change(
         request.app, claims.user_id, channel_id, message_id, body.body, body.client_id
     )
-    return ok("message edited", _change_json(await apply_change(request.app, change)))
+    return await _answer(request, "message edited", change)
 
 
 @documented(
@@ -113,9 +120,9 @@ async def edit_message(request: web.Request) -> web.Response:
 )
 async def delete_message(request: web.Request) -> web.Response:
     claims = await caller(request)
-    channel_id, message_id = path_id(request, "id"), path_id(request, "message_id")
+    channel_id, message_id = _ids(request)
     change = await delete_change(request.app, claims.user_id, channel_id, message_id)
-    return ok("message deleted", _change_json(await apply_change(request.app, change)))
+    return await _answer(request, "message deleted", change)
 
 
 @documented(
@@ -131,12 +138,12 @@ async def delete_message(request: web.Request) -> web.Response:
 )
 async def react_to_message(request: web.Request) -> web.Response:
     claims = await caller(request)
-    channel_id, message_id = path_id(request, "id"), path_id(request, "message_id")
+    channel_id, message_id = _ids(request)
     body = await read_body(request, ReactionBody)
     change = await reaction_change(
         request.app, claims.user_id, channel_id, message_id, body.emoji, body.op
     )
-    return ok("reaction applied", _change_json(await apply_change(request.app, change)))
+    return await _answer(request, "reaction applied", change)
 
 
 @documented(
@@ -151,7 +158,7 @@ async def react_to_message(request: web.Request) -> web.Response:
 async def list_message_replies(request: web.Request) -> web.Response:
     claims = await caller(request)
     pool = request.app[PG_POOL]
-    channel_id, message_id = path_id(request, "id"), path_id(request, "message_id")
+    channel_id, message_id = _ids(request)
     limit, after_seq = REPLIES_LIMIT.query(request), REPLIES_AFTER.query(request)
     if await channels.member_role(pool, channel_id, claims.user_id) is None:
         raise await why_not_a_member(pool, channel_id)

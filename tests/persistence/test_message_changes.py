@@ -42,59 +42,42 @@ async def author(pg_pool: asyncpg.Pool[asyncpg.Record]) -> tuple[int, int]:
     return user_id, channel_id
 
 
-def message(
-    channel_id: int, user_id: int, seq: int, content: str = "hi", **kw: object
+def row(
+    channel_id: int, user_id: int, seq: int, body: object, kind: str, target: int | None
 ) -> MessageRow:
-    body = orjson.dumps({"type": "text", "content": content}).decode()
     return MessageRow(
-        next(_ids), channel_id, seq, user_id, body, None, 1_750_000_000_000 + seq, **kw
-    )  # type: ignore[arg-type]
+        next(_ids),
+        channel_id,
+        seq,
+        user_id,
+        orjson.dumps(body).decode(),
+        None,
+        1_750_000_000_000 + seq,
+        kind=kind,
+        target_id=target,
+    )
+
+
+def message(
+    channel_id: int, user_id: int, seq: int, content: str = "hi", reply_to: int | None = None
+) -> MessageRow:
+    return row(channel_id, user_id, seq, {"type": "text", "content": content}, "message", reply_to)
 
 
 def edit(channel_id: int, user_id: int, seq: int, target: int, content: str) -> MessageRow:
-    body = orjson.dumps({"body": {"type": "text", "content": content}}).decode()
-    return MessageRow(
-        next(_ids),
-        channel_id,
-        seq,
-        user_id,
-        body,
-        None,
-        1_750_000_000_000 + seq,
-        kind="message_edited",
-        target_id=target,
-    )
+    body = {"body": {"type": "text", "content": content}}
+    return row(channel_id, user_id, seq, body, "message_edited", target)
 
 
 def delete(channel_id: int, user_id: int, seq: int, target: int) -> MessageRow:
-    return MessageRow(
-        next(_ids),
-        channel_id,
-        seq,
-        user_id,
-        "{}",
-        None,
-        1_750_000_000_000 + seq,
-        kind="message_deleted",
-        target_id=target,
-    )
+    return row(channel_id, user_id, seq, {}, "message_deleted", target)
 
 
 def reaction(
     channel_id: int, user_id: int, seq: int, target: int, op: str, emoji: str = "👍"
 ) -> MessageRow:
-    body = orjson.dumps({"op": op, "emoji": emoji, "count": 1}).decode()
-    return MessageRow(
-        next(_ids),
-        channel_id,
-        seq,
-        user_id,
-        body,
-        None,
-        1_750_000_000_000 + seq,
-        kind="reaction",
-        target_id=target,
-    )
+    body = {"op": op, "emoji": emoji, "count": 1}
+    return row(channel_id, user_id, seq, body, "reaction", target)
 
 
 def _waiting_on_lock(pool: asyncpg.Pool[asyncpg.Record]) -> Callable[[], Awaitable[bool]]:
@@ -259,8 +242,8 @@ async def test_replies_name_their_parent_and_are_counted(
 ) -> None:
     user_id, channel_id = author
     parent = message(channel_id, user_id, 1)
-    first = message(channel_id, user_id, 2, target_id=parent.id)
-    second = message(channel_id, user_id, 3, target_id=parent.id)
+    first = message(channel_id, user_id, 2, reply_to=parent.id)
+    second = message(channel_id, user_id, 3, reply_to=parent.id)
     await write(pg_pool, parent, first, second, delete(channel_id, user_id, 4, second.id))
 
     assert await reply_counts(pg_pool, [parent.id, first.id]) == {parent.id: 1}
