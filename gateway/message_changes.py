@@ -170,9 +170,11 @@ async def check_reply_to(app: web.Application, channel_id: int, reply_to: int) -
 
 async def refuse_muted(app: web.Application, channel_id: int, user_id: int) -> None:
     """THE MODERATION HOOK: raise moderation's muted error when `user_id` is muted in
-    the channel (a muted user cannot react). Roles, bans and mutes are another
-    branch's (migration 005); until it is merged nobody is muted, and this is
-    the one place its check is to be called from."""
+    the channel (a muted user cannot react). Mutes are another branch's (h-gov,
+    migration 005); until it is merged nobody is muted here. Once it is, this
+    body is `await gateway.mutes.ensure_not_muted(app[PG_POOL], channel_id,
+    user_id)` (one primary-key read, raising `MutedError`), and the REST route
+    and the `react` frame both get it, as they both come here."""
     del app, channel_id, user_id
 
 

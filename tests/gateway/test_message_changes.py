@@ -534,3 +534,46 @@ async def test_members_only_and_paging_of_replies(make_gateway: MakeGateway) -> 
     await join(gateway, outsider, channel_id)
     empty = await gateway.get(path, headers=outsider.auth)
     assert (await empty.json())["data"] == {"messages": [], "next_cursor": None}
+
+
+async def test_a_channel_lists_its_last_message_not_the_last_event(
+    make_gateway: MakeGateway, make_settings: Any, pg_pool: asyncpg.Pool
+) -> None:
+    """The channel list's `last_message` was the newest row, which a reaction is."""
+    gateway = await make_gateway()
+    channel_id, (alice,) = await room(gateway, "alice")
+    mux = await open_mux(gateway, alice)
+    await subscribe(mux, channel_id)
+    sent = await send(mux, channel_id, "the last word")
+    await change(mux, type="react", channel_id=channel_id, message_id=sent["id"], emoji="👍")
+    assert await persist(make_settings, pg_pool) == 2
+
+    response = await gateway.get("/api/v1/me/channels", headers=alice.auth)
+
+    [mine] = (await response.json())["data"]
+    assert mine["last_message"]["id"] == sent["id"]
+    assert mine["last_message"]["preview"] == "the last word"
+
+
+async def test_a_lost_reaction_state_is_seeded_again_from_postgresql(
+    make_gateway: MakeGateway, make_settings: Any, pg_pool: asyncpg.Pool
+) -> None:
+    gateway = await make_gateway()
+    channel_id, (alice, bob) = await room(gateway, "alice", "bob")
+    mux_alice, mux_bob = await open_mux(gateway, alice), await open_mux(gateway, bob)
+    await subscribe(mux_alice, channel_id)
+    await subscribe(mux_bob, channel_id)
+    target = await send(mux_alice, channel_id, "old news")
+    react = {"type": "react", "channel_id": channel_id, "message_id": target["id"]}
+    await change(mux_alice, **react, emoji="👍")
+    assert await persist(make_settings, pg_pool) == 2
+    # Expired after a week without a change, or lost with Redis data.
+    app = gateway.app
+    await app[REDIS].delete(app[KEYS].message_state(channel_id, target["id"]))
+
+    by_bob = await change(mux_bob, **react, emoji="👍")
+    again = await change(mux_alice, **react, emoji="👍")
+
+    assert (by_bob["seq"], by_bob["count"]) == (3, 2)
+    assert again["unchanged"] is True
+    assert again["count"] == 2
