@@ -1,7 +1,7 @@
 """The gateway application: routes, middlewares, and the lifetime of its resources.
 
 `create_app(settings)` does no I/O. Resources open in cleanup contexts, in
-dependency order (PostgreSQL -> Redis -> broker and hub), and close in reverse.
+dependency order (PostgreSQL -> Redis -> channel topics, sender and hub), and close in reverse.
 `drain` is the first step of a shutdown (SIGTERM): the node reports not
 ready and refuses new sockets, waits `drain_delay_seconds` for the load
 balancer to notice, then closes every chat socket with 1012 (service restart)
@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from gateway.api import auth, channels, health, me, messages, openapi, users
 from gateway.app_keys import (
     BACKLOG,
-    BROKER,
+    CONTROL_EVENTS,
     HUB,
     KEYS,
     MESSAGE_LIMITS,
@@ -37,14 +37,17 @@ from gateway.app_keys import (
     READINESS,
     REDIS,
     SCRIPTS,
+    SENDER,
     SENDS,
     SETTINGS,
     SOCKETS,
+    TOPICS,
     Readiness,
 )
 from gateway.backlog import Backlog
-from gateway.broker import Broker
+from gateway.channel_topics import ChannelTopics
 from gateway.chat import chat_socket
+from gateway.control_events import ControlEvents
 from gateway.hub import Hub
 from gateway.membership_audit import MembershipAudit
 from gateway.message_budget import BudgetLimits
@@ -54,7 +57,9 @@ from gateway.mux import mux_socket
 from gateway.passwords import PasswordHasher, hash_concurrency
 from gateway.pipelined_redis import PipelinedRedis
 from gateway.presence import Presence
-from gateway.websocket import Sockets
+from gateway.sender import Sender
+from gateway.seq_floors import SeqFloors
+from gateway.sockets import Sockets
 from shared.db.pool import create_pool
 from shared.errors import CloseCode
 from shared.redis_client import close_redis, connect_redis
@@ -83,7 +88,7 @@ def create_app(settings: Settings) -> web.Application:
         send_buffer_bytes=settings.ws_socket_send_buffer_bytes,
     )
     app.cleanup_ctx.extend(
-        [_passwords, _postgres, _redis, _broker, _presence, _membership_audit, _heartbeat]
+        [_passwords, _postgres, _redis, _channels, _presence, _membership_audit, _heartbeat]
     )
     app.on_shutdown.append(drain)
     _add_routes(app, settings)
@@ -176,7 +181,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         retry_on_error=[RedisConnectionError],
     )
     # The send script is never retried by a client: a script that ran but whose
-    # reply was lost would store the message twice. The broker decides. On one
+    # reply was lost would store the message twice. The sender decides. On one
     # server every send of this gateway shares one pipelined connection; in a
     # cluster a client of its own routes each script to its slot's master
     # (MOVED and ASK are still followed: the script did not run).
@@ -202,24 +207,28 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     await close_redis(redis)
 
 
-async def _broker(app: web.Application) -> AsyncIterator[None]:
-    broker = Broker(app[SETTINGS], app[REDIS], app[SENDS], app[SCRIPTS], app[PG_POOL])
-    metrics = app[METRICS]
-    hub = Hub(broker, metrics, max_sockets_per_user=app[SETTINGS].ws_max_sockets_per_user)
+async def _channels(app: web.Application) -> AsyncIterator[None]:
+    """The send path, the channel topics and the hub, which share the channels' floors."""
+    settings, keys, metrics = app[SETTINGS], app[KEYS], app[METRICS]
+    seq_floors = SeqFloors(settings, app[REDIS], app[SCRIPTS], app[PG_POOL], keys)
+    topics = ChannelTopics(settings, keys, seq_floors)
+    hub = Hub(topics, metrics, max_sockets_per_user=settings.ws_max_sockets_per_user)
     metrics.registry.gauge(
         "chat_connections", "Chat sockets open on this gateway.", lambda: hub.connection_count
     )
     metrics.registry.gauge(
         "chat_subscriptions", "Channels this gateway is subscribed to.", lambda: hub.channel_count
     )
-    broker.bind(hub)
-    app[BROKER] = broker
+    topics.bind(hub)
+    app[TOPICS] = topics
+    app[SENDER] = Sender(settings, app[SENDS], app[SCRIPTS], keys, seq_floors)
+    app[CONTROL_EVENTS] = ControlEvents(app[REDIS], keys, cluster=settings.redis_cluster)
     app[HUB] = hub
-    app[BACKLOG] = Backlog(app[REDIS], app[PG_POOL], app[KEYS], metrics)
-    listener = asyncio.create_task(broker.subscriber.run(), name="pubsub-listener")
+    app[BACKLOG] = Backlog(app[REDIS], app[PG_POOL], keys, metrics)
+    listener = asyncio.create_task(topics.subscriber.run(), name="pubsub-listener")
     try:
-        async with asyncio.timeout(app[SETTINGS].redis_timeout_seconds):
-            await broker.subscriber.connected.wait()
+        async with asyncio.timeout(settings.redis_timeout_seconds):
+            await topics.subscriber.connected.wait()
     except TimeoutError:
         pass  # start anyway: /readyz reports "pubsub" until the listener connects
     yield
@@ -227,7 +236,8 @@ async def _broker(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await listener
     await app[BACKLOG].aclose()
-    await broker.aclose()
+    await seq_floors.aclose()
+    await topics.aclose()
 
 
 async def _presence(app: web.Application) -> AsyncIterator[None]:

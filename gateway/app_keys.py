@@ -13,14 +13,16 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from gateway.backlog import Backlog
-from gateway.broker import Broker
+from gateway.channel_topics import ChannelTopics
+from gateway.control_events import ControlEvents
 from gateway.hub import Hub
 from gateway.message_budget import BudgetLimits
 from gateway.metrics import GatewayMetrics
 from gateway.passwords import PasswordHasher
 from gateway.pipelined_redis import PipelinedRedis
 from gateway.presence import Presence
-from gateway.websocket import Sockets
+from gateway.sender import Sender
+from gateway.sockets import Sockets
 from shared.redis_keys import RedisKeys
 from shared.scripts import Scripts
 from shared.settings import Settings
@@ -48,7 +50,9 @@ REDIS = web.AppKey("REDIS", Redis)
 # What sends go through: see `_redis` in app.py.
 SENDS: web.AppKey[PipelinedRedis | Redis] = web.AppKey("SENDS")
 SCRIPTS = web.AppKey("SCRIPTS", Scripts)
-BROKER = web.AppKey("BROKER", Broker)
+SENDER = web.AppKey("SENDER", Sender)
+TOPICS = web.AppKey("TOPICS", ChannelTopics)
+CONTROL_EVENTS = web.AppKey("CONTROL_EVENTS", ControlEvents)
 HUB = web.AppKey("HUB", Hub)
 PRESENCE = web.AppKey("PRESENCE", Presence)
 SOCKETS = web.AppKey("SOCKETS", Sockets)

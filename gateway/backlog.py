@@ -27,7 +27,6 @@ from collections.abc import Sequence
 from typing import cast
 
 import asyncpg
-import orjson
 from redis.asyncio import Redis
 
 from gateway.metrics import GatewayMetrics
@@ -35,7 +34,7 @@ from gateway.outages import DEPENDENCY_ERRORS
 from shared.db.messages import list_messages_after, max_seq
 from shared.errors import UnavailableError
 from shared.redis_keys import RedisKeys
-from shared.wire import stored_frame_json
+from shared.wire import stored_frame
 
 # One page of a catch-up: large enough to amortize a round trip, small enough
 # that a page of 10 KB frames stays a few MB.
@@ -143,7 +142,7 @@ class Backlog:
         for message in stored:
             if message.seq != first + len(frames):
                 break  # a row a worker has not committed yet: stop before the hole
-            frames.append((message.seq, orjson.dumps(stored_frame_json(message))))
+            frames.append((message.seq, stored_frame(message)))
         return frames
 
 

@@ -6,7 +6,7 @@ membership, the user's socket cap), subscribe it and read the channel's head
 before completing the upgrade, then read frames, check each against the
 socket's message budget (`gateway.message_budget`: a flood is refused before
 it reaches Redis) and validate it, and hand valid ones to
-`Broker.start_send`. A refused socket gets the Go server's error frame with a
+`Sender.start` (`gateway.inbound`). A refused socket gets the Go server's error frame with a
 `code` and a 44xx close code a browser can read; a bad frame gets an error
 frame and the socket stays open. Outbound frames go through the connection,
 which first replays everything after `since` (nothing without it).
@@ -29,7 +29,6 @@ from gateway.api.common import MAX_ID, IntParam, path_id
 from gateway.api.docs import Auth, documented
 from gateway.app_keys import (
     BACKLOG,
-    BROKER,
     HUB,
     KEYS,
     METRICS,
@@ -37,17 +36,20 @@ from gateway.app_keys import (
     PRESENCE,
     READINESS,
     REDIS,
+    SENDER,
     SETTINGS,
     SOCKETS,
+    TOPICS,
 )
 from gateway.auth import TokenClaims, check_generation, socket_claims, socket_protocol
-from gateway.broker import SendRoute
 from gateway.connection import Connection
 from gateway.inbound import Inbound, Step, check_size
 from gateway.message_budget import MessageBudget
 from gateway.message_changes import check_reply_to
 from gateway.outbox import Outbox
-from gateway.websocket import Listener, Sockets, WebSocket, check_upgrade, text_frame
+from gateway.sender import SendRoute
+from gateway.sockets import Sockets, check_upgrade
+from gateway.websocket import Listener, WebSocket, text_frame
 from shared.db.channels import chat_access
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
 from shared.db.records import User
@@ -110,7 +112,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
         await hub.join(connection)
         # Read after the subscription: every later message reaches the connection live.
         head = await backlog.head(session.channel_id)
-        head = app[BROKER].known_head(session.channel_id, head)
+        head = app[TOPICS].known_head(session.channel_id, head)
     except AppError as exc:
         await hub.leave(connection)
         hub.close_socket(out)
@@ -207,7 +209,7 @@ class _ChatSocket(Inbound):
     def _start(self, payload: bytes, started: float) -> Step:
         route = self._route
         if route is None:
-            route = self._route = self.app[BROKER].route(
+            route = self._route = self.app[SENDER].route(
                 self._session.channel_id, self._session.user_id
             )
             self._message_budget = self._budget()

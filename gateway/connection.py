@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 
 class Replay(Protocol):
-    """Where missed messages come from (the broker's backlog)."""
+    """Where missed messages come from (the gateway's backlog)."""
 
     async def head(self, channel_id: int) -> int: ...
 

@@ -1,11 +1,12 @@
 """This node's map of channels to local connections, and local fan-out.
 
 The hub owns `channel_id -> set[Connection]`. The first local member of a
-channel makes the hub subscribe (through the `Subscriptions` port, which the
-Redis broker implements); the last one leaving unsubscribes. Delivery takes
-the frame with its `seq` (read once, by the broker), frames it once and offers
-the same bytes to each connection, which queues them without waiting: the hub
-never awaits a socket, so fan-out cost does not depend on the slowest client.
+channel makes the hub subscribe (through the `Subscriptions` port, which
+`gateway.channel_topics` implements); the last one leaving unsubscribes.
+Delivery takes the frame with its `seq` (read once, by the channel topics),
+frames it once and offers the same bytes to each connection, which queues
+them without waiting: the hub never awaits a socket, so fan-out cost does not
+depend on the slowest client.
 """
 
 from __future__ import annotations

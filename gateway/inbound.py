@@ -22,10 +22,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.app_keys import BROKER, MESSAGE_LIMITS, METRICS, SETTINGS
-from gateway.broker import PendingSend, SendResult, SendRoute
+from gateway.app_keys import MESSAGE_LIMITS, METRICS, SENDER, SETTINGS
 from gateway.message_budget import MessageBudget
 from gateway.outbox import Outbox
+from gateway.sender import PendingSend, SendResult, SendRoute
 from gateway.websocket import WebSocket
 from shared.errors import (
     AppError,
@@ -164,7 +164,7 @@ class Inbound:
     ) -> PendingSend:
         """Start making a validated frame durable (a reply's parent checked already)."""
         body = frame_body(frame)
-        return self.app[BROKER].start_send(
+        return self.app[SENDER].start(
             route,
             client_id=client_id,
             body=body,
@@ -188,7 +188,7 @@ class Inbound:
         _, pending, started = self._in_flight
         self._in_flight = None
         try:
-            result = self.app[BROKER].result_now(pending)
+            result = self.app[SENDER].result_now(pending)
         except AppError as exc:
             self._rejected(exc, pending.route.channel_id)
         else:
@@ -216,7 +216,7 @@ class Inbound:
 
     async def _send(self, pending: PendingSend, started: float) -> None:
         try:
-            result = await self.app[BROKER].send(pending)
+            result = await self.app[SENDER].finish(pending)
         except AppError as exc:
             self._rejected(exc, pending.route.channel_id)
         else:

@@ -2,7 +2,7 @@
 
 A removal from a channel, and a revocation of a user's tokens (log-out,
 password change), reach the gateways as control events on the channels'
-topics (`Broker.publish_member_removed`, `publish_tokens_revoked`), which a
+topics (`ControlEvents.publish_member_removed`, `publish_tokens_revoked`), which a
 gateway whose pub/sub link is reconnecting never hears; and a membership
 deleted straight in PostgreSQL publishes nothing. So every
 `MEMBERSHIP_RECHECK_SECONDS`, and at once after each pub/sub resync, the
@@ -25,7 +25,7 @@ import logging
 
 import asyncpg
 
-from gateway.broker import CONTROL_CLOSES
+from gateway.control_events import CONTROL_CLOSES
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
 from shared.db.channels import sockets_without_access

@@ -3,7 +3,7 @@
 Both the multiplexed socket (`edit`, `delete`, `react` frames) and the REST
 routes (`gateway.api.messages`) come here. A change is authorized, then built
 as an event (`message_edited`, `message_deleted`, `reaction`) that goes
-through the send script like a message (`Broker.send_change`): it takes the
+through the send script like a message (`Sender.send_change`): it takes the
 channel's next seq, is appended to the recent and ingest streams and
 published, atomically, so live subscribers see it in the channel's order and
 a resume replays it. It is acknowledged only once the script has returned
@@ -35,9 +35,9 @@ from typing import cast
 import orjson
 from aiohttp import web
 
-from gateway.app_keys import BROKER, KEYS, PG_POOL, REDIS, SCRIPTS, SETTINGS
-from gateway.broker import SendResult
+from gateway.app_keys import KEYS, PG_POOL, REDIS, SCRIPTS, SENDER, SETTINGS
 from gateway.outages import DEPENDENCY_ERRORS
+from gateway.sender import SendResult
 from shared.db.channels import chat_access
 from shared.db.message_changes import DELETED, EDITED, REACTION, find_target, reaction_state
 from shared.errors import (
@@ -56,7 +56,8 @@ from shared.wire import (
     change_tail,
     edit_payload,
     frame_body,
-    frame_head,
+    frame_id,
+    is_message_frame,
     reaction_payload,
 )
 
@@ -186,9 +187,9 @@ async def apply_change(app: web.Application, change: Change) -> ChangeOutcome:
     Raises MessageDeletedError, TooManyReactionsError, RateLimitedError,
     UnavailableError.
     """
-    broker = app[BROKER]
+    sender = app[SENDER]
     for _attempt in range(2):
-        reply = await broker.send_change(**dataclasses.asdict(change))
+        reply = await sender.send_change(**dataclasses.asdict(change))
         if reply.status == "noseed":
             await _seed_state(app, change.channel_id, change.message_id)
             continue
@@ -303,13 +304,13 @@ async def _recent_target(app: web.Application, channel_id: int, message_id: int)
         for _entry_id, fields in entries:
             frame = fields.get(b"f", b"")
             try:
-                kind, frame_id, _ = frame_head(frame)
+                found = frame_id(frame)
             except ValueError:
                 continue
-            if frame_id < message_id:
+            if found < message_id:
                 return None
-            if frame_id == message_id:
-                return _recent_message(frame) if kind == b"message" else None
+            if found == message_id:
+                return _recent_message(frame) if is_message_frame(frame) else None
         if len(entries) < _RECENT_PAGE:
             return None
         seq = int(entries[-1][0].partition(b"-")[0])

@@ -45,9 +45,17 @@ import logging
 from aiohttp import web
 
 from gateway.api.docs import Auth, documented
-from gateway.app_keys import BACKLOG, BROKER, HUB, PRESENCE, SETTINGS, SOCKETS
+from gateway.app_keys import (
+    BACKLOG,
+    CONTROL_EVENTS,
+    HUB,
+    PRESENCE,
+    SENDER,
+    SETTINGS,
+    SOCKETS,
+    TOPICS,
+)
 from gateway.auth import TokenClaims
-from gateway.broker import SendRoute
 from gateway.chat import (
     admit_user,
     author_of,
@@ -70,7 +78,8 @@ from gateway.message_changes import (
 )
 from gateway.outbox import Outbox
 from gateway.read_markers import mark_read
-from gateway.websocket import check_upgrade
+from gateway.sender import SendRoute
+from gateway.sockets import check_upgrade
 from shared.errors import (
     AppError,
     CloseCode,
@@ -281,7 +290,7 @@ class _MuxSocket(Inbound):
 
     async def _publish_typing(self, channel_id: int) -> None:
         try:
-            await self.app[BROKER].publish_typing(channel_id, self._claims.user_id)
+            await self.app[CONTROL_EVENTS].publish_typing(channel_id, self._claims.user_id)
         except AppError as exc:
             self._rejected(exc, channel_id)
 
@@ -314,12 +323,12 @@ class _MuxSocket(Inbound):
         )
         assert isinstance(sub, _Subscription)
         sub.owner, sub.budget, sub.typed_at, sub.announced = self, None, -1e9, False
-        sub.route = app[BROKER].route(channel_id, self._claims.user_id)
+        sub.route = app[SENDER].route(channel_id, self._claims.user_id)
         hub = app[HUB]
         await hub.join(sub)
         try:
             # Read after the subscription: every later message reaches `sub` live.
-            head = app[BROKER].known_head(channel_id, await app[BACKLOG].head(channel_id))
+            head = app[TOPICS].known_head(channel_id, await app[BACKLOG].head(channel_id))
         except BaseException:
             await hub.leave(sub)
             raise

@@ -77,9 +77,13 @@ class PasswordHasher:
         return hashed
 
     async def verify(self, password: str, password_hash: str) -> tuple[bool, str | None]:
-        """Check a password; returns (ok, new_hash), where new_hash replaces an outdated hash."""
-        ok, new_hash = await self._run(_PASSWORDS.verify_and_update, password, password_hash)
-        return bool(ok), new_hash
+        """Check a password; returns (ok, new_hash), where new_hash replaces an outdated hash.
+
+        A stored hash in no scheme we know (written by hand, or by a tool that
+        is not ours) matches no password: the account cannot log in until its
+        password is reset (`chat-group reset-password`), and the log says so.
+        """
+        return await self._run(_verify_and_update, password, password_hash)
 
     async def burn(self, password: str) -> None:
         """Spend a real verification on an unknown identity, so a miss costs as much
@@ -95,6 +99,16 @@ def _dummy_hash() -> str:
     # Made on a hashing thread, at the first miss: not on the event loop.
     hashed: str = _PASSWORDS.hash(secrets.token_hex(16))
     return hashed
+
+
+def _verify_and_update(password: str, password_hash: str) -> tuple[bool, str | None]:
+    try:
+        ok, new_hash = _PASSWORDS.verify_and_update(password, password_hash)
+    except ValueError:
+        # passlib's "hash could not be identified" (and malformed hashes of a known scheme).
+        log.warning("stored password hash in an unknown format; reset the password")
+        return False, None
+    return bool(ok), new_hash
 
 
 def _verify_against_dummy(password: str) -> None:

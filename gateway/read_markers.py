@@ -4,7 +4,7 @@ share `mark_read`), and the channel heads a channel list needs from Redis.
 A marker is stored in PostgreSQL (`memberships.last_read_seq`), only moves
 forward, and is clamped to the channel's last seq. When it moves, a `read`
 event goes out on the channel's topic, so the user's sockets on every gateway
-that take live events learn it at once (`Broker.publish_read` ->
+that take live events learn it at once (`ControlEvents.publish_read` ->
 `Hub.deliver_event`).
 
 A channel's last seq is the higher of its Redis counter and its highest stored
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from gateway.app_keys import BROKER, KEYS, PG_POOL, REDIS
+from gateway.app_keys import CONTROL_EVENTS, KEYS, PG_POOL, REDIS
 from gateway.outages import DEPENDENCY_ERRORS
 from shared.db import channels, read_markers
 from shared.errors import ChannelNotFoundError, NotAMemberError, UnavailableError
@@ -49,7 +49,7 @@ async def mark_read(app: web.Application, user_id: int, channel_id: int, seq: in
     except DEPENDENCY_ERRORS as exc:
         raise UnavailableError() from exc
     if result.moved:
-        await app[BROKER].publish_read(channel_id, user_id, result.last_read_seq)
+        await app[CONTROL_EVENTS].publish_read(channel_id, user_id, result.last_read_seq)
     return result.last_read_seq
 
 

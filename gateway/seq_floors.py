@@ -85,8 +85,8 @@ class SeqFloors:
         self._scripts = scripts
         self._pool = pool
         self._keys = keys
-        # An entry exists while the channel is subscribed; the broker reads it on
-        # every send and updates it on every delivery.
+        # An entry exists while the channel is subscribed; the sender reads it on
+        # every send and the channel topics update it on every delivery.
         self.channels: dict[int, Seen] = {}
         self._repairs: dict[int, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[None]] = set()

@@ -26,7 +26,8 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-from gateway.websocket import Sockets, WebSocket
+from gateway.sockets import Sockets
+from gateway.websocket import WebSocket
 
 _FRAMES = 20_000
 _ROUNDS = 5

@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from shared.errors import InvalidBodyError, InvalidJsonError
-from shared.responses import AuthorJson, HistoryMessageJson, MessageJson, ReactionJson
+from shared.responses import AuthorJson, ReactionJson
 
 if TYPE_CHECKING:
     from shared.db.message_changes import ReactionCount
@@ -541,7 +541,10 @@ def change_ack_frame(
 
 
 _SEQ_MARK = b',"seq":'
-_ID_START = len(b'{"type":"message","id":')
+_ID_MARK = b'","id":'
+# A frame's head (type, id, seq) ends well within this: the longest `type` the
+# send script is given is a few dozen bytes.
+_HEAD_BYTES = 96
 # As in send.lua: id = (ms since 2024-01-01 UTC) << 12 | partition << 5 | counter.
 ID_EPOCH_MS = 1_704_067_200_000
 ID_TIME_SHIFT = 12
@@ -557,25 +560,13 @@ def is_message_frame(frame: bytes) -> bool:
     return frame.startswith(_MESSAGE_HEAD)
 
 
-_FRAME_HEAD = re.compile(rb'^\{"type":"([a-z_]{1,32})","id":([0-9]{1,16}),"seq":([0-9]{1,16}),')
-
-
-def frame_head(frame: bytes) -> tuple[bytes, int, int]:
-    """The `type`, id and seq of any frame the send script built (a message or a change
-    event), its first fields. Raises ValueError on anything else."""
-    head = _FRAME_HEAD.match(frame)
-    if head is None:
-        raise ValueError("not a frame of the send script")
-    return head.group(1), int(head.group(2)), int(head.group(3))
-
-
 def frame_seq(frame: bytes) -> int:
-    """The `seq` of a message frame the send script built, without decoding the frame.
+    """The `seq` of a frame the send script built, without decoding the frame.
 
-    The script writes `seq` right after `id`, before any user content, so the
-    first match is the field. Raises ValueError on anything else.
+    The script writes `seq` right after `type` and `id`, before any user
+    content, so the first match is the field. Raises ValueError on anything else.
     """
-    start = frame.find(_SEQ_MARK, 0, 64)
+    start = frame.find(_SEQ_MARK, 0, _HEAD_BYTES)
     if start < 0:
         raise ValueError("not a message frame")
     start += len(_SEQ_MARK)
@@ -583,11 +574,15 @@ def frame_seq(frame: bytes) -> int:
 
 
 def frame_id(frame: bytes) -> int:
-    """The message id of a message frame the send script built (its first field).
+    """The message id of a frame the send script built (the field after `type`).
 
     Raises ValueError on anything else.
     """
-    return int(frame[_ID_START : frame.index(b",", _ID_START)])
+    start = frame.find(_ID_MARK, 0, _HEAD_BYTES)
+    if start < 0:
+        raise ValueError("not a message frame")
+    start += len(_ID_MARK)
+    return int(frame[start : frame.index(b",", start)])
 
 
 def created_ms_of(message_id: int) -> int:
@@ -611,7 +606,8 @@ def message_tail(
 ) -> bytes:
     """The part of a message frame known before the send script assigns id, seq and time.
 
-    The script prepends `{"type":"message","id":..,"seq":..,"created_at":"..",`.
+    The script prepends `{"type":<kind>,"id":..,"seq":..,"created_at":"..",`
+    (`message_frame` builds the same for stored messages).
     `body` is the JSON the ingest stream stores and `author` is encoded once per
     connection, so both are spliced in as they are, not encoded again. A reply
     carries `reply_to`.
@@ -627,6 +623,55 @@ def message_tail(
             author,
             b"}",
         )
+    )
+
+
+def message_frame(
+    *, kind: str, message_id: int, seq: int, created_at_ms: int, tail: bytes
+) -> bytes:
+    """A frame in the send script's layout: the fields it assigns, then `tail`.
+
+    shared/redis_scripts/send.lua composes live frames the same way, in Lua,
+    because id, seq and time are assigned inside the script that publishes the
+    frame; this builds the frames of stored messages and change events
+    (history, resume, the Go import's recent streams) byte for byte as the
+    script would have.
+    """
+    return b'{"type":"%b","id":%d,"seq":%d,"created_at":"%b",%b' % (
+        kind.encode(),
+        message_id,
+        seq,
+        iso_from_ms(created_at_ms).encode(),
+        tail,
+    )
+
+
+def stored_message_frame(message: StoredMessage) -> bytes:
+    """A persisted message as its live frame, author as their profile is now, in its
+    latest version: with `edited_at` once edited, `deleted_at` (and the body `{}`)
+    once deleted; `reply_to` for a reply."""
+    author = author_json(
+        message.user_id, message.user_name, message.user_username, message.user_avatar_url
+    )
+    tail = message_tail(
+        user_id=message.user_id,
+        channel_id=message.channel_id,
+        body=orjson.dumps(message.body),
+        client_id=message.client_id,
+        author=orjson.dumps(author),
+        reply_to=message.target_id,
+    )
+    changed: dict[str, str] = {}
+    if message.edited_at is not None:
+        changed["edited_at"] = iso_from_datetime(message.edited_at)
+    if message.deleted_at is not None:
+        changed["deleted_at"] = iso_from_datetime(message.deleted_at)
+    return message_frame(
+        kind="message",
+        message_id=message.id,
+        seq=message.seq,
+        created_at_ms=_ms_of(message.created_at),
+        tail=_with_fields(tail, changed) if changed else tail,
     )
 
 
@@ -666,85 +711,51 @@ def reaction_payload(op: str, emoji_text: str) -> tuple[bytes, bytes]:
     return b"{" + fields, fields
 
 
-def stored_frame_json(message: StoredMessage) -> dict[str, Any]:
-    """A persisted row as the live frame it was: a message, or a change event."""
+def stored_frame(message: StoredMessage) -> bytes:
+    """A persisted row as the live frame it was: a message (in its latest version),
+    or a change event, as the send script built it (the count a reaction had then)."""
     if message.kind == "message":
-        return dict(stored_message_json(message))
-    frame: dict[str, Any] = {
-        "type": message.kind,
-        "id": message.id,
-        "seq": message.seq,
-        "created_at": iso_from_datetime(message.created_at),
-        "user_id": message.user_id,
-        "channel_id": message.channel_id,
-        "message_id": message.target_id,
-    }
+        return stored_message_frame(message)
     body = message.body
+    fields = b""
     if message.kind == "message_edited":
         # A deleted message's versions are cleared: the edit replays without content.
-        frame["body"] = body.get("body", {})
-        frame["client_id"] = message.client_id
+        fields = edit_payload(orjson.dumps(body.get("body", {})), message.client_id)[1]
     elif message.kind == "reaction":
-        frame |= {"op": body.get("op"), "emoji": body.get("emoji"), "count": body.get("count")}
-    return frame
+        fields = reaction_payload(str(body.get("op")), str(body.get("emoji")))[1]
+    tail = change_tail(
+        kind=message.kind,
+        user_id=message.user_id,
+        channel_id=message.channel_id,
+        message_id=message.target_id or 0,
+        payload=fields,
+    )
+    if message.kind == "reaction":
+        tail += b',"count":' + orjson.dumps(body.get("count", 0)) + b"}"
+    return message_frame(
+        kind=message.kind,
+        message_id=message.id,
+        seq=message.seq,
+        created_at_ms=_ms_of(message.created_at),
+        tail=tail,
+    )
 
 
-def history_message_json(
-    message: StoredMessage, reactions: list[ReactionCount], reply_count: int
-) -> HistoryMessageJson:
-    """A history item: the message frame (latest version, or tombstone) with its
+def history_item(message: StoredMessage, reactions: list[ReactionCount], reply_count: int) -> bytes:
+    """A history item: the message's frame (latest version, or tombstone) with its
     reactions (per emoji, `me` for the caller) and how many readable replies it has."""
     shown: list[ReactionJson] = []
     if message.deleted_at is None:  # a tombstone shows no reactions
         shown = [{"emoji": r.emoji, "count": r.count, "me": r.me} for r in reactions]
-    return {**stored_message_json(message), "reactions": shown, "reply_count": reply_count}
-
-
-def message_json(
-    *,
-    message_id: int,
-    seq: int,
-    channel_id: int,
-    user_id: int,
-    body: dict[str, Any],
-    client_id: str | None,
-    created_at: str,
-    author: AuthorJson,
-) -> MessageJson:
-    """A stored message in exactly the live frame's shape (history, resume)."""
-    return {
-        "type": "message",
-        "id": message_id,
-        "seq": seq,
-        "created_at": created_at,
-        "user_id": user_id,
-        "channel_id": channel_id,
-        "body": body,
-        "client_id": client_id,
-        "user": author,
-    }
-
-
-def stored_message_json(message: StoredMessage) -> MessageJson:
-    """A persisted message in the live frame's shape, author as their profile is now,
-    in its latest version: with `edited_at` once edited, `deleted_at` (and an empty
-    body) once deleted, `reply_to` for a reply."""
-    frame = message_json(
-        message_id=message.id,
-        seq=message.seq,
-        channel_id=message.channel_id,
-        user_id=message.user_id,
-        body=message.body,
-        client_id=message.client_id,
-        created_at=iso_from_datetime(message.created_at),
-        author=author_json(
-            message.user_id, message.user_name, message.user_username, message.user_avatar_url
-        ),
+    return _with_fields(
+        stored_message_frame(message), {"reactions": shown, "reply_count": reply_count}
     )
-    if message.target_id is not None:
-        frame["reply_to"] = message.target_id
-    if message.edited_at is not None:
-        frame["edited_at"] = iso_from_datetime(message.edited_at)
-    if message.deleted_at is not None:
-        frame["deleted_at"] = iso_from_datetime(message.deleted_at)
-    return frame
+
+
+def _with_fields(obj: bytes, fields: dict[str, Any]) -> bytes:
+    """A JSON object's text with `fields` added at its end."""
+    return obj[:-1] + b"," + orjson.dumps(fields)[1:]
+
+
+def _ms_of(moment: dt.datetime) -> int:
+    return round(moment.timestamp() * 1000)

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from gateway.api.common import caller, ok, read_body, user_private
 from gateway.api.docs import Auth, documented
-from gateway.app_keys import BROKER, KEYS, PASSWORDS, PG_POOL, REDIS, SCRIPTS, SETTINGS
+from gateway.app_keys import CONTROL_EVENTS, KEYS, PASSWORDS, PG_POOL, REDIS, SCRIPTS, SETTINGS
 from gateway.auth import FIRST_GENERATION, issue_ticket, issue_token
 from gateway.login_limit import count_attempt, give_back
 from gateway.middlewares import client_key
@@ -88,7 +88,7 @@ async def logout(request: web.Request) -> web.Response:
     """Revoke every token of the caller issued so far, and close their sockets."""
     claims = await caller(request)
     channel_ids = await users.revoke_tokens(request.app[PG_POOL], claims.user_id)
-    await request.app[BROKER].publish_tokens_revoked(channel_ids, claims.user_id)
+    await request.app[CONTROL_EVENTS].publish_tokens_revoked(channel_ids, claims.user_id)
     return ok("logged out", None)
 
 
@@ -122,7 +122,7 @@ async def change_password(request: web.Request) -> web.Response:
         raise WrongPasswordError()
     new_hash = await passwords.hash(body.new_password)
     channel_ids = await users.change_password(pool, claims.user_id, new_hash)
-    await app[BROKER].publish_tokens_revoked(channel_ids, claims.user_id)
+    await app[CONTROL_EVENTS].publish_tokens_revoked(channel_ids, claims.user_id)
     return ok("password changed", None)
 
 

@@ -19,7 +19,7 @@ from gateway.api.common import (
 )
 from gateway.api.docs import Auth, documented
 from gateway.api.messages import history_items
-from gateway.app_keys import BROKER, PG_POOL, PRESENCE
+from gateway.app_keys import CONTROL_EVENTS, PG_POOL, PRESENCE
 from gateway.read_markers import mark_read
 from shared.db import channels, messages, users
 from shared.errors import (
@@ -139,7 +139,7 @@ async def leave_channel(request: web.Request) -> web.Response:
     if not await channels.remove_member(pool, body.channel_id, claims.user_id):
         raise await why_not_a_member(pool, body.channel_id)
     # Sockets the user still holds in the channel, on any node, are closed now.
-    await request.app[BROKER].publish_member_removed(body.channel_id, claims.user_id)
+    await request.app[CONTROL_EVENTS].publish_member_removed(body.channel_id, claims.user_id)
     return ok("left channel", {"channel_id": body.channel_id})
 
 

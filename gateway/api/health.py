@@ -9,7 +9,7 @@ from redis.exceptions import RedisError
 
 from gateway.api.common import ok
 from gateway.api.docs import Raw, documented
-from gateway.app_keys import BROKER, METRICS, PG_POOL, READINESS, REDIS, SETTINGS
+from gateway.app_keys import METRICS, PG_POOL, READINESS, REDIS, SETTINGS, TOPICS
 from gateway.metrics import metrics_response
 from shared.db.pool import ping
 from shared.errors import UnavailableError
@@ -63,7 +63,7 @@ async def readyz(request: web.Request) -> web.Response:
             await app[REDIS].ping()
     except (RedisError, OSError, TimeoutError):
         failed.append("redis")
-    if not app[BROKER].subscriber.connected.is_set():
+    if not app[TOPICS].subscriber.connected.is_set():
         failed.append("pubsub")
     if failed:
         raise UnavailableError(f"not ready: {', '.join(failed)}")

@@ -17,13 +17,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import cast
 
-import orjson
-
 from shared.db.messages import StoredMessage
 from shared.redis_client import RedisClient
 from shared.redis_keys import RECENT_TTL_MS, RedisKeys
 from shared.scripts import ImportScripts
-from shared.wire import stored_message_json
+from shared.wire import stored_message_frame
 
 # Ingest entries read per call when collecting the ids not yet persisted.
 _INGEST_PAGE = 10_000
@@ -111,7 +109,7 @@ async def seed_recent(
     message came first. Returns whether it wrote them."""
     args: list[str | int | bytes] = [message_count, maxlen, RECENT_TTL_MS]
     for message in messages:
-        args += [message.seq, orjson.dumps(stored_message_json(message))]
+        args += [message.seq, stored_message_frame(message)]
     written = await scripts.recent(
         keys=[keys.channel_recent(channel_id), keys.channel_seq(channel_id)], args=args
     )

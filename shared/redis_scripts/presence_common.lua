@@ -22,7 +22,7 @@ local node_id = ARGV[6]
 -- ARGV[7..]: user ids, for the scripts that take them.
 local FIRST_USER_ARG = 7
 
--- gateway/broker.py hands payloads with this prefix to the hub as event frames.
+-- gateway/channel_topics.py hands payloads with this prefix to the hub as event frames.
 local EVENT_PREFIX = '!presence '
 -- Bounds one script's work; what is left is swept by the next call.
 local SWEEP_LIMIT = 1000

@@ -44,7 +44,7 @@ elseif before >= 0 then
   good = before
 end
 if good < after then
-  -- A control event (see gateway/broker.py): it starts with '!', which no frame does.
+  -- A control event (see gateway/control_events.py): it starts with '!', which no frame does.
   redis.call(publish_command, topic, '!{"event":"channel_rewound","after_seq":' .. int(good)
     .. ',"seq":' .. int(after) .. '}')
 end

@@ -1,13 +1,30 @@
--- Send one chat message atomically, in one round trip and one cluster slot:
--- dedupe on client_id -> counter checks -> rate limit -> message id and next seq
--- -> recent history -> ingest stream (the durable hand-off) -> publish the
--- finished frame.
+-- Send one message (or another event that takes a seq) atomically, in one round
+-- trip and one cluster slot: dedupe on client_id -> counter checks -> rate limit
+-- -> message id and next seq -> recent history -> ingest stream (the durable
+-- hand-off) -> publish the finished frame.
 -- Replies: {'ok', id, seq, ms[, count]} | {'dup', id, seq, ms} | {'rate', retry_ms}
 --        | {'noseq'} | {'behind', counter}; for a change of a message (an edit, a
 --        delete, a reaction: message_state.lua, put in front of this file) also
 --        {'gone'} | {'noseed'} | {'full'} | {'same', count}, and a reaction's count.
 -- Every check comes before the first write, and no write can fail once one has
 -- been made: a refused send changes nothing, so it never spends a seq.
+--
+-- KEYS: 1 the channel's seq counter, 2 its recent-history stream, 3 its
+-- partition's ingest stream, 4 its id clock, 5 its pub/sub topic, 6 the user's
+-- rate counter in the channel, 7 the message's dedupe key.
+-- ARGV: 1 rate limit (messages per window, 0 = none), 2 rate window (ms),
+-- 3 dedupe TTL (s), 4 recent-history length (0 = none), 5 recent-history TTL
+-- (ms), 6 partition, 7 PUBLISH or SPUBLISH, 8 channel_id, 9 user_id, 10 kind
+-- (the frame's `type` and the ingest entry's `kind`: "message" for a chat
+-- message), 11 client_id ("" = none), 12 body (JSON object text), 13 tail,
+-- 14 floor (the highest seq the gateway knows exists in the channel),
+-- 15 target_id ("" = none: a reply's parent, or the message a change changes);
+-- a change of a message has KEYS[8] and ARGV[16..20] (message_state.lua).
+-- The frame published and kept in the recent stream (field `f`) is
+--   {"type":<kind>,"id":<id>,"seq":<seq>,"created_at":"<ISO-8601 UTC, ms>",<tail>
+-- where tail is the rest of the JSON object (shared/wire.py `message_tail`).
+-- The ingest entry: id, channel_id, seq, user_id, client_id, body, ts (ms), kind,
+-- and target_id when there is one.
 -- The keys and arguments that every send of one user to one channel shares come
 -- first, so a gateway can encode them once per socket; the message's own last.
 local seq_key = KEYS[1]
@@ -27,13 +44,11 @@ local partition = tonumber(ARGV[6])
 local publish_command = ARGV[7]
 local channel_id = ARGV[8]
 local user_id = ARGV[9]
-local client_id = ARGV[10]
-local body = ARGV[11]
-local tail = ARGV[12]
-local floor = tonumber(ARGV[13])
--- The frame's `type` and the ingest entry's `kind`: 'message' for a chat message,
--- or the event's (message_state.lua binds ARGV[15..20]).
-local kind = ARGV[14] or 'message'
+local kind = ARGV[10]
+local client_id = ARGV[11]
+local body = ARGV[12]
+local tail = ARGV[13]
+local floor = tonumber(ARGV[14])
 
 -- Message ids: ms since 2024-01-01 << 12 | partition (7 bits) << 5 | counter (5 bits).
 -- 53 bits in all, so JavaScript clients read them exactly, and they sort like created_at.

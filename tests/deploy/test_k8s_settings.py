@@ -112,13 +112,32 @@ def test_ingress_timeouts_outlast_the_heartbeat(overlay: Manifest) -> None:
 def test_secret_keys_used_are_in_the_example(overlay: Manifest) -> None:
     example_name = SECRET_EXAMPLE["metadata"]["name"]
     example_keys = set(SECRET_EXAMPLE["stringData"])
+    # An optional key (JWT_SECRET_PREVIOUS) is commented out in the example, as
+    # an empty value would be refused: the example still has to name it.
+    example_text = (K8S / "base" / "secret.example.yaml").read_text()
     for workload in app_workloads(overlay):
         for spec in pod_spec(workload)["containers"]:
             for variable in spec.get("env", []):
                 ref = variable.get("valueFrom", {}).get("secretKeyRef")
                 if ref is not None:
                     assert ref["name"] == example_name
-                    assert ref["key"] in example_keys
+                    if ref.get("optional"):
+                        assert f"# {ref['key']}: " in example_text
+                    else:
+                        assert ref["key"] in example_keys
+
+
+def test_gateways_take_the_previous_key_during_a_rotation(overlay: Manifest) -> None:
+    _, gateway = _gateway(overlay)
+    refs = {
+        variable["name"]: variable.get("valueFrom", {}).get("secretKeyRef")
+        for variable in gateway.get("env", [])
+    }
+    assert refs["JWT_SECRET_PREVIOUS"] == {
+        "name": SECRET_EXAMPLE["metadata"]["name"],
+        "key": "JWT_SECRET_PREVIOUS",
+        "optional": True,
+    }
 
 
 def test_only_gateways_get_the_jwt_secret(overlay: Manifest) -> None:

@@ -13,7 +13,8 @@ from http import HTTPStatus
 
 from aiohttp import web
 
-from gateway.websocket import Sockets, WebSocket, check_upgrade, text_frame
+from gateway.sockets import Sockets, check_upgrade
+from gateway.websocket import WebSocket, text_frame
 from shared.settings import Settings
 
 ECHO_SOCKETS = web.AppKey("ECHO_SOCKETS", Sockets)

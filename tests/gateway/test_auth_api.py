@@ -128,6 +128,22 @@ async def test_go_bcrypt_hash_logs_in_and_is_upgraded_to_argon2id(
     assert stored.startswith("$argon2id$")
 
 
+@pytest.mark.parametrize("stored", ["plain text", "$unknown$abc", "$2a$04$short", ""])
+async def test_a_stored_hash_in_no_known_format_refuses_login_without_a_500(
+    gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool, stored: str
+) -> None:
+    await pg_pool.execute(
+        "INSERT INTO users (name, username, email, password) VALUES ('Odd', 'odd', 'o@x.io', $1)",
+        stored,
+    )
+    response = await gateway.post(
+        "/api/v1/auth/login", json={"identity": "odd", "password": "plain text"}
+    )
+    assert await error_of(response) == (401, "invalid_credentials")
+    # Nothing was rewritten: a reset is what lets the account in.
+    assert await pg_pool.fetchval("SELECT password FROM users WHERE username = 'odd'") == stored
+
+
 async def test_passwords_are_stored_as_argon2id(
     gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool
 ) -> None:

@@ -96,7 +96,7 @@ async def test_redis_outage_refuses_sends_keeps_sockets_and_resumes(
     assert [(await receive_until(ws_bob, "message"))["seq"] for _ in range(2)] == [1, 2]
 
     own_valkey.stop()
-    with _request_ids_logged("gateway.broker") as logged:
+    with _request_ids_logged("gateway.sender") as logged:
         await ws_alice.send_str('{"type": "text", "content": "lost?", "client_id": "x-1"}')
         refused = await receive_until(ws_alice, "error")
     assert refused["code"] == "unavailable"

@@ -10,8 +10,10 @@ import hiredis
 import pytest
 from redis.asyncio import Redis
 
-from gateway.broker import Broker
 from gateway.pipelined_redis import PipelinedRedis
+from gateway.sender import Sender
+from gateway.seq_floors import SeqFloors
+from shared.redis_keys import RedisKeys
 from shared.scripts import register_scripts
 
 
@@ -33,10 +35,13 @@ async def test_encoded_send_equals_the_packed_command(
     settings = make_settings(ws_message_rate=20, redis_partitions=16)
     redis = Redis.from_url(redis_url)
     scripts = register_scripts(redis)
-    broker = Broker(settings, redis, PipelinedRedis(redis_url, timeout=5), scripts, pg_pool)
+    keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
+    seq_floors = SeqFloors(settings, redis, scripts, pg_pool, keys)
+    sends = PipelinedRedis(redis_url, timeout=5)
+    sender = Sender(settings, sends, scripts, keys, seq_floors)
     try:
-        route = broker.route(channel_id=123_456, user_id=987)
-        pending = broker.start_send(route, client_id=client_id, body=body, tail=b'"tail":1}')
+        route = sender.route(channel_id=123_456, user_id=987)
+        pending = sender.start(route, client_id=client_id, body=body, tail=b'"tail":1}')
         if pending.first is not None:
             pending.first.cancel()  # no connection was up; nothing was sent
 
@@ -46,9 +51,10 @@ async def test_encoded_send_equals_the_packed_command(
         )
         assert pending.encoded_evalsha() == expected
         assert keys[-1].endswith(f":dedupe:123456:987:{client_id or '-'}")
-        # The user's and the message's own, the channel's floor (none known here), the
-        # frame's kind and the target (none: not a reply).
-        assert args[-7:] == [987, client_id or "", body, b'"tail":1}', 0, b"message", ""]
+        # The user's and the message's own, the channel's floor (none known here), and
+        # the target (none: not a reply).
+        assert args[-7:] == [987, "message", client_id or "", body, b'"tail":1}', 0, ""]
     finally:
-        await broker.aclose()
+        sends.close()
+        await seq_floors.aclose()
         await redis.aclose()

@@ -11,12 +11,15 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import orjson
 import pytest
 from redis.asyncio import Redis
 
-from gateway.broker import Broker, PendingSend
+from gateway.sender import PendingSend, Sender
+from gateway.seq_floors import SeqFloors
 from shared.redis_keys import RedisKeys
 from shared.scripts import Scripts, register_scripts
+from shared.wire import frame_id, frame_seq
 from tests.gateway.api_client import connect, receive_until, room, send_texts
 from tests.gateway.conftest import MakeGateway
 
@@ -38,11 +41,13 @@ async def _pending(
     """One send's keys and arguments, built as the gateway builds them."""
     settings = make_settings(ws_message_rate=_RATE_LIMIT)
     scripts = register_scripts(redis)
-    broker = Broker(settings, redis, redis, scripts, pg_pool)
-    route = broker.route(_CHANNEL_ID, _USER_ID)
-    pending = broker.start_send(route, client_id="c-1", body=b'{"type":"text"}', tail=b"}")
+    keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
+    sender = Sender(
+        settings, redis, scripts, keys, SeqFloors(settings, redis, scripts, pg_pool, keys)
+    )
+    route = sender.route(_CHANNEL_ID, _USER_ID)
+    pending = sender.start(route, client_id="c-1", body=b'{"type":"text"}', tail=b"}")
     pending.floor = floor
-    await broker.aclose()
     return scripts, pending
 
 
@@ -116,3 +121,32 @@ async def test_a_counter_behind_the_recent_stream_spends_no_seq(
     while not seen or seen[-1] < 6:
         seen.append((await receive_until(ws_alice, "message"))["seq"])
     assert seen == [1, 2, 3, 4, 5, 6]
+
+
+async def test_the_kind_is_the_frame_type_and_the_ingest_entry_kind(
+    make_settings: Any, redis: Redis, pg_pool: asyncpg.Pool[asyncpg.Record]
+) -> None:
+    """Events that take a seq in the channel's order (edits, reactions) go through
+    the same script: `kind` names the frame's `type` and the ingest entry's `kind`,
+    and the gateway still reads the frame's id and seq from its head."""
+    settings = make_settings(ws_message_rate=_RATE_LIMIT)
+    scripts = register_scripts(redis)
+    keys = RedisKeys(settings.redis_key_prefix, settings.redis_partitions)
+    seq_floors = SeqFloors(settings, redis, scripts, pg_pool, keys)
+    sender = Sender(settings, redis, scripts, keys, seq_floors)
+    await redis.set(keys.channel_seq(_CHANNEL_ID), 3)
+    route = sender.route(_CHANNEL_ID, _USER_ID)
+    pending = sender.start(
+        route, client_id=None, body=b'{"type":"text"}', tail=b'"x":1}', kind="message_edited"
+    )
+
+    result = await sender.finish(pending)
+
+    [(_, recent)] = await redis.xrange(keys.channel_recent(_CHANNEL_ID))
+    frame = recent[b"f"]
+    assert frame.startswith(b'{"type":"message_edited","id":%d,"seq":4,' % result.message_id)
+    assert (frame_id(frame), frame_seq(frame)) == (result.message_id, 4)
+    assert orjson.loads(frame)["x"] == 1
+    [(_, entry)] = await redis.xrange(keys.ingest_stream_of(_CHANNEL_ID))
+    assert entry[b"kind"] == b"message_edited"
+    await seq_floors.aclose()

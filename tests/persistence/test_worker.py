@@ -326,6 +326,26 @@ async def test_malformed_entry_is_dead_lettered_at_once(
     assert all(reason.startswith(b"malformed entry") for reason in reasons)
 
 
+async def test_an_entry_is_a_message_without_a_kind_or_with_kind_message_only(
+    make_settings: MakeSettings, pg_pool: asyncpg.Pool, redis: aioredis.Redis
+) -> None:
+    """Entries written before send.lua had `kind` are messages; an event without the
+    message it changes (`target_id`) cannot be applied, so it is dead-lettered, not
+    stored as a message (events with one: tests/persistence/test_message_changes.py)."""
+    settings = make_settings(redis_partitions=1)
+    sender = await make_sender(pg_pool, redis, settings, channels=1)
+    channel_id = sender.channel_ids[0]
+    await sender.send(channel_id)  # no kind field
+    message_id = await sender.send(channel_id, kind=b"message")
+    await sender.send(channel_id, kind=b"reaction")
+
+    assert await Worker(settings, redis=redis, pool=pg_pool).run_until_idle() == 2
+
+    assert await stored_ids(pg_pool) == [*sender.sent, message_id]
+    dead = await redis.xrange(sender.keys.dead_letters(0))
+    assert [fields[b"kind"] for _, fields in dead] == [b"reaction"]
+
+
 async def test_postgres_connection_lost_mid_write_loses_nothing(
     make_settings: MakeSettings,
     pg_pool: asyncpg.Pool,
