@@ -22,7 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.api import auth, channels, health, me, messages, openapi, users
+from gateway.api import auth, channels, health, me, messages, openapi, search, users, webapp
 from gateway.app_keys import (
     BACKLOG,
     CONTROL_EVENTS,
@@ -34,6 +34,7 @@ from gateway.app_keys import (
     PASSWORDS,
     PG_POOL,
     PRESENCE,
+    READ_LIMITS,
     READINESS,
     REDIS,
     SCRIPTS,
@@ -41,6 +42,7 @@ from gateway.app_keys import (
     SENDS,
     SETTINGS,
     SOCKETS,
+    SUBSCRIBE_LIMITS,
     TOPICS,
     Readiness,
 )
@@ -82,6 +84,8 @@ def create_app(settings: Settings) -> web.Application:
     app[READINESS] = Readiness()
     app[METRICS] = GatewayMetrics()
     app[MESSAGE_LIMITS] = BudgetLimits.from_settings(settings)
+    app[SUBSCRIBE_LIMITS] = BudgetLimits.of_frames(settings, settings.ws_subscribe_rate)
+    app[READ_LIMITS] = BudgetLimits.of_frames(settings, settings.ws_read_rate)
     app[SOCKETS] = Sockets(
         max_size=settings.ws_max_frame_bytes,
         max_fragments=settings.ws_max_fragments,
@@ -106,6 +110,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/api/v1/chat/{channel_id}", chat_socket)
     app.router.add_get("/api/v1/ws", mux_socket)
+    webapp.add_routes(app)  # same origin as the API: no CORS for the page's own calls
     # Ids in REST paths match digits only, so `GET /api/v1/channels/join` is the
     # POST-only resource answering 405, not channel "join" answering 422.
     rest = [
@@ -133,6 +138,7 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_get(_MESSAGE + "/replies", messages.list_message_replies),
         app.router.add_put("/api/v1/channels/{id:[0-9]+}/read", channels.mark_channel_read),
         app.router.add_get("/api/v1/me/channels", me.list_my_channels),
+        app.router.add_get("/api/v1/search", search.search),
     ]
     _enable_cors(app, settings, rest)
 

@@ -60,6 +60,9 @@ BACKLOG = web.AppKey("BACKLOG", Backlog)
 METRICS = web.AppKey("METRICS", GatewayMetrics)
 # Each chat socket's local message budget; None when WS_MESSAGE_RATE is 0.
 MESSAGE_LIMITS: web.AppKey[BudgetLimits | None] = web.AppKey("MESSAGE_LIMITS")
+# Each multiplexed socket's budgets of subscribes and of read frames; None when off.
+SUBSCRIBE_LIMITS: web.AppKey[BudgetLimits | None] = web.AppKey("SUBSCRIBE_LIMITS")
+READ_LIMITS: web.AppKey[BudgetLimits | None] = web.AppKey("READ_LIMITS")
 PASSWORDS = web.AppKey("PASSWORDS", PasswordHasher)
 READINESS = web.AppKey("READINESS", Readiness)
 OPENAPI = web.AppKey("OPENAPI", OpenApiDocument)

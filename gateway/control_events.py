@@ -1,9 +1,11 @@
 """Control events: what a channel's topic carries besides message frames.
 
-Publishing: a member removed, a user's tokens revoked, a read marker moved, a
-user typing (`ControlEvents`). Other publishers are Lua scripts: a channel's
-counter raised (`shared/redis_scripts/raise_seq.lua`, `channel_rewound`) and
-presence (`presence_common.lua`, `!presence ` and the finished frame).
+Publishing: a member removed, a user's tokens revoked, a read marker moved
+(`ControlEvents`). Other publishers are Lua scripts: a user typing
+(`gateway.typing_indicators`, `typing.lua`, which limits it per user and
+channel), a channel's counter raised (`shared/redis_scripts/raise_seq.lua`,
+`channel_rewound`) and presence (`presence_common.lua`, `!presence ` and the
+finished frame).
 
 Handling: `handle_control_event` turns one that arrived on a channel's topic
 into what the hub does with it (close a user's sockets, hand an event frame to
@@ -26,7 +28,6 @@ from gateway.seq_floors import SeqFloors
 from shared.errors import CloseCode, UnavailableError
 from shared.redis_keys import RedisKeys
 from shared.seq_counter import CHANNEL_REWOUND
-from shared.wire import TYPING_EXPIRES_MS
 
 if TYPE_CHECKING:
     from gateway.channel_topics import Deliveries
@@ -69,10 +70,6 @@ class ControlEvents:
         the tokens they were opened with are revoked."""
         await self._publish(channel_ids, "tokens_revoked", user_id)
 
-    async def publish_typing(self, channel_id: int, user_id: int) -> None:
-        """Tell every node's event-taking sockets in the channel that `user_id` types."""
-        await self._publish([channel_id], "typing", user_id, expires_in_ms=TYPING_EXPIRES_MS)
-
     async def publish_read(self, channel_id: int, user_id: int, last_read_seq: int) -> None:
         """Tell every node that `user_id`'s read marker in the channel is now `last_read_seq`."""
         await self._publish([channel_id], "read", user_id, last_read_seq=last_read_seq)
@@ -85,8 +82,7 @@ class ControlEvents:
 
         Raises UnavailableError.
         """
-        body = {"event": event, "user_id": user_id, **fields}
-        payload = CONTROL_PREFIX + orjson.dumps(body)
+        payload = control_payload(event, user_id, **fields)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for channel_id in channel_ids:
@@ -98,6 +94,12 @@ class ControlEvents:
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise UnavailableError() from exc
+
+
+def control_payload(event: str, user_id: int, **fields: int) -> bytes:
+    """A control event as published on a channel's topic (and read by
+    `handle_control_event`); also what `gateway.typing_indicators`' script publishes."""
+    return CONTROL_PREFIX + orjson.dumps({"event": event, "user_id": user_id, **fields})
 
 
 def handle_control_event(

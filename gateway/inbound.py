@@ -151,12 +151,18 @@ class Inbound:
 
     # --- sends ------------------------------------------------------------------
 
-    def _spend(self, budget: MessageBudget | None, started: float, channel_id: int | None) -> bool:
-        """Take one message from `budget`; False (refused here, so Redis never
-        sees it) when it is spent."""
+    def _spend(
+        self,
+        budget: MessageBudget | None,
+        started: float,
+        channel_id: int | None,
+        what: str = "messages",
+    ) -> bool:
+        """Take one frame from `budget`; False (refused here, so Redis never
+        sees it) when it is spent. `what` names the frames in the refusal."""
         if budget is None or budget.spend(started):
             return True
-        self._over_budget(budget, started, channel_id)
+        self._over_budget(budget, started, channel_id, what)
         return False
 
     def _begin_send(
@@ -240,9 +246,11 @@ class Inbound:
             )
         )
 
-    def _over_budget(self, budget: MessageBudget, now: float, channel_id: int | None) -> None:
+    def _over_budget(
+        self, budget: MessageBudget, now: float, channel_id: int | None, what: str
+    ) -> None:
         retry_after, close = budget.refuse(now)
-        exc = RateLimitedError("Too many messages, slow down", retry_after=retry_after)
+        exc = RateLimitedError(f"Too many {what}, slow down", retry_after=retry_after)
         if not close:
             self._rejected(exc, channel_id)
             return
@@ -258,7 +266,7 @@ class Inbound:
             exc.retry_after,
             channel_id=channel_id if self.channel_tag else None,
         )
-        self.out.close(exc.close_code, "too many messages", last_frame=frame)
+        self.out.close(exc.close_code, f"too many {what}", last_frame=frame)
 
     def _drop_inbox(self) -> None:
         self._inbox.clear()

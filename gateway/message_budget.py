@@ -14,6 +14,11 @@ a frame, and Redis's, which opens and ends the window when the script runs.
 A socket refused more than `WS_MESSAGE_RATE_CLOSE_AFTER` times within about
 a window (the count decays at that many per window) is closed with 4429.
 
+The multiplexed socket keeps two more buckets of the same kind
+(`BudgetLimits.of_frames`): one for `subscribe` frames (each costs a
+PostgreSQL query and a Redis read) and one for `read` frames (each a
+PostgreSQL write), refused and closed the same way.
+
 A frame costs a few float operations here; nothing else: no task, no timer.
 """
 
@@ -37,11 +42,26 @@ class BudgetLimits:
     def from_settings(cls, settings: Settings) -> BudgetLimits | None:
         """None when `WS_MESSAGE_RATE` is 0 (no limit at all)."""
         rate, window = settings.ws_message_rate, settings.ws_message_rate_window_seconds
+        return cls._of(settings, 2.0 * rate + 1.0, rate, window)
+
+    @classmethod
+    def of_frames(cls, settings: Settings, rate: int) -> BudgetLimits | None:
+        """A multiplexed socket's budget of `rate` subscribes (or read frames) per
+        `WS_FRAME_RATE_WINDOW_SECONDS`, after a first burst of `WS_MAX_SUBSCRIPTIONS`
+        more: a new socket may subscribe (or mark read) every channel it may hold at
+        once. None when `rate` is 0."""
+        capacity = float(settings.ws_max_subscriptions + rate)
+        return cls._of(settings, capacity, rate, settings.ws_frame_rate_window_seconds)
+
+    @classmethod
+    def _of(
+        cls, settings: Settings, capacity: float, rate: int, window: int
+    ) -> BudgetLimits | None:
         if not rate:
             return None
         close_after = settings.ws_message_rate_close_after
         return cls(
-            capacity=2.0 * rate + 1.0,
+            capacity=capacity,
             refill_per_second=rate / window,
             close_after=float(close_after),
             strike_decay_per_second=close_after / window,

@@ -40,8 +40,18 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-# Probes and the liveness page must never be throttled.
-UNLIMITED_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+# Probes and the liveness page must never be throttled. Nor the web client's
+# static files: they cost no storage, and a page's dozen files would otherwise
+# spend a client's whole window before it could sign in.
+UNLIMITED_PATHS = frozenset({"/", "/healthz", "/readyz", "/metrics", "/app"})
+_UNLIMITED_PREFIX = "/app/"
+
+
+def is_unlimited(path: str) -> bool:
+    """Whether requests to `path` are outside the HTTP rate limit."""
+    return path in UNLIMITED_PATHS or path.startswith(_UNLIMITED_PREFIX)
+
+
 # aiohttp's own refusals, in the envelope. aiohttp-cors answers a refused
 # preflight (no Origin, or one not allowed) with 403.
 _HTTP_ERRORS: dict[int, type[AppError]] = {
@@ -152,11 +162,19 @@ class _RateLimitState:
     redis_down_logged = False
 
 
+def _route_path(request: web.Request) -> str:
+    """The path of the route that matched (`/app/js/{module}`), not the one sent: a path
+    that only starts like an unlimited one (`/app/../api/...`) must not escape the limit.
+    A request no route matched has no path here, so it is counted."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else ""
+
+
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     limit = settings.rate_limit_requests
-    if limit == 0 or request.path in UNLIMITED_PATHS or request.method == "OPTIONS":
+    if limit == 0 or is_unlimited(_route_path(request)) or request.method == "OPTIONS":
         return await handler(request)
     window_ms = settings.rate_limit_window_seconds * 1000
     window = int(time.time() * 1000) // window_ms

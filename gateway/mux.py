@@ -27,11 +27,17 @@ JSON object with `type`, handled in the order they arrive (`gateway.inbound`):
   checked first.
 - `read` marks the channel read (`gateway.read_markers.mark_read`, the REST
   route's rules); no subscription needed.
-- `typing` requires a subscription, relays at most one per
-  `WS_TYPING_INTERVAL_SECONDS` per channel (the rest are dropped silently) as
-  a control event on the channel's topic, which every gateway delivers to the
-  channel's event-taking sockets (`Hub.deliver_event`), the typer's own
-  included, as a `typing` frame with `expires_in_ms`.
+- `subscribe` and `read` frames each spend from a budget of the socket's
+  (`gateway.message_budget`, `WS_SUBSCRIBE_RATE` and `WS_READ_RATE`) before
+  they cost anything: over it, a `rate_limited` error frame; a socket that
+  keeps going over is closed with 4429, as for sends.
+- `typing` requires a subscription, and is relayed at most once per
+  `WS_TYPING_INTERVAL_SECONDS` per user and channel, across the user's
+  sockets and gateways (`gateway.typing_indicators`; the rest are dropped
+  silently, a socket's own refreshes before they reach Redis), as a control
+  event on the channel's topic, which every gateway delivers to the channel's
+  event-taking sockets (`Hub.deliver_event`), the typer's own included, as a
+  `typing` frame with `expires_in_ms`.
 
 A user removed from a channel loses that subscription with a `not_a_member`
 error frame; the socket stays open. A revoked token closes the socket (4401).
@@ -41,18 +47,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from aiohttp import web
 
 from gateway.api.docs import Auth, documented
 from gateway.app_keys import (
     BACKLOG,
-    CONTROL_EVENTS,
     HUB,
     PRESENCE,
+    READ_LIMITS,
     SENDER,
     SETTINGS,
     SOCKETS,
+    SUBSCRIBE_LIMITS,
     TOPICS,
 )
 from gateway.auth import TokenClaims
@@ -80,6 +88,7 @@ from gateway.outbox import Outbox
 from gateway.read_markers import mark_read
 from gateway.sender import SendRoute
 from gateway.sockets import check_upgrade
+from gateway.typing_indicators import relay_typing
 from shared.errors import (
     AppError,
     CloseCode,
@@ -170,7 +179,7 @@ class _Subscription(Connection):
 class _MuxSocket(Inbound):
     channel_tag = True
 
-    __slots__ = ("_claims", "_leaving", "_streams")
+    __slots__ = ("_claims", "_leaving", "_reads", "_streams", "_subscribes")
 
     def __init__(
         self, claims: TokenClaims, out: Outbox, author: bytes, app: web.Application
@@ -179,14 +188,24 @@ class _MuxSocket(Inbound):
         self._claims = claims
         self._streams: dict[int, _Subscription] = {}
         self._leaving: set[asyncio.Task[None]] = set()
+        # In front of what each subscribe (PostgreSQL, Redis) and read (a PostgreSQL
+        # write) costs: a flood is refused before it reaches either.
+        now = time.perf_counter()
+        subscribes, reads = app[SUBSCRIBE_LIMITS], app[READ_LIMITS]
+        self._subscribes = None if subscribes is None else MessageBudget(subscribes, now)
+        self._reads = None if reads is None else MessageBudget(reads, now)
 
     def _start(self, payload: bytes, started: float) -> Step:
         check_size(payload, self.app)
         frame = parse_json(MUX_FRAME, payload)
         channel_id = frame.channel_id
         if isinstance(frame, SubscribeFrame):
+            if not self._spend(self._subscribes, started, channel_id, "subscribes"):
+                return None
             return self._subscribe(frame)
         if isinstance(frame, ReadFrame):
+            if not self._spend(self._reads, started, channel_id, "read frames"):
+                return None
             return self._read(frame)
         sub = self._streams.get(channel_id)
         if frame.type == "unsubscribe":
@@ -290,7 +309,7 @@ class _MuxSocket(Inbound):
 
     async def _publish_typing(self, channel_id: int) -> None:
         try:
-            await self.app[CONTROL_EVENTS].publish_typing(channel_id, self._claims.user_id)
+            await relay_typing(self.app, channel_id, self._claims.user_id)
         except AppError as exc:
             self._rejected(exc, channel_id)
 

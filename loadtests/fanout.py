@@ -1,7 +1,11 @@
 """The fan-out benchmark: drive the real stack and the baselines, print side-by-side figures.
 
-    python -m loadtests.fanout --scenario small-channels [--target ours|naive|socketio|all]
+    python -m loadtests.fanout --scenario small-channels [--target ours|mux|naive|socketio|all]
                                [--runs 3] [--duration S] [--json]
+
+`--target` also takes a comma-separated list: `--target ours,mux` measures
+the per-channel socket and the multiplexed one (each user one socket
+subscribed to `--channels-per-user` channels) on the same users.
 
 Starts everything itself in a temporary folder: Valkey and PostgreSQL (from
 the embedded wheels), then for each target its server processes (ours: two
@@ -36,7 +40,9 @@ from loadtests.stack import BenchStack, Service, rss_kb
 from loadtests.wsclient import SocketSpec
 
 SCENARIOS = ("small-channels", "big-channel", "saturation", "idle", "persistence")
-TARGETS = ("ours", "naive", "socketio")
+TARGETS = ("ours", "mux", "naive", "socketio")
+# What `--target all` runs: ours and the baselines (add `mux` with a list).
+_ALL = ("ours", "naive", "socketio")
 _BASELINE_MODULES = {
     "naive": "loadtests.baselines.naive",
     "socketio": "loadtests.baselines.socketio_server",
@@ -52,7 +58,8 @@ class Target:
 
     @property
     def ours(self) -> bool:
-        return self.name == "ours"
+        """Our stack, through either socket."""
+        return self.name in ("ours", "mux")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +82,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m loadtests.fanout", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--scenario", choices=SCENARIOS, required=True)
-    parser.add_argument("--target", choices=(*TARGETS, "all"), default="ours")
+    parser.add_argument(
+        "--target",
+        type=_target_names,
+        default=("ours",),
+        help=f"one of {', '.join(TARGETS)} or all, or a comma-separated list",
+    )
     parser.add_argument("--runs", type=int, default=3, help="runs per target (median reported)")
     parser.add_argument("--duration", type=float, help="seconds of sending per (saturation) step")
     parser.add_argument("--rate", type=float, help="messages sent per second, all senders")
@@ -83,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--members", type=int, help="members (sockets) per channel")
     parser.add_argument("--senders-per-channel", type=int, help="members of a channel that send")
     parser.add_argument("--connections", type=int, default=5000, help="idle: sockets to open")
+    parser.add_argument(
+        "--channels-per-user",
+        type=int,
+        default=20,
+        help="with the mux target: channels each user is in (one multiplexed socket each;"
+        " the per-channel target then opens one socket per channel for the same users)",
+    )
     parser.add_argument("--messages", type=int, default=50_000, help="persistence: backlog size")
     parser.add_argument("--start-rate", type=float, default=1000, help="saturation: first rate")
     parser.add_argument("--step-factor", type=float, default=1.5, help="saturation: rate factor")
@@ -119,13 +138,21 @@ def _shape(args: argparse.Namespace) -> Shape:
     return Shape(channels, members, min(senders, members))
 
 
-def _targets(name: str) -> list[Target]:
+def _target_names(text: str) -> tuple[str, ...]:
+    names = _ALL if text == "all" else tuple(text.split(","))
+    unknown = [name for name in names if name not in TARGETS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown target {','.join(unknown) or text!r}")
+    return names
+
+
+def _targets(names: tuple[str, ...]) -> list[Target]:
     configs = {
         "ours": GeneratorConfig("ws", check_seq=True, client_ids=True, nonce=""),
+        "mux": GeneratorConfig("mux", check_seq=True, client_ids=True, nonce=""),
         "naive": GeneratorConfig("ws", check_seq=False, client_ids=False, nonce=""),
         "socketio": GeneratorConfig("sio", check_seq=False, client_ids=False, nonce=""),
     }
-    names = TARGETS if name == "all" else (name,)
     return [Target(n, configs[n]) for n in names]
 
 
@@ -139,9 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     open_files = raise_open_files_limit()
     targets = _targets(args.target)
-    if args.scenario == "persistence" and any(not t.ours for t in targets):
+    if args.scenario == "persistence" and any(t.name != "ours" for t in targets):
         _progress("persistence: the baselines store nothing; measuring ours only")
-        targets = [t for t in targets if t.ours]
+        targets = [t for t in targets if t.name == "ours"]
     shape = _shape(args)
     if args.scenario == "idle":
         cap = (open_files - _FD_RESERVE) * min(args.gen_procs, args.gateways)
@@ -183,17 +210,26 @@ def _run_all(
     with BenchStack(database_url=args.database_url, redis_url=args.redis_url) as stack:
         assert stack.database_url is not None
         population = Population(stack.database_url, stack.jwt_secret)
+        # With the mux target every target of ours shares users in many channels each.
+        users = None
+        if any(target.name == "mux" for target in targets):
+            users = max(shape.members, shape.connections // max(args.channels_per_user, 1))
         for run in range(1, args.runs + 1):
             for target in targets:
                 _progress(f"run {run}/{args.runs}: {args.scenario} against {target.name}")
-                result = _run_once(stack, population, target, shape, args)
+                result = _run_once(stack, population, target, shape, args, users)
                 runs[target.name].append(result)
                 _progress(f"run {run}/{args.runs}: {target.name}: {measure.headline(result)}")
     return runs
 
 
 def _run_once(
-    stack: BenchStack, population: Population, target: Target, shape: Shape, args: Any
+    stack: BenchStack,
+    population: Population,
+    target: Target,
+    shape: Shape,
+    args: Any,
+    users: int | None,
 ) -> dict[str, Any]:
     nonce = secrets.token_hex(4)
     config = GeneratorConfig(
@@ -206,7 +242,7 @@ def _run_once(
             servers = stack.start_gateways(args.gateways, key_prefix)
             if args.scenario != "persistence":
                 worker = stack.start_worker(key_prefix)
-            channels = population.channels(shape.channels, shape.members)
+            channels = population.channels(shape.channels, shape.members, users=users)
         else:
             module = _BASELINE_MODULES[target.name]
             extra = ["--channel", f"socketio-{nonce}"] if target.name == "socketio" else []
@@ -214,7 +250,10 @@ def _run_once(
                 extra.append("--uvloop")
             servers = stack.start_baseline(module, args.gateways, extra)
             channels = _synthetic_channels(shape)
-        sockets = _socket_specs(target, channels, servers, shape.senders_per_channel)
+        if target.name == "mux":
+            sockets = _mux_socket_specs(channels, servers, shape.senders_per_channel)
+        else:
+            sockets = _socket_specs(target, channels, servers, shape.senders_per_channel)
         probe = measure.CpuProbe(servers, stack.redis_pid, worker)
         rss_before = sum(rss_kb(server.pid) for server in servers)
         with LoadGenerator(config, sockets, args.gen_procs) as generator:
@@ -229,7 +268,7 @@ def _run_once(
                 "connect_seconds": round(opened["seconds"], 2),
                 "channels": shape.channels,
                 "members_per_channel": shape.members,
-                "senders": sum(1 for s in sockets if s.sender >= 0),
+                "senders": sum(len(s.lanes) for s in sockets),
                 "gateway_rss_before_kb": rss_before,
                 "gateway_rss_connected_kb": rss_connected,
                 "rss_per_connection_kb": round(
@@ -303,6 +342,48 @@ def _socket_specs(
                 )
             )
             sender += sends
+    return specs
+
+
+def _mux_socket_specs(
+    channels: list[ChannelMembers], servers: list[Service], senders: int
+) -> list[SocketSpec]:
+    """One multiplexed socket per user, subscribed to each of the user's channels; the
+    users alternate between the server processes, so every channel spans both.
+
+    A channel's senders are the members that send into the fewest channels so far,
+    so the sending spreads over the users as evenly as the shape allows (4 channels
+    each for 2 senders per channel and 20 channels per user). Taking each channel's
+    first members instead would make a few users the senders of every channel their
+    block of members shares, each socket sending tens of times the rate of the rest.
+    """
+    by_user: dict[int, tuple[Member, list[tuple[int, int]], list[tuple[int, int, int]]]] = {}
+    sender = 0
+    for index, channel in enumerate(channels):
+        for member in channel.members:
+            by_user.setdefault(member.user_id, (member, [], []))[1].append(
+                (index, channel.channel_id)
+            )
+        chosen = sorted(channel.members, key=lambda member: len(by_user[member.user_id][2]))
+        for member in chosen[:senders]:
+            by_user[member.user_id][2].append((index, channel.channel_id, sender))
+            sender += 1
+    specs: list[SocketSpec] = []
+    for position, (member, subscriptions, sends) in enumerate(by_user.values()):
+        server = servers[position % len(servers)]
+        assert server.port is not None
+        path = f"/api/v1/ws?token={member.token}"
+        specs.append(
+            SocketSpec(
+                "127.0.0.1",
+                server.port,
+                path,
+                -1,
+                0,
+                subscriptions=tuple(subscriptions),
+                sends=tuple(sends),
+            )
+        )
     return specs
 
 

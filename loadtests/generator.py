@@ -129,8 +129,9 @@ class _Worker:
                     failures.append(f"{type(exc).__name__}: {exc}")
                     return
                 self.clients.append(client)
-                if spec.sender >= 0:
-                    self.senders.append(client)
+                # Once per channel it sends into: the pacer's round robin gives each
+                # (socket, channel) the same share, and the client takes them in turn.
+                self.senders += [client] * len(spec.lanes)
 
         started = time.monotonic()
         await asyncio.gather(*(open_one(spec) for spec in self.specs))
@@ -168,16 +169,14 @@ class _Worker:
         while (elapsed := time.monotonic() - started) < duration and count < limit:
             # Messages due by now, the first one at once; a late wake-up catches up.
             for _ in range(min(int(elapsed * rate) + 1, limit) - count):
-                client = senders[count % len(senders)]
-                client.send_message(client_ids)
-                sent[client.spec.channel] += 1
+                sent[senders[count % len(senders)].send_message(client_ids)] += 1
                 count += 1
             await asyncio.sleep(_PACE_SECONDS)
         return {"sent": dict(sent), "seconds": time.monotonic() - started}
 
     async def _expect(self, step: int, owed: dict[int, int], limit: float) -> dict[str, Any]:
         tally = self.tally
-        tally.expected = sum(owed.get(client.spec.channel, 0) for client in self.clients)
+        tally.expected = sum(_owed(client, owed) for client in self.clients)
         if tally.received >= tally.expected:
             tally.drained.set()
         with contextlib.suppress(TimeoutError):
@@ -185,7 +184,7 @@ class _Worker:
                 await tally.drained.wait()
         loss = extra = 0
         for client in self.clients:
-            difference = owed.get(client.spec.channel, 0) - client.received
+            difference = _owed(client, owed) - client.received
             loss += max(difference, 0)
             extra += max(-difference, 0)
         return {
@@ -212,6 +211,11 @@ class _Worker:
             client.close()
         # Let the transports send their FINs before the process exits.
         await asyncio.sleep(0)
+
+
+def _owed(client: Client, sent: dict[int, int]) -> int:
+    """Deliveries owed to a socket: one per message sent into each of its channels."""
+    return sum(sent.get(index, 0) for index in client.spec.channel_indices)
 
 
 # --- parent side ----------------------------------------------------------------
@@ -245,7 +249,7 @@ class LoadGenerator:
         shares: list[list[SocketSpec]] = [[] for _ in range(max(1, processes))]
         for index, spec in enumerate(sockets):
             shares[index % len(shares)].append(spec)
-        self._senders = [sum(1 for spec in share if spec.sender >= 0) for share in shares]
+        self._senders = [sum(len(spec.lanes) for spec in share) for share in shares]
         self._pipes: list[Connection] = []
         self._processes: list[multiprocessing.process.BaseProcess] = []
         for number, share in enumerate(shares):

@@ -1,13 +1,17 @@
-"""Locust scenarios for the chat server: a chat (WebSocket) user and a REST user.
+"""Locust scenarios for the chat server: two socket users and a REST user.
 
     locust -f loadtests/locustfile.py --headless -u 50 -r 10 -t 1m --host http://127.0.0.1:4000
 
-`ChatSocketUser` (weight 3) signs up, creates or joins one of a few shared
-rooms, opens the chat socket and sends messages at `LOCUST_WS_RATE` per
-second. Its socket is read by a greenlet, which reports to locust as request
-type `WS`:
+`MuxSocketUser` (weight 3) signs up, creates or joins `LOCUST_ROOMS_PER_USER`
+of a few shared rooms, opens ONE multiplexed socket (`/api/v1/ws`),
+subscribes each room and sends messages at `LOCUST_WS_RATE` per second, into
+its rooms in turn, each after a `typing` frame, as an app would. Its
+requests are of type `MUX`. `ChatSocketUser` (weight 1) is the Go server's
+client: one room, the per-channel chat socket, type `WS`. Each socket is read
+by a greenlet, which reports to locust:
 
 - `connect`: time to open the socket (admission included);
+- `subscribe` (MUX only): a `subscribe` frame -> its `subscribed` frame;
 - `ack`: send -> the sender's ack (the message is durable in Redis);
 - `message`: send -> the sender's own copy of the message arriving;
 - `delivery`: send -> arrival of another user's message, from the send time in
@@ -19,8 +23,9 @@ type `WS`:
 lists channels and reads the room's history, and every tenth visit also
 registers a new account.
 
-Environment knobs: LOCUST_WS_RATE (messages/s per chat user, default 1),
-LOCUST_ROOMS (shared rooms, default 5), LOCUST_ECHO_TIMEOUT (s, default 10),
+Environment knobs: LOCUST_WS_RATE (messages/s per socket user, default 1),
+LOCUST_ROOMS (shared rooms, default 5), LOCUST_ROOMS_PER_USER (rooms of a
+multiplexed socket user, default 3, at most LOCUST_ROOMS), LOCUST_ECHO_TIMEOUT (s, default 10),
 LOCUST_REST_WAIT ("min,max" seconds between REST tasks, default "0.5,2"),
 LOCUST_RUN_ID (prefix of the accounts and rooms, default random per process).
 
@@ -48,6 +53,7 @@ from locust.exception import StopUser
 
 _RUN = os.environ.get("LOCUST_RUN_ID") or secrets.token_hex(3)
 _ROOMS = max(1, int(os.environ.get("LOCUST_ROOMS", "5")))
+_ROOMS_PER_USER = min(_ROOMS, max(1, int(os.environ.get("LOCUST_ROOMS_PER_USER", "3"))))
 _WS_RATE = float(os.environ.get("LOCUST_WS_RATE", "1"))
 _ECHO_TIMEOUT = float(os.environ.get("LOCUST_ECHO_TIMEOUT", "10"))
 _REST_WAIT = [float(part) for part in os.environ.get("LOCUST_REST_WAIT", "0.5,2").split(",")]
@@ -92,9 +98,11 @@ def _sign_up(user: HttpUser) -> tuple[str, str]:
     return account
 
 
-def _enter_room(user: HttpUser, token: str) -> int:
-    """Create or join one of the shared rooms; return its channel id."""
-    number = next(_room_picks) % _ROOMS
+def _enter_room(user: HttpUser, token: str, number: int | None = None) -> int:
+    """Create or join one of the shared rooms (the next in turn, or `number`); return
+    its channel id."""
+    if number is None:
+        number = next(_room_picks) % _ROOMS
     with _rooms_lock:
         if number not in _rooms:
             body = {"name": f"locust-{_RUN}-{number}", "description": "locust room"}
@@ -119,21 +127,36 @@ def _enter_room(user: HttpUser, token: str) -> int:
     return channel_id
 
 
-class ChatSocketUser(HttpUser):
-    """Chats over the WebSocket: sends at a steady rate and times what comes back."""
+class _SocketUser(HttpUser):
+    """Chats over a WebSocket: sends at a steady rate and times what comes back. The
+    socket kinds differ in their path, their frames and the type they report as."""
 
-    weight = 3
+    abstract = True
     wait_time = constant_throughput(_WS_RATE)
+    request_type = "WS"
+
+    def _enter_rooms(self) -> list[int]:
+        raise NotImplementedError
+
+    def _path(self) -> str:
+        raise NotImplementedError
+
+    def _subscribe(self) -> None:
+        """After the socket opened: nothing, or the frames that subscribe its rooms."""
+
+    def _frames(self, client_id: str, content: str) -> list[dict[str, Any]]:
+        raise NotImplementedError
 
     def on_start(self) -> None:
         self.username, self.token = _sign_up(self)
-        self.channel_id = _enter_room(self, self.token)
+        self.channel_ids = self._enter_rooms()
         self.sent = 0
         self.pending_echo: dict[str, float] = {}
         self.pending_ack: dict[str, float] = {}
+        self.pending_subscribe: dict[int, float] = {}
         self.stopping = False
         base = (self.host or "").replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-        url = f"{base.rstrip('/')}/api/v1/chat/{self.channel_id}?token={self.token}"
+        url = f"{base.rstrip('/')}{self._path()}"
         started = time.perf_counter()
         try:
             # No Origin header, like any native client; browsers' origins are checked.
@@ -146,6 +169,7 @@ class ChatSocketUser(HttpUser):
         self._report("connect", started)
         self.ws.settimeout(None)  # reads block the greenlet only; gevent runs the others
         self.reader = gevent.spawn(self._read)
+        self._subscribe()
 
     def on_stop(self) -> None:
         self.stopping = True
@@ -163,13 +187,9 @@ class ChatSocketUser(HttpUser):
         now = time.perf_counter()
         self.pending_echo[client_id] = now
         self.pending_ack[client_id] = now
-        frame = {
-            "type": "text",
-            "content": f"locust {time.time():.6f} {self.sent}",
-            "client_id": client_id,
-        }
         try:
-            self.ws.send(json.dumps(frame))
+            for frame in self._frames(client_id, f"locust {time.time():.6f} {self.sent}"):
+                self.ws.send(json.dumps(frame))
         except (websocket.WebSocketException, OSError) as exc:
             self._report("send", now, exc)
             raise StopUser() from exc
@@ -192,7 +212,9 @@ class ChatSocketUser(HttpUser):
     def _on_frame(self, frame: dict[str, Any], size: int) -> None:
         kind = frame.get("type")
         client_id = frame.get("client_id")
-        if kind == "ack" and client_id in self.pending_ack:
+        if kind == "subscribed" and frame.get("channel_id") in self.pending_subscribe:
+            self._report("subscribe", self.pending_subscribe.pop(frame["channel_id"]))
+        elif kind == "ack" and client_id in self.pending_ack:
             self._report("ack", self.pending_ack.pop(client_id), length=size)
         elif kind == "message" and client_id in self.pending_echo:
             self._report("message", self.pending_echo.pop(client_id), length=size)
@@ -208,7 +230,7 @@ class ChatSocketUser(HttpUser):
             return
         latency_ms = max(0.0, (time.time() - float(parts[1])) * 1000)
         self.environment.events.request.fire(
-            request_type="WS",
+            request_type=self.request_type,
             name="delivery",
             response_time=latency_ms,
             response_length=size,
@@ -228,13 +250,62 @@ class ChatSocketUser(HttpUser):
         self, name: str, started: float, exception: BaseException | None = None, length: int = 0
     ) -> None:
         self.environment.events.request.fire(
-            request_type="WS",
+            request_type=self.request_type,
             name=name,
             response_time=(time.perf_counter() - started) * 1000,
             response_length=length,
             exception=exception,
             context={},
         )
+
+
+class MuxSocketUser(_SocketUser):
+    """An app's user: one multiplexed socket for `LOCUST_ROOMS_PER_USER` rooms."""
+
+    weight = 3
+    request_type = "MUX"
+
+    def _enter_rooms(self) -> list[int]:
+        first = next(_room_picks)
+        return [
+            _enter_room(self, self.token, (first + offset) % _ROOMS)
+            for offset in range(_ROOMS_PER_USER)
+        ]
+
+    def _path(self) -> str:
+        return f"/api/v1/ws?token={self.token}"
+
+    def _subscribe(self) -> None:
+        for channel_id in self.channel_ids:
+            self.pending_subscribe[channel_id] = time.perf_counter()
+            self.ws.send(json.dumps({"type": "subscribe", "channel_id": channel_id}))
+
+    def _frames(self, client_id: str, content: str) -> list[dict[str, Any]]:
+        channel_id = self.channel_ids[self.sent % len(self.channel_ids)]
+        return [
+            {"type": "typing", "channel_id": channel_id},
+            {
+                "type": "send",
+                "channel_id": channel_id,
+                "body": {"type": "text", "content": content},
+                "client_id": client_id,
+            },
+        ]
+
+
+class ChatSocketUser(_SocketUser):
+    """The Go server's client: the per-channel chat socket, one room."""
+
+    weight = 1
+
+    def _enter_rooms(self) -> list[int]:
+        return [_enter_room(self, self.token)]
+
+    def _path(self) -> str:
+        return f"/api/v1/chat/{self.channel_ids[0]}?token={self.token}"
+
+    def _frames(self, client_id: str, content: str) -> list[dict[str, Any]]:
+        return [{"type": "text", "content": content, "client_id": client_id}]
 
 
 class RestUser(HttpUser):

@@ -49,20 +49,25 @@ class Population:
     _users: list[Member] = field(default_factory=list)
     _channels_made: int = 0
 
-    def channels(self, count: int, members: int) -> list[ChannelMembers]:
+    def channels(
+        self, count: int, members: int, *, users: int | None = None
+    ) -> list[ChannelMembers]:
         """`count` new channels with `members` members each, owned by a user who is no member.
 
-        Members are drawn from a pool of at most max(members, 1000) users, so
-        one user belongs to several channels but never twice to one.
+        Members are drawn in turn from a pool of `users` users (by default at most
+        max(members, 1000)), so one user belongs to several channels but never
+        twice to one: with `users` = count * members / k, each user is in k channels.
         """
-        return asyncio.run(self._channels(count, members))
+        return asyncio.run(self._channels(count, members, users))
 
-    async def _channels(self, count: int, members: int) -> list[ChannelMembers]:
+    async def _channels(self, count: int, members: int, users: int | None) -> list[ChannelMembers]:
         pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=8)
         try:
-            wanted = 1 + max(members, min(count * members, 1000))
+            if users is None:
+                users = min(count * members, 1000)
+            wanted = 1 + max(members, users)
             await self._ensure_users(pool, wanted)
-            owner, users = self._users[0], self._users[1:wanted]
+            owner, pool_users = self._users[0], self._users[1:wanted]
             created: list[ChannelMembers] = []
             for index in range(count):
                 self._channels_made += 1
@@ -74,7 +79,9 @@ class Population:
                     owner_id=owner.user_id,
                 )
                 first = index * members
-                chosen = [users[(first + offset) % len(users)] for offset in range(members)]
+                chosen = [
+                    pool_users[(first + offset) % len(pool_users)] for offset in range(members)
+                ]
                 created.append(ChannelMembers(channel.id, chosen))
             async with pool.acquire() as conn:
                 await conn.copy_records_to_table(

@@ -98,13 +98,14 @@ def summarize(scenario: str, runs: dict[str, list[dict[str, Any]]]) -> dict[str,
         targets[name] = {"median": median, "runs": results}
     ratios: dict[str, dict[str, float | None]] = {}
     if "ours" in targets:
-        ours = targets["ours"]["median"]
-        for name, target in targets.items():
+        for name in targets:
             if name == "ours":
                 continue
-            ratios[f"ours/{name}"] = {
-                key: _ratio(ours.get(key), target["median"].get(key))
-                for key in RATIO_METRICS[scenario]
+            # The multiplexed socket is ours too: compared to the per-channel one.
+            pair = ("mux", "ours") if name == "mux" else ("ours", name)
+            top, bottom = (targets[n]["median"] for n in pair)
+            ratios["/".join(pair)] = {
+                key: _ratio(top.get(key), bottom.get(key)) for key in RATIO_METRICS[scenario]
             }
     return {
         "scenario": scenario,

@@ -32,7 +32,8 @@ from typing import Literal, cast
 
 from loadtests.histogram import bucket_of, new_histogram
 
-Kind = Literal["ws", "sio"]
+# "mux": our multiplexed socket, one connection subscribed to several channels.
+Kind = Literal["ws", "mux", "sio"]
 
 _OP_CONTINUATION = 0x0
 _OP_TEXT = 0x1
@@ -41,6 +42,7 @@ _OP_CLOSE = 0x8
 _OP_PING = 0x9
 _MARK = b"#S"
 _SEQ = b'"seq":'
+_CHANNEL_ID = b'"channel_id":'
 _MAX_HANDSHAKE_BYTES = 16384
 # Makes a message about as long as a typical chat line; the servers copy it around.
 _PADDING = b"the quick brown fox jumps over the lazy dog"
@@ -57,6 +59,24 @@ class SocketSpec:
     channel: int  # index of the channel in the scenario (expectations are per index)
     channel_id: int  # the server's id of that channel (socket.io join, payloads)
     sender: int = -1  # global sender number, or -1 for a socket that only receives
+    # A multiplexed socket's channels instead of `channel`: (index, id) pairs, and
+    # the (index, id, global sender number) of each it sends into.
+    subscriptions: tuple[tuple[int, int], ...] = ()
+    sends: tuple[tuple[int, int, int], ...] = ()
+
+    @property
+    def channel_indices(self) -> tuple[int, ...]:
+        """The scenario's indices of the channels whose deliveries this socket is owed."""
+        if self.subscriptions:
+            return tuple(index for index, _ in self.subscriptions)
+        return (self.channel,)
+
+    @property
+    def lanes(self) -> tuple[tuple[int, int, int], ...]:
+        """(channel index, channel id, sender number) of each channel this socket sends into."""
+        if self.subscriptions:
+            return self.sends
+        return ((self.channel, self.channel_id, self.sender),) if self.sender >= 0 else ()
 
 
 @dataclass
@@ -96,8 +116,12 @@ class Client(asyncio.Protocol):
         self.nonce = nonce.encode()
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.received = 0
-        self.sent = 0
         self.closing = False
+        # A socket the scenario gives no lane still sends as its own (tests do).
+        self._lanes = spec.lanes or ((spec.channel, spec.channel_id, spec.sender),)
+        self._sent = [0] * len(self._lanes)  # per lane: a lane's numbers are its own
+        self._next_lane = 0
+        self._unsubscribed = len(spec.subscriptions)
         self._transport: asyncio.Transport | None = None
         self._upgraded = False
         self._buffer = b""
@@ -105,7 +129,7 @@ class Client(asyncio.Protocol):
         self._mask = os.urandom(4)
         self._last: dict[int, int] = {}
         self._gaps: dict[int, set[int]] = {}
-        self._last_seq = 0
+        self._last_seq: dict[int, int] = {}  # per channel id (0: the only channel)
 
     # --- connection -----------------------------------------------------------
 
@@ -134,7 +158,7 @@ class Client(asyncio.Protocol):
     def reset_step(self) -> None:
         """Forget per-sender bookkeeping; a step's message numbers start at 1 again."""
         self.received = 0
-        self.sent = 0
+        self._sent = [0] * len(self._lanes)
         self._last.clear()
         self._gaps.clear()
 
@@ -185,6 +209,9 @@ class Client(asyncio.Protocol):
         self._upgraded = True
         if self.kind == "ws":
             self.ready.set_result(None)
+        elif self.kind == "mux":
+            for _, channel_id in self.spec.subscriptions:
+                self._write_frame(_OP_TEXT, b'{"type":"subscribe","channel_id":%d}' % channel_id)
         return rest
 
     def _fail(self, reason: str) -> None:
@@ -240,10 +267,14 @@ class Client(asyncio.Protocol):
         if tally.check_seq:
             start = payload.find(_SEQ) + 6
             seq = int(payload[start : payload.find(b",", start)])
-            if seq <= self._last_seq:
+            channel_id = 0
+            if self.kind == "mux":  # seqs go up per channel
+                start = payload.find(_CHANNEL_ID) + 13
+                channel_id = int(payload[start : payload.find(b",", start)])
+            if seq <= self._last_seq.get(channel_id, 0):
                 tally.seq_regressions += 1
             else:
-                self._last_seq = seq
+                self._last_seq[channel_id] = seq
         latency_us = (now - int(sent_text)) // 1000
         tally.histogram[bucket_of(latency_us)] += 1
         if latency_us > tally.max_us:
@@ -259,7 +290,15 @@ class Client(asyncio.Protocol):
             self._on_engine_io(payload)
         elif payload.startswith(b'{"success":true'):
             self.tally.acks += 1
+        elif self.kind == "mux" and payload.startswith(b'{"type":"presence"'):
+            pass  # members subscribing, before the measured step
+        elif self.kind == "mux" and payload.startswith(b'{"type":"subscribed"'):
+            self._unsubscribed -= 1
+            if not self._unsubscribed and not self.ready.done():
+                self.ready.set_result(None)
         else:
+            if not self.ready.done():
+                self._fail(payload.decode(errors="replace"))
             self.tally.note_error(payload.decode(errors="replace"))
 
     def _on_engine_io(self, payload: bytes) -> None:
@@ -278,13 +317,17 @@ class Client(asyncio.Protocol):
 
     # --- sending --------------------------------------------------------------
 
-    def send_message(self, client_ids: bool) -> None:
-        """Send the next message of this sender in the current step, stamped with the time."""
-        self.sent += 1
+    def send_message(self, client_ids: bool) -> int:
+        """Send the next message of this sender in the current step, stamped with the time,
+        into its next channel in turn; returns that channel's index in the scenario."""
+        lane = self._next_lane
+        self._next_lane = (lane + 1) % len(self._lanes)
+        channel, channel_id, sender = self._lanes[lane]
+        self._sent[lane] = sent = self._sent[lane] + 1
         content = b"#S%d:%d:%d:%d# %s" % (
             self.tally.step,
-            self.spec.sender,
-            self.sent,
+            sender,
+            sent,
             time.monotonic_ns(),
             _PADDING,
         )
@@ -293,17 +336,24 @@ class Client(asyncio.Protocol):
                 self.spec.channel_id,
                 content,
             )
+        elif self.kind == "mux":
+            payload = (
+                b'{"type":"send","channel_id":%d,"body":{"type":"text","content":"%s"},'
+                b'"client_id":"%s.%d.%d.%d"}'
+                % (channel_id, content, self.nonce, self.tally.step, sender, sent)
+            )
         elif client_ids:
             payload = b'{"type":"text","content":"%s","client_id":"%s.%d.%d.%d"}' % (
                 content,
                 self.nonce,
                 self.tally.step,
-                self.spec.sender,
-                self.sent,
+                sender,
+                sent,
             )
         else:
             payload = b'{"type":"text","content":"%s"}' % content
         self._write_frame(_OP_TEXT, payload)
+        return channel
 
     def _write_frame(self, opcode: int, payload: bytes) -> None:
         transport = self._transport

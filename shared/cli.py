@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
@@ -251,12 +251,38 @@ def _start_services(settings: Settings, secret: str, stack: _Stack, env_file: Pa
         "JWT_SECRET": secret,
     }
     _write_env_file(env_file, connection)
-    env = os.environ.copy()
-    env.update(connection)
+    env = service_env(os.environ, settings, connection)
     stack.services.append(_Child("persistence", _spawn_service(["persistence"], env)))
     for number in range(1, settings.local_gateways + 1):
         process = _spawn_service(["gateway", "--reuse-port"], env)
         stack.services.append(_Child(f"gateway-{number}", process))
+
+
+# The HTTP rate limit of `up` unless RATE_LIMIT_REQUESTS is set (`service_env`).
+LOCAL_RATE_LIMIT_REQUESTS = 1000
+
+
+def service_env(
+    environ: Mapping[str, str], settings: Settings, connection: dict[str, str]
+) -> dict[str, str]:
+    """The environment of the worker and gateways `up` starts: the caller's, the local
+    servers' addresses and secret, and local defaults where the caller set none."""
+    env = {**environ, **connection}
+    if "ALLOWED_ORIGINS" not in environ:
+        env["ALLOWED_ORIGINS"] = _with_app_origins(settings)
+    if "RATE_LIMIT_REQUESTS" not in environ:
+        # Every browser on this machine comes from 127.0.0.1: one per-IP budget
+        # of the Go server's 10 requests per 30 s would be shared by all of them.
+        env["RATE_LIMIT_REQUESTS"] = str(LOCAL_RATE_LIMIT_REQUESTS)
+    return env
+
+
+def _with_app_origins(settings: Settings) -> str:
+    """ALLOWED_ORIGINS plus the web app's own origin (the page at /app/ opens its socket
+    from there, and sockets are refused from origins not listed)."""
+    host = _probe_host(settings)
+    local = [f"http://{host}:{settings.port}", f"http://localhost:{settings.port}"]
+    return ",".join(dict.fromkeys([*settings.allowed_origins, *local]))
 
 
 def _spawn_service(module_args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -296,6 +322,7 @@ def _print_banner(settings: Settings, data_dir: Path, stack: _Stack, env_file: P
     lines = [
         "",
         "chat-group is up",
+        f"  Web app    http://{host}:{settings.port}/app/",
         f"  HTTP       http://{host}:{settings.port}/",
         f"  WebSocket  ws://{host}:{settings.port}/api/v1/chat/<channel_id>?token=<jwt>",
         f"  PIDs       {pids}",

@@ -80,6 +80,11 @@ class RedisKeys:
         """Fixed-window counter of one user's messages in one channel."""
         return f"{self._tag(channel_id)}:rate:{channel_id}:{user_id}"
 
+    def typing(self, channel_id: int, user_id: int) -> str:
+        """Set while a typing event of the user in the channel was relayed within the
+        interval (expires on its own): the per-user limit across gateways."""
+        return f"{self._tag(channel_id)}:typing:{channel_id}:{user_id}"
+
     def ingest_stream(self, partition: int) -> str:
         """The durable hand-off to persistence for one partition."""
         return f"{self.prefix}:{{{partition}}}:ingest"

@@ -170,8 +170,19 @@ class ChangeJson(TypedDict):
 
 
 @with_config(_CLOSED)
-class MessagePageJson(TypedDict):
+class HistoryPageJson(TypedDict):
+    """A page of history or of a message's replies."""
+
     messages: list[HistoryMessageJson]
+    next_cursor: Annotated[
+        int | None,
+        Field(description="Pass it as the same parameter for the next page; null on the last."),
+    ]
+
+
+@with_config(_CLOSED)
+class MessagePageJson(TypedDict):
+    messages: list[MessageJson]
     next_cursor: Annotated[
         int | None,
         Field(description="Pass it as the same parameter for the next page; null on the last."),

@@ -35,6 +35,7 @@ class Scripts:
     presence_remove: AsyncScript
     presence_read: AsyncScript
     seed_message_state: AsyncScript
+    typing: AsyncScript
     send_source: str  # for EVAL by a connection that is not a redis-py client
 
 
@@ -50,6 +51,7 @@ def register_scripts(redis: RedisClient) -> Scripts:
         presence_remove=redis.register_script(_presence_source("presence_remove")),
         presence_read=redis.register_script(_presence_source("presence_read")),
         seed_message_state=redis.register_script(_source("seed_message_state")),
+        typing=redis.register_script(_source("typing")),
         send_source=send,
     )
 

@@ -189,8 +189,24 @@ class Settings(BaseSettings):
         2.5,
         gt=0,
         le=60,
-        description="At most one typing event per user, channel and socket is relayed per"
-        " this interval; the ones between are dropped silently.",
+        description="At most one typing event per user and channel (all their sockets on all"
+        " gateways together) is relayed per this interval; the ones between are dropped"
+        " silently.",
+    )
+    ws_frame_rate_window_seconds: int = Field(
+        10, ge=1, description="Window of WS_SUBSCRIBE_RATE and WS_READ_RATE, in seconds."
+    )
+    ws_subscribe_rate: int = Field(
+        100,
+        ge=0,
+        description="Subscribes one multiplexed socket may send per WS_FRAME_RATE_WINDOW_SECONDS"
+        " after a first burst of WS_MAX_SUBSCRIPTIONS more (each costs a PostgreSQL query and a"
+        " Redis read); over it a rate_limited error frame. 0 disables.",
+    )
+    ws_read_rate: int = Field(
+        100,
+        ge=0,
+        description="As WS_SUBSCRIBE_RATE, for read frames (each a PostgreSQL write); 0 disables.",
     )
     ws_heartbeat_seconds: float = Field(
         30.0, gt=0, description="Ping interval; a peer silent for this long is dropped."
@@ -202,8 +218,9 @@ class Settings(BaseSettings):
     ws_message_rate_close_after: int = Field(
         10,
         ge=0,
-        description="Message-rate refusals a socket may collect within about one window before"
-        " it is closed with 4429 (the count decays at this many per window); 0 never closes.",
+        description="Rate-limit refusals a socket may collect within about one window before"
+        " it is closed with 4429 (the count decays at this many per window); counted apart for"
+        " messages, subscribes and read frames, each over its own window. 0 never closes.",
     )
     recent_history_size: int = Field(
         1000, ge=0, description="Messages per channel kept in Redis for fast resume."

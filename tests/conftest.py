@@ -100,6 +100,21 @@ async def database_dsn(postgres_server: ServerProcess, postgres_admin_dsn: str) 
     return dsn
 
 
+@pytest.fixture
+async def empty_database_dsn(
+    postgres_server: ServerProcess, postgres_admin_dsn: str
+) -> AsyncIterator[str]:
+    """A brand-new database with no schema, dropped after the test."""
+    name = "migrate_" + uuid.uuid4().hex[:10]
+    await ensure_database(postgres_admin_dsn, name)
+    yield _postgres_dsn(postgres_server.port, name)
+    conn = await asyncpg.connect(postgres_admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 @pytest.fixture(scope="session")
 def redis_url(redis_server: ServerProcess) -> str:
     return f"redis://127.0.0.1:{redis_server.port}/0"

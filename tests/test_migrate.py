@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from shared.db.migrate import apply_migrations
+from shared.db.migrate import MigrationRefusedError, apply_migrations, load_migrations
 from shared.db.pool import ping
-from shared.local_servers import ServerProcess, ensure_database
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ALL_VERSIONS = sorted(
@@ -21,21 +18,6 @@ ALL_VERSIONS = sorted(
 )
 SUBPROCESS_TIMEOUT_SECONDS = 30.0
 JWT_SECRET = "migrate-test-secret-0123456789abcdef"
-
-
-@pytest.fixture
-async def empty_database_dsn(
-    postgres_server: ServerProcess, postgres_admin_dsn: str
-) -> AsyncIterator[str]:
-    """A brand-new database with no schema, dropped after the test."""
-    name = "migrate_" + uuid.uuid4().hex[:10]
-    await ensure_database(postgres_admin_dsn, name)
-    yield f"postgresql://postgres@127.0.0.1:{postgres_server.port}/{name}?sslmode=disable"
-    conn = await asyncpg.connect(postgres_admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
 
 
 async def test_first_run_applies_every_migration_in_order(empty_database_dsn: str) -> None:
@@ -151,3 +133,98 @@ async def _run_python(args: list[str], env: dict[str, str]) -> tuple[int, str, s
         out, err = await process.communicate()
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+async def test_a_target_applies_up_to_it_and_the_rest_later(empty_database_dsn: str) -> None:
+    assert await apply_migrations(empty_database_dsn, target=ALL_VERSIONS[1]) == ALL_VERSIONS[:2]
+
+    assert await apply_migrations(empty_database_dsn) == ALL_VERSIONS[2:]
+
+
+async def test_an_unknown_target_is_refused(empty_database_dsn: str) -> None:
+    with pytest.raises(MigrationRefusedError, match="no such migration file"):
+        await apply_migrations(empty_database_dsn, target="999_nonexistent")
+
+    untouched = await _fetch_column(empty_database_dsn, "SELECT to_regclass('schema_migrations')")
+    assert untouched == [None]
+
+
+async def test_going_back_to_an_older_target_is_refused(empty_database_dsn: str) -> None:
+    await apply_migrations(empty_database_dsn)
+
+    with pytest.raises(MigrationRefusedError, match="forward only"):
+        await apply_migrations(empty_database_dsn, target=ALL_VERSIONS[0])
+
+    assert await _ledger(empty_database_dsn) == ALL_VERSIONS
+
+
+async def test_an_applied_migration_whose_file_changed_is_refused(
+    empty_database_dsn: str,
+) -> None:
+    await apply_migrations(empty_database_dsn)
+    # What the ledger holds for a file edited after it was applied: another checksum.
+    await _execute(
+        empty_database_dsn,
+        "UPDATE schema_migrations SET checksum = repeat('0', 64) WHERE version = $1",
+        ALL_VERSIONS[0],
+    )
+
+    with pytest.raises(MigrationRefusedError, match="changed since it was applied") as refused:
+        await apply_migrations(empty_database_dsn)
+    assert refused.value.version == ALL_VERSIONS[0]
+
+
+async def test_a_pending_migration_older_than_an_applied_one_is_refused(
+    empty_database_dsn: str,
+) -> None:
+    """Two branches numbered out of order: applying the older number after the newer
+    one would run them in an order no other database saw."""
+    await apply_migrations(empty_database_dsn)
+    await _execute(
+        empty_database_dsn, "DELETE FROM schema_migrations WHERE version = $1", ALL_VERSIONS[1]
+    )
+
+    with pytest.raises(MigrationRefusedError, match="renumber it"):
+        await apply_migrations(empty_database_dsn)
+
+    assert ALL_VERSIONS[1] not in await _ledger(empty_database_dsn)
+
+
+async def test_versions_of_a_newer_release_are_left_alone(empty_database_dsn: str) -> None:
+    """An older replica restarting during a rolling deploy still starts."""
+    await apply_migrations(empty_database_dsn)
+    await _execute(
+        empty_database_dsn, "INSERT INTO schema_migrations (version) VALUES ('999_newer')"
+    )
+
+    assert await apply_migrations(empty_database_dsn) == []
+
+
+async def test_a_ledger_from_before_checksums_gets_them_filled_in(
+    empty_database_dsn: str,
+) -> None:
+    await apply_migrations(empty_database_dsn)
+    await _execute(empty_database_dsn, "UPDATE schema_migrations SET checksum = NULL")
+
+    assert await apply_migrations(empty_database_dsn) == []
+
+    checksums = await _fetch_column(
+        empty_database_dsn, "SELECT checksum FROM schema_migrations ORDER BY version"
+    )
+    assert checksums == [migration.checksum for migration in load_migrations()]
+
+
+async def _execute(dsn: str, sql: str, *args: object) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()
+
+
+async def _fetch_column(dsn: str, sql: str) -> list[object]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [row[0] for row in await conn.fetch(sql)]
+    finally:
+        await conn.close()

@@ -34,8 +34,8 @@ from shared.responses import (
     ChannelJson,
     ChannelRefJson,
     ChannelWithMembersJson,
+    HistoryPageJson,
     MemberJson,
-    MessagePageJson,
     PresenceJson,
     ReadMarkerJson,
 )
@@ -169,7 +169,7 @@ async def list_members(request: web.Request) -> web.Response:
     "version (`edited_at`) or as a tombstone (`deleted_at`, `body` `{}`), with `reactions` and "
     "`reply_count`; the events that changed them are not items. Read from PostgreSQL only: a "
     "message acknowledged but not yet written by the worker is not in it yet.",
-    data=MessagePageJson,
+    data=HistoryPageJson,
     query=(HISTORY_LIMIT, BEFORE, AFTER_SEQ),
     errors=(ChannelNotFoundError, NotAMemberError),
     auth=Auth.REQUIRED,
@@ -195,7 +195,7 @@ async def list_messages(request: web.Request) -> web.Response:
     else:
         found = await messages.list_messages_before(pool, channel_id, before, limit)
     next_cursor = found[-1].seq if len(found) == limit else None
-    data: MessagePageJson = {
+    data: HistoryPageJson = {
         "messages": await history_items(pool, found, claims.user_id),
         "next_cursor": next_cursor,
     }

@@ -4,20 +4,30 @@ envelope, the caller's identity, and the public JSON shapes of records."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import ClassVar, Generic, TypeVar, cast
 
 import asyncpg
+import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
 from gateway.app_keys import PG_POOL, SETTINGS
 from gateway.auth import TokenClaims, bearer_token, check_generation, verify_token
 from shared.db import channels, users
+from shared.db.messages import StoredMessage
 from shared.db.records import Channel, Member, User
 from shared.errors import AppError, ChannelNotFoundError, InvalidParameterError, NotAMemberError
-from shared.responses import ChannelJson, MemberJson, OwnUserJson, PublicUserJson
-from shared.wire import body_adapter, iso_from_datetime, parse_json, success
+from shared.responses import (
+    ChannelJson,
+    MemberJson,
+    MessageJson,
+    MessagePageJson,
+    OwnUserJson,
+    PublicUserJson,
+)
+from shared.wire import body_adapter, iso_from_datetime, parse_json, stored_message_frame, success
 
 Body = TypeVar("Body", bound=BaseModel)
 # The type of a parameter's default: `int`, or `None` when it is optional.
@@ -29,6 +39,9 @@ MAX_ID = 2**53
 # (`int("٣") == 3`), and `isdigit` takes superscripts that `int` then refuses.
 # The length bound keeps `int()` cheap and far from its 4300-digit limit.
 _DIGITS = re.compile(r"[0-9]{1,20}")
+# What PostgreSQL text cannot hold. A query string decodes bad UTF-8 to U+FFFD,
+# never to a surrogate, but the check is cheap and does not rely on that.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 def ok(message: str, data: object, *, status: int = 200) -> web.Response:
@@ -69,6 +82,37 @@ class IntParam(Generic[Default]):
         if raw is None or raw == "":
             return self.default
         return self.parse(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class TextParam:
+    """A required text parameter of the query string, documented like `IntParam`.
+
+    At most `max_length` characters, at least one of them not whitespace, and
+    storable text (no U+0000), or InvalidParameterError. The value is returned
+    as sent.
+    """
+
+    name: str
+    max_length: int
+    description: str
+
+    # The same rule as JSON Schema, for the OpenAPI document.
+    PATTERN: ClassVar[str] = "^[^\\x00]*[^\\x00\\s][^\\x00]*$"
+
+    def query(self, request: web.Request) -> str:
+        value = request.query.get(self.name, "")
+        if (
+            len(value) > self.max_length
+            or value.isspace()
+            or not value
+            or _UNSTORABLE.search(value)
+        ):
+            raise InvalidParameterError(
+                f"{self.name} must be 1 to {self.max_length} characters, not all whitespace, "
+                "without U+0000"
+            )
+        return value
 
 
 def id_param(name: str) -> IntParam[None]:
@@ -144,4 +188,14 @@ def member_json(member: Member) -> MemberJson:
         "avatar_url": member.avatar_url,
         "role": member.role,
         "joined_at": iso_from_datetime(member.joined_at),
+    }
+
+
+def message_page(found: Sequence[StoredMessage], next_cursor: int | None) -> MessagePageJson:
+    """A page of stored messages (history, search) in the live frames' exact shape."""
+    return {
+        # Each message is its frame's bytes, spliced in by orjson as they are: the
+        # page has the exact shape of the live frames, built by the same function.
+        "messages": [cast("MessageJson", orjson.Fragment(stored_message_frame(m))) for m in found],
+        "next_cursor": next_cursor,
     }

@@ -19,12 +19,14 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway.api.common import IntParam
+from gateway.api.common import IntParam, TextParam
 from shared.errors import AppError
 
 Handler = TypeVar("Handler", bound=Callable[[web.Request], Awaitable[web.StreamResponse]])
 
 _ATTRIBUTE = "__route_doc__"
+# A query parameter: the object the handler reads it with documents it too.
+QueryParam = IntParam[Any] | TextParam
 
 
 class Auth(StrEnum):
@@ -52,11 +54,13 @@ class RouteDoc:
     raw: Raw | None  # set when the answer is not the envelope
     status: int
     body: type[BaseModel] | None
-    query: tuple[IntParam[Any], ...]
+    query: tuple[QueryParam, ...]
     errors: tuple[type[AppError], ...]
     auth: Auth
     storage: bool  # reads PostgreSQL or Redis, so answers 503 during their outage
     responses: Mapping[int, str] = field(default_factory=dict)  # other statuses, no body
+    # JSON Schemas of path parameters that are not row ids (those are the default)
+    path: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
 def documented(
@@ -67,11 +71,12 @@ def documented(
     raw: Raw | None = None,
     status: int = 200,
     body: type[BaseModel] | None = None,
-    query: tuple[IntParam[Any], ...] = (),
+    query: tuple[QueryParam, ...] = (),
     errors: tuple[type[AppError], ...] = (),
     auth: Auth = Auth.NONE,
     storage: bool = True,
     responses: Mapping[int, str] | None = None,
+    path: Mapping[str, Mapping[str, object]] | None = None,
 ) -> Callable[[Handler], Handler]:
     """Declare what a handler's route promises; see `RouteDoc`. The handler is unchanged."""
     doc = RouteDoc(
@@ -86,6 +91,7 @@ def documented(
         auth=auth,
         storage=storage,
         responses=dict(responses or {}),
+        path=dict(path or {}),
     )
 
     def attach(handler: Handler) -> Handler:

@@ -45,7 +45,7 @@ from shared.errors import (
     TooManyReactionsError,
     UnavailableError,
 )
-from shared.responses import ChangeJson, HistoryMessageJson, MessagePageJson
+from shared.responses import ChangeJson, HistoryMessageJson, HistoryPageJson
 from shared.wire import EditBody, ReactionBody, history_item
 
 REPLIES_LIMIT = IntParam("limit", 1, 200, 50, "Replies per page.")
@@ -161,7 +161,7 @@ async def react_to_message(request: web.Request) -> web.Response:
     "A message's replies, members only",
     description="Oldest first after `after_seq`, in the history's item shape; `next_cursor` is "
     "the `after_seq` of the next page. From PostgreSQL only, like history.",
-    data=MessagePageJson,
+    data=HistoryPageJson,
     query=(REPLIES_LIMIT, REPLIES_AFTER),
     errors=(ChannelNotFoundError, NotAMemberError),
     auth=Auth.REQUIRED,
@@ -174,7 +174,7 @@ async def list_message_replies(request: web.Request) -> web.Response:
     if await channels.member_role(pool, channel_id, claims.user_id) is None:
         raise await why_not_a_member(pool, channel_id)
     found = await list_replies(pool, channel_id, message_id, after_seq, limit)
-    data: MessagePageJson = {
+    data: HistoryPageJson = {
         "messages": await history_items(pool, found, claims.user_id),
         "next_cursor": found[-1].seq if len(found) == limit else None,
     }

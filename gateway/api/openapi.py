@@ -16,7 +16,7 @@ import importlib.metadata
 import re
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 import orjson
@@ -24,10 +24,10 @@ from aiohttp import hdrs, web
 from pydantic import TypeAdapter
 from pydantic.json_schema import JsonSchemaMode
 
-from gateway.api.common import IntParam, id_param
-from gateway.api.docs import Auth, Raw, RouteDoc, doc_of, documented
+from gateway.api.common import TextParam, id_param
+from gateway.api.docs import Auth, QueryParam, Raw, RouteDoc, doc_of, documented
 from gateway.app_keys import OPENAPI, OpenApiDocument
-from gateway.middlewares import UNLIMITED_PATHS
+from gateway.middlewares import is_unlimited
 from shared.errors import ERROR_TABLE, ErrorCode
 from shared.responses import ErrorEnvelope, SuccessEnvelope
 
@@ -225,13 +225,15 @@ def _operation(
     doc: RouteDoc,
     components: _Components,
 ) -> dict[str, object]:
-    path_parameters = [id_param(name) for name in _PATH_PARAMETER.findall(path)]
+    names = _PATH_PARAMETER.findall(path)
+    path_parameters = [id_param(name) for name in names if name not in doc.path]
     operation: dict[str, object] = {
         "operationId": operation_id,
         "summary": doc.summary,
         "tags": [_tag(route)],
         "parameters": [
             *(_parameter(param, "path") for param in path_parameters),
+            *(_string_parameter(name, doc.path[name]) for name in names if name in doc.path),
             *(_parameter(param, "query") for param in doc.query),
             {"$ref": "#/components/parameters/X-Request-ID"},
         ],
@@ -247,7 +249,15 @@ def _operation(
     return operation
 
 
-def _parameter(param: IntParam[Any], where: str) -> dict[str, object]:
+def _parameter(param: QueryParam, where: str) -> dict[str, object]:
+    if isinstance(param, TextParam):
+        return {
+            "name": param.name,
+            "in": where,
+            "required": True,
+            "description": f"{param.description} Not all whitespace; U+0000 is refused.",
+            "schema": {"type": "string", "maxLength": param.max_length, "pattern": param.PATTERN},
+        }
     schema: dict[str, object] = {"type": "integer", "minimum": param.low, "maximum": param.high}
     if param.default is not None:
         schema["default"] = param.default
@@ -269,6 +279,10 @@ def _parameter(param: IntParam[Any], where: str) -> dict[str, object]:
     }
 
 
+def _string_parameter(name: str, schema: Mapping[str, object]) -> dict[str, object]:
+    return {"name": name, "in": "path", "required": True, "schema": dict(schema)}
+
+
 def _responses(
     operation_id: str,
     path: str,
@@ -276,7 +290,7 @@ def _responses(
     has_path_parameters: bool,
     components: _Components,
 ) -> dict[str, object]:
-    limited = path not in UNLIMITED_PATHS
+    limited = not is_unlimited(path)
     headers = _header_refs("X-Request-ID", *(_RATE_HEADERS if limited else ()))
     success: dict[str, object] = {"description": doc.summary, "headers": headers}
     if doc.raw is not None:

@@ -4,8 +4,9 @@ Data path: the persistence worker (`persistence/worker.py`) writes batches read
 from the ingest streams with `insert_messages`, which applies the events among
 them (edits, deletes, reactions: `shared.db.message_changes`) in the same
 transaction; the gateway reads resume catch-ups with `list_messages_after`
-(every seq: messages and events) and history pages with `list_history`
-(messages only, in their latest version).
+(every seq: messages and events), history pages with `list_messages_before`
+(messages only, in their latest version), and searches them with
+`search_messages` (migration 006).
 
 Every statement is parameterized. Functions take a connection (or a pool, for
 single-statement reads) and return frozen dataclasses, never `asyncpg.Record`.
@@ -136,6 +137,31 @@ SELECT c.id, COALESCE((SELECT max(m.seq) FROM messages m WHERE m.channel_id = c.
 FROM unnest($1::bigint[]) AS c(id)
 """
 
+# Newest first across the caller's channels. The channel ids come as an array of
+# values, not a subquery, so the planner weighs each channel's share of the table
+# (a member of one huge channel is planned differently from one of twenty small
+# ones): a rare word reads the GIN index, a common one walks the primary key
+# backwards testing each row's stored vector until the page is full. Public with
+# SEARCH_PLANNING for the benchmark's plans (loadtests/search.py).
+SEARCH_SQL = (
+    _SELECT_STORED
+    + """WHERE m.channel_id = ANY($1::bigint[])
+  AND m.search_vector @@ websearch_to_tsquery('simple'::regconfig, lower($2 COLLATE pg_c_utf8))
+  AND m.id < $3
+ORDER BY m.id DESC
+LIMIT $4"""
+)
+_MEMBER_CHANNELS = """
+SELECT channel_id FROM memberships
+WHERE user_id = $1 AND ($2::bigint IS NULL OR channel_id = $2)
+"""
+# Each search's plan must see its own words and channels: a cached generic plan
+# cannot tell "the" from a rare word. And parallel workers of a backward walk
+# scan far past the LIMIT before the leader stops them.
+SEARCH_PLANNING = (
+    "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL max_parallel_workers_per_gather = 0"
+)
+
 
 async def insert_messages(conn: Connection, rows: Sequence[MessageRow]) -> int:
     """Insert a batch and apply its events; return how many rows were new.
@@ -204,6 +230,36 @@ async def list_replies(
 ) -> list[StoredMessage]:
     """Up to `limit` replies to `parent_id` in the channel with seq > `after_seq`, oldest first."""
     records = await db.fetch(_LIST_REPLIES, parent_id, channel_id, after_seq, limit)
+    return [_stored_message(record) for record in records]
+
+
+async def search_messages(
+    pool: asyncpg.Pool[asyncpg.Record],
+    user_id: int,
+    query: str,
+    *,
+    channel_id: int | None,
+    before_id: int | None,
+    limit: int,
+) -> list[StoredMessage]:
+    """Up to `limit` messages whose text matches `query` (web search syntax, `simple`
+    configuration), newest first, with id < `before_id`, in the channels `user_id` is
+    a member of now (only `channel_id`, when given).
+
+    Membership is read in the search's own transaction, so a channel the user is
+    not in is never searched. Any `query` is accepted (`websearch_to_tsquery`
+    never raises); one without a word matches nothing. It must be storable text
+    (no U+0000): the caller bounds and checks it.
+    """
+    cursor = _MAX_BIGINT if before_id is None else before_id
+    async with pool.acquire() as conn, conn.transaction():
+        channel_ids = [
+            row["channel_id"] for row in await conn.fetch(_MEMBER_CHANNELS, user_id, channel_id)
+        ]
+        if not channel_ids:
+            return []
+        await conn.execute(SEARCH_PLANNING)
+        records = await conn.fetch(SEARCH_SQL, channel_ids, query, cursor, limit)
     return [_stored_message(record) for record in records]
 
 

@@ -38,6 +38,9 @@ from tests.gateway.api_client import (
     send_texts,
     signup,
 )
+from tests.gateway.test_mux import open_mux, put, subscribe
+from tests.gateway.test_mux import receive_json as mux_receive_json
+from tests.gateway.test_mux import send_text as mux_send_text
 
 _SETTLE_SECONDS = 20.0
 
@@ -264,3 +267,23 @@ async def test_presence_across_gateways_on_every_master(make_gateway: MakeGatewa
         response = await gateway_b.get(f"/api/v1/channels/{channel_id}/presence", headers=bob.auth)
         data = (await response.json())["data"]
         assert [user["id"] for user in data["users"]] == [alice.user_id, bob.user_id]
+
+
+async def test_typing_is_limited_per_user_on_every_master(make_gateway: MakeGateway) -> None:
+    """The typing script (marker and SPUBLISH, one slot) runs on each channel's master."""
+    gateway_a, gateway_b = await make_gateway(), await make_gateway()
+    alice, bob = await signup(gateway_a, "alice"), await signup(gateway_a, "bob")
+    channel_ids = await _channels(gateway_a, alice, [bob], 3)  # partitions 1-3
+    phone, laptop = await open_mux(gateway_a, alice), await open_mux(gateway_b, alice)
+    watcher = await open_mux(gateway_b, bob)
+    for channel_id in channel_ids:
+        for ws in (phone, laptop, watcher):
+            await subscribe(ws, channel_id)
+
+    for channel_id in channel_ids:
+        await put(phone, type="typing", channel_id=channel_id)
+        typing = await receive_until(watcher, "typing")
+        assert (typing["channel_id"], typing["user_id"]) == (channel_id, alice.user_id)
+        await put(laptop, type="typing", channel_id=channel_id)  # within the interval
+        await mux_send_text(laptop, channel_id, "typed", f"c-{channel_id}")
+        assert (await mux_receive_json(watcher))["type"] == "message"

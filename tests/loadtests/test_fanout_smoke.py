@@ -45,6 +45,27 @@ async def test_small_channels_run_delivers_every_message_once(
     assert run["gateway_cpu_s"] > 0
 
 
+async def test_multiplexed_run_delivers_every_message_once_next_to_the_chat_socket(
+    database_dsn: str, redis_url: str
+) -> None:
+    summary = await _run_fanout(
+        *("--scenario", "small-channels", "--target", "ours,mux", "--runs", "1"),
+        *("--channels", "4", "--members", "3", "--channels-per-user", "2"),
+        *("--rate", "40", "--duration", "1", "--warmup", "0.5"),
+        *("--database-url", database_dsn, "--redis-url", redis_url),
+    )
+
+    per_channel = summary["targets"]["ours"]["runs"][0]
+    mux = summary["targets"]["mux"]["runs"][0]
+    assert per_channel["connections"] == 12
+    assert mux["connections"] == 6  # 12 memberships, each user in 2 channels
+    assert mux["delivered"] == mux["expected"] == mux["sent"] * 3 > 0
+    assert (mux["loss"], mux["duplicates"], mux["seq_regressions"], mux["errors"]) == (0, 0, 0, 0)
+    assert mux["acks"] == mux["sent"]
+    assert per_channel["delivered"] == per_channel["expected"] > 0
+    assert set(summary["ratios"]) == {"mux/ours"}
+
+
 async def test_naive_baseline_run_delivers_every_message_once(
     redis_url: str, database_dsn: str
 ) -> None:

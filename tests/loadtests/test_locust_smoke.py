@@ -18,7 +18,7 @@ from tests.processes import run_with_deadline
 
 _RUN_LIMIT_SECONDS = 30.0
 _LOCUSTFILE = Path(__file__).resolve().parents[2] / "loadtests" / "locustfile.py"
-# Every request the two user classes make in any run of a few seconds.
+# Every request the three user classes make in any run of a few seconds.
 _EXPECTED = {
     ("POST", "/api/v1/auth/signup"),
     ("POST", "/api/v1/channels/new"),
@@ -30,6 +30,11 @@ _EXPECTED = {
     ("WS", "ack"),
     ("WS", "message"),
     ("WS", "delivery"),
+    ("MUX", "connect"),
+    ("MUX", "subscribe"),
+    ("MUX", "ack"),
+    ("MUX", "message"),
+    ("MUX", "delivery"),
 }
 
 
@@ -47,7 +52,7 @@ async def test_headless_locust_run_succeeds_against_a_gateway(
     }
     finished = await run_with_deadline(
         *(sys.executable, "-m", "locust", "-f", str(_LOCUSTFILE), "--headless"),
-        *("-u", "4", "-r", "4", "-t", "4s", "--host", host, "--only-summary"),
+        *("-u", "5", "-r", "5", "-t", "4s", "--host", host, "--only-summary"),
         *("--csv", str(tmp_path / "smoke"), "--loglevel", "WARNING"),
         deadline=_RUN_LIMIT_SECONDS,
         env=env,

@@ -138,3 +138,32 @@ def test_percentiles_never_understate_and_buckets_cover_their_values() -> None:
 
     assert percentile_ms(histogram, 0.5) == 10.0 + 1.0  # 10,000 us lands in [10, 11) ms
     assert percentile_ms(new_histogram(), 0.99) is None
+
+
+async def test_a_multiplexed_client_subscribes_then_checks_seqs_per_channel() -> None:
+    spec = SocketSpec(
+        "127.0.0.1",
+        1,
+        "/api/v1/ws?token=t",
+        channel=-1,
+        channel_id=0,
+        subscriptions=((0, 7), (1, 8)),
+        sends=((1, 8, 4),),
+    )
+    tally = Tally(step=2, check_seq=True)
+    client = Client(spec, "mux", tally, "nonce")
+    transport = _Transport()
+    client.connection_made(transport)
+    client.data_received(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
+    assert len(transport.written) == 3  # the upgrade, then a subscribe per channel
+    client.data_received(_frame(b'{"type":"subscribed","channel_id":7,"last_seq":0}'))
+    assert not client.ready.done()
+    client.data_received(_frame(b'{"type":"subscribed","channel_id":8,"last_seq":0}'))
+    await client.ready
+
+    # seq 1 in channel 8 after seq 5 in channel 7 is no regression.
+    client.data_received(_frame(_message(2, 5, 1, 5)))
+    client.data_received(_frame(_message(2, 6, 1, 1).replace(b'"channel_id":7', b'"channel_id":8')))
+    assert (tally.received, tally.seq_regressions, tally.errors) == (2, 0, 0)
+    assert spec.channel_indices == (0, 1)
+    assert client.send_message(client_ids=True) == 1

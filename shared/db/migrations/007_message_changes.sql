@@ -9,7 +9,12 @@
 -- searches `body->>'content'` finds chat messages only.
 --
 -- Constant defaults and NULL columns: ADD COLUMN rewrites nothing
--- (PostgreSQL 11+); the CHECKs scan the table once, under this migration's lock.
+-- (PostgreSQL 11+); the CHECKs scan the table once and the index is built
+-- under this migration's ACCESS EXCLUSIVE lock (seconds per million messages;
+-- the worker's writes wait, the messages stay in the stream). As in 006, give
+-- up rather than queue every reader behind a long query holding the table.
+SET LOCAL lock_timeout = '10s';
+
 ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'message'
     CHECK (kind IN ('message', 'message_edited', 'message_deleted', 'reaction'));
 -- A message's parent when it is a reply (same channel); the message an event
