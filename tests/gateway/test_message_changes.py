@@ -577,3 +577,32 @@ async def test_a_lost_reaction_state_is_seeded_again_from_postgresql(
     assert (by_bob["seq"], by_bob["count"]) == (3, 2)
     assert again["unchanged"] is True
     assert again["count"] == 2
+
+
+async def test_search_finds_the_latest_version_and_no_tombstone(
+    make_gateway: MakeGateway, make_settings: Any, pg_pool: asyncpg.Pool
+) -> None:
+    gateway = await make_gateway()
+    channel_id, (alice,) = await room(gateway, "alice")
+    mux = await open_mux(gateway, alice)
+    await subscribe(mux, channel_id)
+    edited = await send(mux, channel_id, "colour")
+    deleted = await send(mux, channel_id, "zebra secret")
+    await change(
+        mux,
+        type="edit",
+        channel_id=channel_id,
+        message_id=edited["id"],
+        body={"type": "text", "content": "color"},
+    )
+    await change(mux, type="delete", channel_id=channel_id, message_id=deleted["id"])
+    assert await persist(make_settings, pg_pool) == 4
+
+    async def found(query: str) -> list[int]:
+        response = await gateway.get(f"/api/v1/search?q={query}", headers=alice.auth)
+        assert response.status == 200, await response.text()
+        return [m["id"] for m in (await response.json())["data"]["messages"]]
+
+    assert await found("color") == [edited["id"]]
+    assert await found("colour") == []
+    assert await found("zebra") == []
