@@ -22,7 +22,19 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.api import auth, channels, health, me, messages, openapi, search, users, webapp
+from gateway.api import (
+    auth,
+    channels,
+    health,
+    invitations,
+    me,
+    messages,
+    moderation,
+    openapi,
+    search,
+    users,
+    webapp,
+)
 from gateway.app_keys import (
     BACKLOG,
     CONTROL_EVENTS,
@@ -139,8 +151,38 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_put("/api/v1/channels/{id:[0-9]+}/read", channels.mark_channel_read),
         app.router.add_get("/api/v1/me/channels", me.list_my_channels),
         app.router.add_get("/api/v1/search", search.search),
+        *_governance_routes(app),
     ]
     _enable_cors(app, settings, rest)
+
+
+def _governance_routes(app: web.Application) -> list[web.AbstractRoute]:
+    """Roles, moderation, invitations and direct messages (see gateway.roles)."""
+    channel = "/api/v1/channels/{id:[0-9]+}"
+    target = "{user_id:[0-9]+}"
+    router = app.router
+    return [
+        router.add_put(f"{channel}/members/{target}/role", moderation.set_role),
+        router.add_post(f"{channel}/transfer-ownership", moderation.transfer_ownership),
+        router.add_post(f"{channel}/kick", moderation.kick),
+        router.add_get(f"{channel}/bans", moderation.list_bans),
+        router.add_post(f"{channel}/bans", moderation.ban),
+        router.add_delete(f"{channel}/bans/{target}", moderation.unban),
+        router.add_get(f"{channel}/mutes", moderation.list_mutes),
+        router.add_post(f"{channel}/mutes", moderation.mute),
+        router.add_delete(f"{channel}/mutes/{target}", moderation.unmute),
+        router.add_get(f"{channel}/invitations", invitations.list_channel_invitations),
+        router.add_post(f"{channel}/invitations", invitations.invite),
+        router.add_delete(f"{channel}/invitations/{target}", invitations.revoke_invitation),
+        router.add_get("/api/v1/me/invitations", invitations.list_my_invitations),
+        router.add_post(
+            "/api/v1/me/invitations/{channel_id:[0-9]+}/accept", invitations.accept_invitation
+        ),
+        router.add_post(
+            "/api/v1/me/invitations/{channel_id:[0-9]+}/decline", invitations.decline_invitation
+        ),
+        router.add_post("/api/v1/dm", invitations.direct_message),
+    ]
 
 
 def _enable_cors(app: web.Application, settings: Settings, routes: list[web.AbstractRoute]) -> None:

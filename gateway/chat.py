@@ -6,9 +6,10 @@ membership, the user's socket cap), subscribe it and read the channel's head
 before completing the upgrade, then read frames, check each against the
 socket's message budget (`gateway.message_budget`: a flood is refused before
 it reaches Redis) and validate it, and hand valid ones to
-`Sender.start` (`gateway.inbound`). A refused socket gets the Go server's error frame with a
-`code` and a 44xx close code a browser can read; a bad frame gets an error
-frame and the socket stays open. Outbound frames go through the connection,
+`Sender.start` (`gateway.inbound`) unless the user is muted in the channel
+(`gateway.mutes`: checked in memory). A refused socket gets the Go server's
+error frame with a `code` and a 44xx close code a browser can read; a bad
+frame gets an error frame and the socket stays open. Outbound frames go through the connection,
 which first replays everything after `since` (nothing without it).
 
 The admission steps (`admit_user`, `channel_access`) and the upgrade helpers
@@ -46,6 +47,7 @@ from gateway.connection import Connection
 from gateway.inbound import Inbound, Step, check_size
 from gateway.message_budget import MessageBudget
 from gateway.message_changes import check_reply_to
+from gateway.mutes import check_not_muted, epoch_of
 from gateway.outbox import Outbox
 from gateway.sender import SendRoute
 from gateway.sockets import Sockets, check_upgrade
@@ -79,6 +81,7 @@ class _Session:
     token_generation: int
     author: bytes  # the `user` object of every frame this socket sends, encoded once
     since: int | None
+    muted_until: float
 
 
 @documented(
@@ -108,6 +111,7 @@ async def chat_socket(request: web.Request) -> web.StreamResponse:
     except AppError as exc:
         return refuse(request, sockets, exc)
     connection = new_connection(app, out, session.channel_id, session.token_generation)
+    connection.muted_until = session.muted_until
     try:
         await hub.join(connection)
         # Read after the subscription: every later message reaches the connection live.
@@ -217,6 +221,7 @@ class _ChatSocket(Inbound):
             return None
         check_size(payload, self.app)
         frame = parse_json(CHAT_FRAME, payload)
+        check_not_muted(self._connection)
         if frame.reply_to is not None:
             return self._reply(route, frame, started)
         return self._begin_send(route, frame, frame.client_id)
@@ -255,11 +260,18 @@ async def admit_user(request: web.Request, settings: Settings) -> TokenClaims:
     return await socket_claims(request, settings, request.app[REDIS], request.app[KEYS])
 
 
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    user: User
+    muted_until: float  # the user's mute in the channel (epoch seconds; 0: none)
+
+
 async def channel_access(
     app: web.Application, claims: TokenClaims, channel_id: int, *, member: bool = True
-) -> User:
+) -> Admitted:
     """The user behind `claims`, if their token is current and (with `member`) they
-    are a member of the existing `channel_id`; raises the AppError that refuses them."""
+    are a member of the existing `channel_id`; raises the AppError that refuses them
+    (a private channel or direct message is not found to a non-member)."""
     try:
         access = await chat_access(app[PG_POOL], channel_id, claims.user_id)
     except POSTGRES_OUTAGE_ERRORS as exc:
@@ -272,8 +284,10 @@ async def channel_access(
         if not access.channel_exists:
             raise ChannelNotFoundError()
         if access.role is None:
+            if access.channel_kind != "public":
+                raise ChannelNotFoundError()
             raise NotAMemberError()
-    return access.user
+    return Admitted(access.user, epoch_of(access.muted_until))
 
 
 async def _admit(request: web.Request, settings: Settings) -> _Session:
@@ -281,13 +295,14 @@ async def _admit(request: web.Request, settings: Settings) -> _Session:
     channel_id = path_id(request, "channel_id")
     since = SINCE.query(request)
     claims = await socket_claims(request, settings, request.app[REDIS], request.app[KEYS])
-    user = await channel_access(request.app, claims, channel_id)
+    admitted = await channel_access(request.app, claims, channel_id)
     return _Session(
         user_id=claims.user_id,
         channel_id=channel_id,
         token_generation=claims.generation,
-        author=author_of(user),
+        author=author_of(admitted.user),
         since=since,
+        muted_until=admitted.muted_until,
     )
 
 

@@ -63,6 +63,7 @@ class Connection:
         "channel_id",
         "last_seq",
         "metrics",
+        "muted_until",
         "out",
         "token_generation",
         "user_id",
@@ -87,6 +88,9 @@ class Connection:
         # Of the token the socket was opened with: the membership audit re-checks it.
         self.token_generation = token_generation
         self.last_seq = 0  # the last message seq queued to this socket
+        # When the user's mute in the channel ends (epoch seconds; 0: not muted):
+        # see gateway.mutes, which keeps it current.
+        self.muted_until = 0.0
         # Whether live-state events (`Hub.deliver_event`) reach this socket: the
         # multiplexed socket's do; the per-channel one keeps the Go server's
         # frames. Fixed before `Hub.join`, which indexes the takers.

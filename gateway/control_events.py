@@ -1,7 +1,7 @@
 """Control events: what a channel's topic carries besides message frames.
 
-Publishing: a member removed, a user's tokens revoked, a read marker moved
-(`ControlEvents`). Other publishers are Lua scripts: a user typing
+Publishing: a member removed, a user's tokens revoked, a user muted, a read
+marker moved (`ControlEvents`). Other publishers are Lua scripts: a user typing
 (`gateway.typing_indicators`, `typing.lua`, which limits it per user and
 channel), a channel's counter raised (`shared/redis_scripts/raise_seq.lua`,
 `channel_rewound`) and presence (`presence_common.lua`, `!presence ` and the
@@ -43,6 +43,11 @@ CONTROL_CLOSES: dict[str, tuple[CloseCode, str]] = {
     "member_removed": (CloseCode.FORBIDDEN, "no longer a member of this channel"),
     "tokens_revoked": (CloseCode.UNAUTHORIZED, "token revoked, log in again"),
 }
+# A user's mute in a channel changed: `until_ms` (0: unmuted) goes onto their
+# connections there (`Deliveries.mute_user`), then to their multiplexed sockets
+# subscribed to the channel as a frame `{"type": "muted", "channel_id", "user_id",
+# "until_ms"}`.
+MUTED = "muted"
 # Control events that become frames for the sockets that take live events
 # (`Deliveries.deliver_event`), and whether only the event's user's sockets get
 # them. The frame is `{"type": <event>, "channel_id": ..}` plus the event's
@@ -64,6 +69,11 @@ class ControlEvents:
     async def publish_member_removed(self, channel_id: int, user_id: int) -> None:
         """Tell every node to close `user_id`'s sockets in the channel."""
         await self._publish([channel_id], "member_removed", user_id)
+
+    async def publish_muted(self, channel_id: int, user_id: int, until_ms: int) -> None:
+        """Tell every node that `user_id`'s mute in the channel ends at `until_ms`
+        (0: unmuted); see gateway.mutes."""
+        await self._publish([channel_id], MUTED, user_id, until_ms=until_ms)
 
     async def publish_tokens_revoked(self, channel_ids: list[int], user_id: int) -> None:
         """Tell every node to close `user_id`'s sockets in these channels (4401):
@@ -116,6 +126,12 @@ def handle_control_event(
         closing = CONTROL_CLOSES.get(name)
         if closing is not None:
             deliveries.remove_user(channel_id, int(event["user_id"]), *closing)
+        elif name == MUTED:
+            muted_id = int(event["user_id"])
+            deliveries.mute_user(channel_id, muted_id, int(event["until_ms"]) / 1000)
+            # Then the user's multiplexed sockets learn it: it holds once they see it.
+            frame = orjson.dumps({"type": name, "channel_id": channel_id, **event})
+            deliveries.deliver_event(channel_id, muted_id, frame)
         elif name == CHANNEL_REWOUND:
             seq = int(event["seq"])
             deliveries.rewound(

@@ -194,6 +194,12 @@ class Hub:
             if connection.user_id == user_id:
                 connection.revoke(code, reason)
 
+    def mute_user(self, channel_id: int, user_id: int, until: float) -> None:
+        """Set the user's mute in the channel on their local connections (see gateway.mutes)."""
+        for connection in self._channels.get(channel_id, ()):
+            if connection.user_id == user_id:
+                connection.muted_until = until
+
     def members(self) -> dict[tuple[int, int, int], list[Connection]]:
         """Every local connection, by (channel_id, user_id, token_generation): what the
         membership audit checks."""

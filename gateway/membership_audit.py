@@ -11,7 +11,8 @@ audit asks PostgreSQL in one query which of this gateway's sockets, each
 with the code the missed event would have: 4403 for a removal, 4401 for a
 revoked token. That interval bounds how long a user who lost access keeps a
 socket, and with it the send path (a revoked socket sends nothing more, not
-even what it had already read).
+even what it had already read). The same check refreshes each remaining
+socket's mute (`gateway.mutes`), with a second statement.
 
 Only the connections open before the query are closed: one admitted after
 it was checked against a row at least as recent as the answer.
@@ -28,6 +29,7 @@ import asyncpg
 from gateway.control_events import CONTROL_CLOSES
 from gateway.hub import Hub
 from gateway.metrics import GatewayMetrics
+from gateway.mutes import refresh_mutes
 from shared.db.channels import sockets_without_access
 from shared.db.pool import POSTGRES_OUTAGE_ERRORS
 
@@ -82,6 +84,8 @@ class MembershipAudit:
             [user_id for _, user_id, _ in keys],
             [generation for _, _, generation in keys],
         )
+        # The mutes of the sockets that stay, for a gateway that missed a `muted` event.
+        await refresh_mutes(self._pool, members)
         closed = 0
         for found in lost:
             closing = CONTROL_CLOSES[found.reason]

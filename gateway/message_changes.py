@@ -23,7 +23,9 @@ Rules: the author edits or deletes their own message; a channel's owner or
 moderator, or a global admin, deletes anyone's. Only `text` messages are
 editable, into `text`: a file message points at an uploaded object, and a
 message pointing at another file is another message, not an edit. Nothing
-changes a deleted message. A reaction needs a member who is not muted.
+changes a deleted message. Reacting and editing need a member who is not
+muted. A private channel or direct message is `channel_not_found` to a
+non-member, as everywhere.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import orjson
 from aiohttp import web
 
 from gateway.app_keys import KEYS, PG_POOL, REDIS, SCRIPTS, SENDER, SETTINGS
+from gateway.mutes import ensure_not_muted
 from gateway.outages import DEPENDENCY_ERRORS
 from gateway.sender import SendResult
 from shared.db.channels import chat_access
@@ -114,9 +117,11 @@ async def edit_change(
     """The `message_edited` event of the author replacing a text message's body.
 
     Raises NotEditableError, NotYourMessageError, MessageNotFoundError,
-    MessageDeletedError, NotAMemberError, ChannelNotFoundError, UnavailableError.
+    MessageDeletedError, NotAMemberError, ChannelNotFoundError, MutedError,
+    UnavailableError.
     """
     await _member_role(app, channel_id, user_id)
+    await refuse_muted(app, channel_id, user_id)
     target = await _target(app, channel_id, message_id)
     if target.user_id != user_id:
         raise NotYourMessageError()
@@ -148,7 +153,7 @@ async def reaction_change(
     """The `reaction` event of a member adding or removing `emoji` (validated already).
 
     Raises MessageNotFoundError, MessageDeletedError, NotAMemberError,
-    ChannelNotFoundError, UnavailableError, and the moderation's muted error.
+    ChannelNotFoundError, MutedError, UnavailableError.
     """
     await _member_role(app, channel_id, user_id)
     await refuse_muted(app, channel_id, user_id)
@@ -170,13 +175,13 @@ async def check_reply_to(app: web.Application, channel_id: int, reply_to: int) -
 
 
 async def refuse_muted(app: web.Application, channel_id: int, user_id: int) -> None:
-    """THE MODERATION HOOK: raise moderation's muted error when `user_id` is muted in
-    the channel (a muted user cannot react). Mutes are another branch's (h-gov,
-    migration 005); until it is merged nobody is muted here. Once it is, this
-    body is `await gateway.mutes.ensure_not_muted(app[PG_POOL], channel_id,
-    user_id)` (one primary-key read, raising `MutedError`), and the REST route
-    and the `react` frame both get it, as they both come here."""
-    del app, channel_id, user_id
+    """A muted user cannot react, nor edit (new content): raises MutedError, on REST
+    and on the multiplexed socket alike (which also checks its own copy of the mute
+    first, in memory, as for a send). One primary-key read (`gateway.mutes`)."""
+    try:
+        await ensure_not_muted(app[PG_POOL], channel_id, user_id)
+    except DEPENDENCY_ERRORS as exc:
+        raise UnavailableError() from exc
 
 
 async def apply_change(app: web.Application, change: Change) -> ChangeOutcome:
@@ -258,6 +263,9 @@ async def _member_role(
     if not access.channel_exists:
         raise ChannelNotFoundError()
     if access.role is None and not (admin_may and admin):
+        # A private channel or a direct message is not told to a non-member.
+        if access.channel_kind != "public":
+            raise ChannelNotFoundError()
         raise NotAMemberError()
     return access.role, admin
 

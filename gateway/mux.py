@@ -27,6 +27,8 @@ JSON object with `type`, handled in the order they arrive (`gateway.inbound`):
   checked first.
 - `read` marks the channel read (`gateway.read_markers.mark_read`, the REST
   route's rules); no subscription needed.
+- A muted member's `send` and `typing` get a `muted` error frame (checked in
+  memory: see `gateway.mutes`); subscribing, reading and `read` still work.
 - `subscribe` and `read` frames each spend from a budget of the socket's
   (`gateway.message_budget`, `WS_SUBSCRIBE_RATE` and `WS_READ_RATE`) before
   they cost anything: over it, a `rate_limited` error frame; a socket that
@@ -84,6 +86,7 @@ from gateway.message_changes import (
     edit_change,
     reaction_change,
 )
+from gateway.mutes import check_not_muted
 from gateway.outbox import Outbox
 from gateway.read_markers import mark_read
 from gateway.sender import SendRoute
@@ -138,7 +141,7 @@ async def mux_socket(request: web.Request) -> web.StreamResponse:
     try:
         claims = await admit_user(request, app[SETTINGS])
         # No channel yet: only the user and the token's generation are checked here.
-        user = await channel_access(app, claims, 0, member=False)
+        user = (await channel_access(app, claims, 0, member=False)).user
         out = new_outbox(app, claims.user_id)
         hub.open_socket(out)
     except AppError as exc:
@@ -220,6 +223,8 @@ class _MuxSocket(Inbound):
                 return self._send_frame(sub, frame, started)
             if isinstance(frame, TypingFrame):
                 return self._typing(sub, started)
+            if not isinstance(frame, DeleteFrame):
+                check_not_muted(sub)  # an edit is new content, a reaction a post
             if sub.budget is None:
                 sub.budget = self._budget()
             if not self._spend(sub.budget, started, channel_id):
@@ -279,6 +284,7 @@ class _MuxSocket(Inbound):
         return check_then_send()
 
     def _send_frame(self, sub: _Subscription, frame: SendFrame, started: float) -> Step:
+        check_not_muted(sub)
         if frame.body.client_id is not None:
             raise InvalidBodyError(
                 details=[{"field": "body.client_id", "message": "client_id belongs beside body"}]
@@ -302,6 +308,7 @@ class _MuxSocket(Inbound):
         return self._begin_send(sub.route, frame.body, frame.client_id)
 
     def _typing(self, sub: _Subscription, started: float) -> Step:
+        check_not_muted(sub)  # a muted user's typing would announce what they cannot send
         if started - sub.typed_at < self.app[SETTINGS].ws_typing_interval_seconds:
             return None  # a refresh within the interval adds nothing: dropped
         sub.typed_at = started
@@ -336,11 +343,12 @@ class _MuxSocket(Inbound):
         limit = app[SETTINGS].ws_max_subscriptions
         if old is None and len(self._streams) >= limit:
             raise TooManySubscriptionsError(details=[{"limit": limit}])
-        await channel_access(app, self._claims, channel_id)
+        admitted = await channel_access(app, self._claims, channel_id)
         sub = new_connection(
             app, self.out, channel_id, self._claims.generation, _Subscription, wants_events=True
         )
         assert isinstance(sub, _Subscription)
+        sub.muted_until = admitted.muted_until
         sub.owner, sub.budget, sub.typed_at, sub.announced = self, None, -1e9, False
         sub.route = app[SENDER].route(channel_id, self._claims.user_id)
         hub = app[HUB]

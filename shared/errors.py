@@ -46,6 +46,15 @@ class ErrorCode(StrEnum):
     NOT_YOUR_MESSAGE = "not_your_message"
     NOT_EDITABLE = "not_editable"
     TOO_MANY_REACTIONS = "too_many_reactions"
+    FORBIDDEN_ROLE = "forbidden_role"
+    BANNED = "banned"
+    MUTED = "muted"
+    MEMBER_NOT_FOUND = "member_not_found"
+    DIRECT_MESSAGE = "direct_message"
+    NOT_PRIVATE = "not_private"
+    ALREADY_INVITED = "already_invited"
+    INVITATION_NOT_FOUND = "invitation_not_found"
+    TOO_MANY_INVITATIONS = "too_many_invitations"
     INTERNAL = "internal"
 
 
@@ -143,6 +152,27 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.TOO_MANY_REACTIONS: ErrorSpec(
         409, CloseCode.BAD_REQUEST, "This message carries as many reactions as it may"
     ),
+    ErrorCode.FORBIDDEN_ROLE: ErrorSpec(
+        403, CloseCode.FORBIDDEN, "Your role in this channel does not allow this"
+    ),
+    ErrorCode.BANNED: ErrorSpec(403, CloseCode.FORBIDDEN, "You are banned from this channel"),
+    ErrorCode.MUTED: ErrorSpec(403, CloseCode.FORBIDDEN, "You are muted in this channel"),
+    ErrorCode.MEMBER_NOT_FOUND: ErrorSpec(
+        404, CloseCode.NOT_FOUND, "That user is not a member of this channel"
+    ),
+    ErrorCode.DIRECT_MESSAGE: ErrorSpec(
+        409, CloseCode.BAD_REQUEST, "A direct message has exactly its two users and no roles"
+    ),
+    ErrorCode.NOT_PRIVATE: ErrorSpec(
+        409, CloseCode.BAD_REQUEST, "Public channels are joined, not invited to"
+    ),
+    ErrorCode.ALREADY_INVITED: ErrorSpec(
+        409, CloseCode.BAD_REQUEST, "That user is already invited to this channel"
+    ),
+    ErrorCode.INVITATION_NOT_FOUND: ErrorSpec(404, CloseCode.NOT_FOUND, "Invitation not found"),
+    ErrorCode.TOO_MANY_INVITATIONS: ErrorSpec(
+        429, CloseCode.RATE_LIMITED, "Too many pending invitations"
+    ),
     ErrorCode.INTERNAL: ErrorSpec(500, CloseCode.INTERNAL_ERROR, "Internal server error"),
 }
 
@@ -212,4 +242,13 @@ MessageDeletedError = _error("MessageDeletedError", ErrorCode.MESSAGE_DELETED)
 NotYourMessageError = _error("NotYourMessageError", ErrorCode.NOT_YOUR_MESSAGE)
 NotEditableError = _error("NotEditableError", ErrorCode.NOT_EDITABLE)
 TooManyReactionsError = _error("TooManyReactionsError", ErrorCode.TOO_MANY_REACTIONS)
+ForbiddenRoleError = _error("ForbiddenRoleError", ErrorCode.FORBIDDEN_ROLE)
+BannedError = _error("BannedError", ErrorCode.BANNED)
+MutedError = _error("MutedError", ErrorCode.MUTED)
+MemberNotFoundError = _error("MemberNotFoundError", ErrorCode.MEMBER_NOT_FOUND)
+DirectMessageError = _error("DirectMessageError", ErrorCode.DIRECT_MESSAGE)
+NotPrivateError = _error("NotPrivateError", ErrorCode.NOT_PRIVATE)
+AlreadyInvitedError = _error("AlreadyInvitedError", ErrorCode.ALREADY_INVITED)
+InvitationNotFoundError = _error("InvitationNotFoundError", ErrorCode.INVITATION_NOT_FOUND)
+TooManyInvitationsError = _error("TooManyInvitationsError", ErrorCode.TOO_MANY_INVITATIONS)
 InternalError = _error("InternalError", ErrorCode.INTERNAL)

@@ -31,6 +31,7 @@ Timestamp = Annotated[
     ),
 ]
 UserRole = Annotated[str, Field(json_schema_extra={"enum": ["user", "admin"]})]
+ChannelKind = Annotated[str, Field(json_schema_extra={"enum": ["public", "private", "dm"]})]
 MemberRole = Annotated[str, Field(json_schema_extra={"enum": ["owner", "moderator", "member"]})]
 Token = Annotated[str, Field(description="A JWT (HS256); send it as `Authorization: Bearer`.")]
 
@@ -66,6 +67,8 @@ class ChannelJson(TypedDict):
     description: str
     image_url: str | None
     created_at: Timestamp
+    kind: ChannelKind
+    private: Annotated[bool, Field(description="Hidden from non-members: `private` or `dm`.")]
 
 
 @with_config(_CLOSED)
@@ -87,6 +90,8 @@ class ChannelWithMembersJson(TypedDict):
     description: str
     image_url: str | None
     created_at: Timestamp
+    kind: ChannelKind
+    private: Annotated[bool, Field(description="Hidden from non-members: `private` or `dm`.")]
     members: list[MemberJson]
 
 
@@ -229,6 +234,11 @@ class MyChannelJson(TypedDict):
     description: str
     image_url: str | None
     created_at: Timestamp
+    kind: ChannelKind
+    private: Annotated[bool, Field(description="Hidden from non-members: `private` or `dm`.")]
+    other_user: Annotated[
+        AuthorJson | None, Field(description="A direct message's other user; else null.")
+    ]
     role: MemberRole
     last_seq: Annotated[
         int,
@@ -269,3 +279,70 @@ class ErrorEnvelope(TypedDict):
     data: None
     code: ErrorCode
     errors: NotRequired[list[FieldErrorJson]]
+
+
+# --- Governance: roles, moderation, invitations, direct messages ---------------
+
+
+@with_config(_CLOSED)
+class MemberRoleJson(TypedDict):
+    """A member's role after a change (a transfer answers the new owner)."""
+
+    channel_id: int
+    user_id: int
+    role: MemberRole
+
+
+@with_config(_CLOSED)
+class ChannelUserJson(TypedDict):
+    """The channel and the user an action was about (a kick, an unban, an unmute)."""
+
+    channel_id: int
+    user_id: int
+
+
+@with_config(_CLOSED)
+class RestrictionJson(TypedDict):
+    """A ban or mute in force; `until` null: a ban without end."""
+
+    channel_id: int
+    user_id: int
+    until: Timestamp | None
+
+
+@with_config(_CLOSED)
+class ListedRestrictionJson(TypedDict):
+    """A ban or mute in force as moderators list them."""
+
+    user_id: int
+    username: str
+    by: Annotated[int | None, Field(description="Who set it; null when that account is gone.")]
+    until: Timestamp | None
+    created_at: Timestamp
+
+
+@with_config(_CLOSED)
+class InvitationJson(TypedDict):
+    """A pending invitation into a private channel."""
+
+    channel: ChannelJson
+    user_id: int
+    username: str
+    invited_by: Annotated[
+        int | None, Field(description="Who invited; null when that account is gone.")
+    ]
+    created_at: Timestamp
+
+
+@with_config(_CLOSED)
+class DirectChannelJson(TypedDict):
+    """A direct message: a channel of kind `dm`, and the other user in it."""
+
+    id: int
+    name: str
+    description: str
+    image_url: str | None
+    created_at: Timestamp
+    kind: ChannelKind
+    private: bool
+    other_user: AuthorJson

@@ -181,10 +181,48 @@ class NewChannelBody(_Body):
     ]
     description: Annotated[str, Field(max_length=500), STORABLE] = ""
     image_url: HttpUrl | None = None
+    private: bool = False  # strict: true or false only
 
 
 class ChannelRefBody(_Body):
     channel_id: ChannelId
+
+
+# --- Governance bodies (roles, moderation, invitations, direct messages) ------
+
+UserId = Annotated[StrictInt, Field(gt=0, le=2**53), BeforeValidator(_integral)]
+# A mute lasts from a second to a year, a ban with an end up to ten years:
+# bounds a schema can state, which keep every end far inside what PostgreSQL
+# and JavaScript dates hold.
+MAX_MUTE_SECONDS = 365 * 24 * 3600
+MAX_BAN_SECONDS = 10 * MAX_MUTE_SECONDS
+
+
+class UserRefBody(_Body):
+    """A target user: a kick, a transfer of ownership, an invitation, a direct message."""
+
+    user_id: UserId
+
+
+class RoleBody(_Body):
+    """`PUT /api/v1/channels/{id}/members/{user_id}/role`: ownership moves by transfer."""
+
+    role: Literal["moderator", "member"]
+
+
+class BanBody(_Body):
+    user_id: UserId
+    # None: the ban lasts until it is lifted.
+    duration_seconds: (
+        Annotated[StrictInt, Field(ge=1, le=MAX_BAN_SECONDS), BeforeValidator(_integral)] | None
+    ) = None
+
+
+class MuteBody(_Body):
+    user_id: UserId
+    duration_seconds: Annotated[
+        StrictInt, Field(ge=1, le=MAX_MUTE_SECONDS), BeforeValidator(_integral)
+    ]
 
 
 class ReadBody(_Body):

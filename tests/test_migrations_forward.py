@@ -159,6 +159,42 @@ async def _check_004(conn: Conn) -> None:
         await conn.execute("UPDATE memberships SET last_read_seq = -1")
 
 
+# --- 005_governance -------------------------------------------------------------------
+
+
+async def _populate_005(conn: Conn) -> None:
+    await conn.execute(
+        """
+        INSERT INTO channels (id, name, description, kind) VALUES
+            (3, 'secret', '', 'private'), (4, '', '', 'dm');
+        INSERT INTO memberships (channel_id, user_id, role) VALUES
+            (3, 1, 'owner'), (4, 1, 'member'), (4, 2, 'member');
+        INSERT INTO direct_channels (user_low, user_high, channel_id) VALUES (1, 2, 4);
+        INSERT INTO channel_bans (channel_id, user_id, banned_by, until) VALUES (1, 2, 1, NULL);
+        INSERT INTO channel_mutes (channel_id, user_id, muted_by, until)
+        VALUES (2, 1, 2, now() + interval '1 hour');
+        INSERT INTO channel_invitations (channel_id, user_id, invited_by) VALUES (3, 2, 1);
+        """
+    )
+
+
+async def _check_005(conn: Conn) -> None:
+    kinds = await conn.fetch("SELECT kind FROM channels")
+    assert {row[0] for row in kinds} == {"public"}  # what existed stays public
+    # One owner per channel; names unique (in any case) except for direct messages.
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await conn.execute(
+            "UPDATE memberships SET role = 'owner' WHERE channel_id = 1 AND user_id = 2"
+        )
+    with pytest.raises(asyncpg.UniqueViolationError):
+        await conn.execute("INSERT INTO channels (id, name) VALUES (90, 'GENERAL')")
+    await conn.execute("INSERT INTO channels (id, name, kind) VALUES (91, 'general', 'dm')")
+    with pytest.raises(asyncpg.CheckViolationError):  # no direct message with oneself
+        await conn.execute(
+            "INSERT INTO direct_channels (user_low, user_high, channel_id) VALUES (1, 1, 1)"
+        )
+
+
 # --- 006_search -----------------------------------------------------------------------
 
 
@@ -230,6 +266,7 @@ STEPS = [
     Step("002_token_revocation", _populate_002, _check_002),
     Step("003_go_import", _populate_003, _check_003),
     Step("004_read_markers", _populate_004, _check_004),
+    Step("005_governance", _populate_005, _check_005),
     Step("006_search", _nothing, _check_006),
     Step("007_message_changes", _populate_007, _check_007),
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncpg
 from aiohttp import web
 
 from gateway.api.common import (
@@ -10,22 +11,26 @@ from gateway.api.common import (
     IntParam,
     caller,
     channel_json,
+    history_items,
     member_json,
     ok,
     page,
     path_id,
     read_body,
-    why_not_a_member,
 )
 from gateway.api.docs import Auth, documented
-from gateway.api.messages import history_items
 from gateway.app_keys import CONTROL_EVENTS, PG_POOL, PRESENCE
 from gateway.read_markers import mark_read
-from shared.db import channels, messages, users
+from gateway.roles import check_visible
+from shared.db import channels, messages, moderation, users
+from shared.db.records import Channel
 from shared.errors import (
     AlreadyMemberError,
+    AppError,
+    BannedError,
     ChannelNameTakenError,
     ChannelNotFoundError,
+    DirectMessageError,
     InvalidParameterError,
     NotAMemberError,
     UnavailableError,
@@ -53,17 +58,50 @@ BEFORE = IntParam("before", 1, MAX_ID, None, "Messages with seq below it, newest
 AFTER_SEQ = IntParam("after_seq", 0, MAX_ID, None, "Messages with seq above it, oldest first.")
 
 
-@documented("Channels", data=list[ChannelJson], query=PAGE)
+async def why_not_a_member(pool: asyncpg.Pool[asyncpg.Record], channel_id: int) -> AppError:
+    """The error for a caller found not to be a member: the channel may not exist at all,
+    and a private one (or a direct message) is not found to a non-member."""
+    channel = await channels.get_channel(pool, channel_id)
+    if channel is None or channel.private:
+        return ChannelNotFoundError()
+    return NotAMemberError()
+
+
+async def visible_channel(request: web.Request, channel_id: int, user_id: int | None) -> Channel:
+    """The channel, if the caller may know of it: a public one for anyone, a private one
+    or a direct message for its members and admins. Raises ChannelNotFoundError."""
+    pool = request.app[PG_POOL]
+    channel = await channels.get_channel(pool, channel_id)
+    if channel is None:
+        raise ChannelNotFoundError()
+    if channel.private:
+        standing = None if user_id is None else await moderation.standing(pool, channel_id, user_id)
+        check_visible(standing)
+    return channel
+
+
+@documented(
+    "Channels",
+    description="Public channels; with a token also the private ones the caller is a member "
+    "of. Direct messages are listed only in `GET /api/v1/me/channels`.",
+    data=list[ChannelJson],
+    query=PAGE,
+    auth=Auth.OPTIONAL,
+)
 async def list_channels(request: web.Request) -> web.Response:
+    member_id = (await caller(request)).user_id if "Authorization" in request.headers else None
     limit, offset = page(request)
-    found = await channels.list_channels(request.app[PG_POOL], limit=limit, offset=offset)
+    found = await channels.list_channels(
+        request.app[PG_POOL], limit=limit, offset=offset, member_id=member_id
+    )
     return ok("channels retrieved", [channel_json(channel) for channel in found])
 
 
 @documented(
     "One channel",
     description=f"With a token, also its first {_CHANNEL_MEMBERS_SHOWN} `members`: who is in a "
-    "channel is not public.",
+    "channel is not public. A private channel or direct message is 404 `channel_not_found` to "
+    "anyone but its members and admins.",
     data=ChannelWithMembersJson | ChannelJson,
     errors=(ChannelNotFoundError,),
     auth=Auth.OPTIONAL,
@@ -74,11 +112,9 @@ async def get_channel(request: web.Request) -> web.Response:
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
     signed_in = "Authorization" in request.headers
-    if signed_in:
-        await caller(request)  # a token that is sent must be valid
-    channel = await channels.get_channel(pool, channel_id)
-    if channel is None:
-        raise ChannelNotFoundError()
+    # A token that is sent must be valid.
+    user_id = (await caller(request)).user_id if signed_in else None
+    channel = await visible_channel(request, channel_id, user_id)
     if not signed_in:
         return ok("channel retrieved", channel_json(channel))
     members = await channels.list_members(pool, channel_id, limit=_CHANNEL_MEMBERS_SHOWN, offset=0)
@@ -106,15 +142,18 @@ async def new_channel(request: web.Request) -> web.Response:
         description=body.description,
         image_url=body.image_url,
         owner_id=claims.user_id,
+        private=body.private,
     )
     return ok("channel created", channel_json(channel), status=201)
 
 
 @documented(
-    "Join a channel",
+    "Join a public channel",
+    description="A private channel or direct message is 404 `channel_not_found` to a join (accept "
+    "an invitation instead); a banned user gets 403 `banned` until the ban ends.",
     body=ChannelRefBody,
     data=ChannelRefJson,
-    errors=(ChannelNotFoundError, AlreadyMemberError),
+    errors=(ChannelNotFoundError, AlreadyMemberError, BannedError),
     auth=Auth.REQUIRED,
 )
 async def join_channel(request: web.Request) -> web.Response:
@@ -126,16 +165,20 @@ async def join_channel(request: web.Request) -> web.Response:
 
 @documented(
     "Leave a channel",
-    description="The caller's sockets in the channel, on every gateway, are closed with 4403.",
+    description="The caller's sockets in the channel, on every gateway, are closed with 4403. "
+    "A direct message cannot be left (409 `direct_message`).",
     body=ChannelRefBody,
     data=ChannelRefJson,
-    errors=(ChannelNotFoundError, NotAMemberError),
+    errors=(ChannelNotFoundError, NotAMemberError, DirectMessageError),
     auth=Auth.REQUIRED,
 )
 async def leave_channel(request: web.Request) -> web.Response:
     claims = await caller(request)
     body = await read_body(request, ChannelRefBody)
     pool = request.app[PG_POOL]
+    channel = await channels.get_channel(pool, body.channel_id)
+    if channel is not None and channel.kind == "dm":
+        raise DirectMessageError()
     if not await channels.remove_member(pool, body.channel_id, claims.user_id):
         raise await why_not_a_member(pool, body.channel_id)
     # Sockets the user still holds in the channel, on any node, are closed now.
@@ -151,12 +194,12 @@ async def leave_channel(request: web.Request) -> web.Response:
     auth=Auth.REQUIRED,
 )
 async def list_members(request: web.Request) -> web.Response:
-    """Members need a valid token: who is in a channel is not public."""
-    await caller(request)
+    """Members need a valid token: who is in a channel is not public (nor, for a private
+    channel, to non-members)."""
+    claims = await caller(request)
     pool = request.app[PG_POOL]
     channel_id = path_id(request, "id")
-    if await channels.get_channel(pool, channel_id) is None:
-        raise ChannelNotFoundError()
+    await visible_channel(request, channel_id, claims.user_id)
     limit, offset = page(request)
     members = await channels.list_members(pool, channel_id, limit=limit, offset=offset)
     return ok("members retrieved", [member_json(member) for member in members])

@@ -16,7 +16,8 @@ from shared.wire import author_json, iso_from_datetime
 
 @documented(
     "The caller's channels with read state, most recently active first",
-    description="Each with `last_seq` (messages not yet persisted included), `last_read_seq`, "
+    description="Each with `kind` (a direct message is `dm`, with `other_user`), `last_seq` "
+    "(messages not yet persisted included), `last_read_seq`, "
     "`unread_count` and its newest stored message. Activity is that message's time, else when "
     "the caller joined.",
     data=list[MyChannelJson],
@@ -43,8 +44,12 @@ async def list_my_channels(request: web.Request) -> web.Response:
 def _my_channel_json(mine: MyChannel, counter: int | None) -> MyChannelJson:
     head = last_seq(counter, mine.stored_seq)
     last = mine.last_message
+    other = mine.other_user
     return {
         **channel_json(mine.channel),
+        "other_user": None
+        if other is None
+        else author_json(other.id, other.name, other.username, other.avatar_url),
         "role": mine.role,
         "last_seq": head,
         "last_read_seq": mine.last_read_seq,

@@ -7,20 +7,17 @@ has applied it. The rules are `gateway.message_changes`'.
 
 from __future__ import annotations
 
-from typing import cast
-
-import asyncpg
-import orjson
 from aiohttp import web
 
+from gateway.api.channels import why_not_a_member
 from gateway.api.common import (
     MAX_ID,
     IntParam,
     caller,
+    history_items,
     ok,
     path_id,
     read_body,
-    why_not_a_member,
 )
 from gateway.api.docs import Auth, documented
 from gateway.app_keys import PG_POOL
@@ -32,8 +29,7 @@ from gateway.message_changes import (
     reaction_change,
 )
 from shared.db import channels
-from shared.db.message_changes import reaction_counts, reply_counts
-from shared.db.messages import StoredMessage, list_replies
+from shared.db.messages import list_replies
 from shared.errors import (
     ChannelNotFoundError,
     MessageDeletedError,
@@ -45,8 +41,8 @@ from shared.errors import (
     TooManyReactionsError,
     UnavailableError,
 )
-from shared.responses import ChangeJson, HistoryMessageJson, HistoryPageJson
-from shared.wire import EditBody, ReactionBody, history_item
+from shared.responses import ChangeJson, HistoryPageJson
+from shared.wire import EditBody, ReactionBody
 
 REPLIES_LIMIT = IntParam("limit", 1, 200, 50, "Replies per page.")
 REPLIES_AFTER = IntParam("after_seq", 0, MAX_ID, 0, "Replies with seq above it, oldest first.")
@@ -59,25 +55,6 @@ _CHANGE_ERRORS = (
     RateLimitedError,
     UnavailableError,
 )
-
-
-async def history_items(
-    pool: asyncpg.Pool[asyncpg.Record], found: list[StoredMessage], caller_id: int
-) -> list[HistoryMessageJson]:
-    """History items for a page of messages: their reactions (with `me` for the
-    caller) and reply counts, two statements for the whole page."""
-    ids = [message.id for message in found]
-    reactions = await reaction_counts(pool, ids, caller_id)
-    replies = await reply_counts(pool, ids)
-    # Each item is its frame's bytes (plus the two fields), spliced in by orjson as
-    # they are: the same function builds resume frames and history.
-    return [
-        cast(
-            "HistoryMessageJson",
-            orjson.Fragment(history_item(m, reactions.get(m.id, []), replies.get(m.id, 0))),
-        )
-        for m in found
-    ]
 
 
 async def _answer(request: web.Request, message: str, change: Change) -> web.Response:

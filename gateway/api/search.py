@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.api.common import (
-    MAX_ID,
-    IntParam,
-    TextParam,
-    caller,
-    message_page,
-    ok,
-    why_not_a_member,
-)
+from gateway.api.channels import why_not_a_member
+from gateway.api.common import MAX_ID, IntParam, TextParam, caller, message_page, ok
 from gateway.api.docs import Auth, documented
 from gateway.app_keys import PG_POOL
 from shared.db import channels, messages

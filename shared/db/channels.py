@@ -12,7 +12,15 @@ from shared.db.records import Channel, ChatAccess, LostAccess, Member, User
 if TYPE_CHECKING:
     from shared.db.records import Executor
 
-from shared.errors import AlreadyMemberError, ChannelNameTakenError, ChannelNotFoundError
+from shared.db.moderation import is_banned
+from shared.errors import (
+    AlreadyMemberError,
+    BannedError,
+    ChannelNameTakenError,
+    ChannelNotFoundError,
+    InvitationNotFoundError,
+    NotPrivateError,
+)
 
 
 async def create_channel(
@@ -22,6 +30,7 @@ async def create_channel(
     description: str,
     image_url: str | None,
     owner_id: int,
+    private: bool = False,
 ) -> Channel:
     """Create a channel whose creator is its owner, atomically.
 
@@ -30,13 +39,14 @@ async def create_channel(
     async with pool.acquire() as conn, conn.transaction():
         try:
             row = await conn.fetchrow(
-                """INSERT INTO channels (name, description, image_url, created_by)
-                    VALUES ($1, $2, $3, $4)
-                   RETURNING id, name, description, image_url, created_at""",
+                """INSERT INTO channels (name, description, image_url, created_by, kind)
+                    VALUES ($1, $2, $3, $4, $5)
+                   RETURNING id, name, description, image_url, created_at, kind""",
                 name,
                 description,
                 image_url,
                 owner_id,
+                "private" if private else "public",
             )
         except asyncpg.UniqueViolationError:
             raise ChannelNameTakenError() from None
@@ -51,35 +61,77 @@ async def create_channel(
 
 async def get_channel(db: Executor, channel_id: int) -> Channel | None:
     row = await db.fetchrow(
-        "SELECT id, name, description, image_url, created_at FROM channels WHERE id = $1",
+        "SELECT id, name, description, image_url, created_at, kind FROM channels WHERE id = $1",
         channel_id,
     )
     return None if row is None else Channel.from_record(row)
 
 
-async def list_channels(db: Executor, *, limit: int, offset: int) -> list[Channel]:
+async def list_channels(
+    db: Executor, *, limit: int, offset: int, member_id: int | None = None
+) -> list[Channel]:
+    """Public channels, and the private ones `member_id` is a member of (never direct
+    messages: those are in the caller's own list)."""
     rows = await db.fetch(
-        """SELECT id, name, description, image_url, created_at FROM channels
+        """SELECT id, name, description, image_url, created_at, kind FROM channels c
+           WHERE c.kind = 'public'
+              OR (c.kind = 'private' AND EXISTS (
+                  SELECT 1 FROM memberships m WHERE m.channel_id = c.id AND m.user_id = $3))
            ORDER BY id LIMIT $1 OFFSET $2""",
         limit,
         offset,
+        member_id,
     )
     return [Channel.from_record(row) for row in rows]
 
 
-async def add_member(db: Executor, channel_id: int, user_id: int, role: str = "member") -> None:
-    """Raises AlreadyMemberError, or ChannelNotFoundError for an unknown channel."""
-    try:
-        await db.execute(
-            "INSERT INTO memberships (channel_id, user_id, role) VALUES ($1, $2, $3)",
+async def add_member(
+    pool: asyncpg.Pool[asyncpg.Record], channel_id: int, user_id: int, *, invited: bool = False
+) -> None:
+    """Join a public channel, or (`invited`) accept the pending invitation into a private one.
+
+    One transaction, which takes the channel's row `FOR SHARE`: a ban being
+    written (see `shared.db.moderation`) finishes first, so a banned user
+    never slips in. A private channel or direct message the user is not in is
+    `ChannelNotFoundError` to a join, as if it did not exist.
+
+    Raises ChannelNotFoundError, AlreadyMemberError, InvitationNotFoundError,
+    NotPrivateError, BannedError.
+    """
+    async with pool.acquire() as conn, conn.transaction():
+        row = await conn.fetchrow(
+            """SELECT c.kind, EXISTS (SELECT 1 FROM memberships m
+                                      WHERE m.channel_id = c.id AND m.user_id = $2) AS member
+               FROM channels c WHERE c.id = $1 FOR SHARE""",
             channel_id,
             user_id,
-            role,
         )
-    except asyncpg.UniqueViolationError:
-        raise AlreadyMemberError() from None
-    except asyncpg.ForeignKeyViolationError:
-        raise ChannelNotFoundError() from None
+        if row is None:
+            raise ChannelNotFoundError()
+        if row["member"]:
+            raise AlreadyMemberError()
+        if invited:
+            if row["kind"] == "public":
+                raise NotPrivateError()
+            status = await conn.execute(
+                "DELETE FROM channel_invitations WHERE channel_id = $1 AND user_id = $2",
+                channel_id,
+                user_id,
+            )
+            if not status.endswith(" 1"):
+                raise InvitationNotFoundError()
+        elif row["kind"] != "public":
+            raise ChannelNotFoundError()
+        if await is_banned(conn, channel_id, user_id):
+            raise BannedError()
+        try:
+            await conn.execute(
+                "INSERT INTO memberships (channel_id, user_id) VALUES ($1, $2)",
+                channel_id,
+                user_id,
+            )
+        except asyncpg.UniqueViolationError:
+            raise AlreadyMemberError() from None  # a concurrent join of the same user
 
 
 async def remove_member(db: Executor, channel_id: int, user_id: int) -> bool:
@@ -114,13 +166,16 @@ async def list_members(db: Executor, channel_id: int, *, limit: int, offset: int
 
 
 async def chat_access(db: Executor, channel_id: int, user_id: int) -> ChatAccess:
-    """Channel existence, the user's role in it, the user's profile and token
-    generation, in one query."""
+    """Channel existence and kind, the user's role and mute in it, the user's profile
+    and token generation, in one query."""
     row = await db.fetchrow(
-        """SELECT EXISTS (SELECT 1 FROM channels WHERE id = $1) AS channel_exists,
+        """SELECT (SELECT kind FROM channels WHERE id = $1) AS channel_kind,
                   m.role AS member_role,
                   u.id, u.name, u.username, u.email, u.avatar_url, u.role, u.created_at,
-                  u.token_generation
+                  u.token_generation,
+                  (SELECT x.until FROM channel_mutes x
+                    WHERE x.channel_id = $1 AND x.user_id = u.id AND x.until > now())
+                    AS muted_until
            FROM users u
            LEFT JOIN memberships m ON m.channel_id = $1 AND m.user_id = u.id
            WHERE u.id = $2""",
@@ -133,10 +188,12 @@ async def chat_access(db: Executor, channel_id: int, user_id: int) -> ChatAccess
         )
         return ChatAccess(channel_exists=bool(exists), role=None, user=None, token_generation=None)
     return ChatAccess(
-        channel_exists=row["channel_exists"],
+        channel_exists=row["channel_kind"] is not None,
         role=row["member_role"],
         user=User.from_record(row),
         token_generation=row["token_generation"],
+        channel_kind=row["channel_kind"],
+        muted_until=row["muted_until"],
     )
 
 

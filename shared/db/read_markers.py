@@ -83,6 +83,15 @@ class MyChannel:
     last_read_seq: int
     stored_seq: int  # the highest persisted seq: 0 without messages
     last_message: LastMessage | None
+    other_user: OtherUser | None = None  # a direct message's other user
+
+
+@dataclass(frozen=True, slots=True)
+class OtherUser:
+    id: int
+    name: str
+    username: str
+    avatar_url: str | None
 
 
 # One statement for the whole page. Each membership's newest message is one
@@ -93,8 +102,10 @@ class MyChannel:
 # stored message's time, else when the caller joined. Only the preview's first
 # characters leave the database, not the body.
 _MY_CHANNELS = """
-SELECT c.id, c.name, c.description, c.image_url, c.created_at,
+SELECT c.id, c.name, c.description, c.image_url, c.created_at, c.kind,
        m.role, m.last_read_seq,
+       o.id AS other_id, o.name AS other_name, o.username AS other_username,
+       o.avatar_url AS other_avatar_url,
        lm.id AS message_id, lm.seq AS message_seq, lm.user_id AS message_user_id,
        lm.type AS message_type, lm.preview AS message_preview,
        lm.created_at AS message_created_at,
@@ -110,6 +121,9 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) lm ON true
 LEFT JOIN users u ON u.id = lm.user_id
+-- A direct message's other user: one unique-index probe, one primary-key probe.
+LEFT JOIN direct_channels d ON c.kind = 'dm' AND d.channel_id = c.id
+LEFT JOIN users o ON o.id = CASE WHEN d.user_low = $1 THEN d.user_high ELSE d.user_low END
 WHERE m.user_id = $1
 ORDER BY COALESCE(lm.created_at, m.joined_at) DESC, c.id DESC
 LIMIT $2 OFFSET $3
@@ -144,6 +158,14 @@ async def list_my_channels(
                 last_read_seq=row["last_read_seq"],
                 stored_seq=0 if last is None else last.seq,
                 last_message=last,
+                other_user=None
+                if row["other_id"] is None
+                else OtherUser(
+                    id=row["other_id"],
+                    name=row["other_name"],
+                    username=row["other_username"],
+                    avatar_url=row["other_avatar_url"],
+                ),
             )
         )
     return found

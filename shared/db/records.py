@@ -66,6 +66,7 @@ class Channel:
     description: str
     image_url: str | None
     created_at: dt.datetime
+    kind: str  # public, private or dm (migration 005)
 
     @classmethod
     def from_record(cls, row: Record) -> Channel:
@@ -75,7 +76,13 @@ class Channel:
             description=row["description"],
             image_url=row["image_url"],
             created_at=row["created_at"],
+            kind=row["kind"],
         )
+
+    @property
+    def private(self) -> bool:
+        """Hidden from non-members: a private channel or a direct message."""
+        return self.kind != "public"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,3 +125,5 @@ class ChatAccess:
     role: str | None
     user: User | None
     token_generation: int | None  # the user's, for the token check; None without a user
+    channel_kind: str | None = None  # None when the channel does not exist
+    muted_until: dt.datetime | None = None  # a mute in force, else None

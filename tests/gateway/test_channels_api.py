@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.gateway.api_client import create_channel, error_of, join, signup
 
-CHANNEL_FIELDS = {"id", "name", "description", "image_url", "created_at"}
+CHANNEL_FIELDS = {"id", "name", "description", "image_url", "created_at", "kind", "private"}
 
 
 async def test_creator_becomes_owner(gateway: TestClient[Any, Any]) -> None:

@@ -105,6 +105,10 @@ def _encode(value: str) -> str:
     return quote(value, safe="", errors="surrogatepass")
 
 
+# aiohttp's HTTP parser refuses a longer request line before any middleware.
+_MAX_REQUEST_LINE = 8190
+
+
 def _fill(template: str, segment: str) -> str:
     return _PATH_PARAMETER.sub(lambda _match: segment, template)
 
@@ -126,6 +130,10 @@ def _check(method: str, target: str, answer: tuple[int, str, bytes]) -> None:
     status, content_type, body = answer
     where = f"{method} {target[:120]} -> {status} {body[:200]!r}"
     assert status < 500, where
+    if status == 400 and len(target) > _MAX_REQUEST_LINE:
+        # A route with two parameters doubles a long value: past the request line's
+        # bound aiohttp's parser answers, in plain text (see README, Security).
+        return
     if status < 400 and not content_type.startswith("application/json"):
         return  # `GET /` and `/metrics` answer text
     assert content_type.startswith("application/json"), where
