@@ -32,6 +32,13 @@ Gateway = TestClient[Any, Any]
 Socket = aiohttp.ClientWebSocketResponse
 
 
+async def subscribed(gateway: Gateway, account: Account, channel_id: int) -> Socket:
+    """A multiplexed socket of `account`, subscribed to the channel (live)."""
+    ws = await open_mux(gateway, account)
+    await subscribe(ws, channel_id)
+    return ws
+
+
 async def send(ws: Socket, channel_id: int, content: str, **extra: Any) -> dict[str, Any]:
     """Send a text on a multiplexed socket; the ack."""
     body = {"type": "text", "content": content}
@@ -98,8 +105,7 @@ async def test_an_edit_on_one_gateway_is_seen_live_on_the_other_in_seq_order(
 async def test_the_edit_frame_carries_the_new_body(make_gateway: MakeGateway) -> None:
     gateway = await make_gateway()
     channel_id, (alice,) = await room(gateway, "alice")
-    mux = await open_mux(gateway, alice)
-    await subscribe(mux, channel_id)
+    mux = await subscribed(gateway, alice, channel_id)
     sent = await send(mux, channel_id, "before")
 
     body = {"type": "text", "content": "after"}
@@ -121,8 +127,7 @@ async def test_resume_replays_edits_deletes_and_reactions_in_order_from_redis_an
 ) -> None:
     gateway_a, gateway_b = await make_gateway(), await make_gateway()
     channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
-    mux = await open_mux(gateway_a, alice)
-    await subscribe(mux, channel_id)
+    mux = await subscribed(gateway_a, alice, channel_id)
     one = await send(mux, channel_id, "one")
     two = await send(mux, channel_id, "two")
     await change(
@@ -166,9 +171,8 @@ async def test_history_shows_the_latest_version_the_tombstone_reactions_and_repl
 ) -> None:
     gateway_a, gateway_b = await make_gateway(), await make_gateway()
     channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
-    mux_alice, mux_bob = await open_mux(gateway_a, alice), await open_mux(gateway_b, bob)
-    await subscribe(mux_alice, channel_id)
-    await subscribe(mux_bob, channel_id)
+    mux_alice = await subscribed(gateway_a, alice, channel_id)
+    mux_bob = await subscribed(gateway_b, bob, channel_id)
     parent = await send(mux_alice, channel_id, "parent")
     doomed = await send(mux_alice, channel_id, "secret")
     reply = await send(mux_bob, channel_id, "a reply", reply_to=parent["id"])
@@ -212,9 +216,8 @@ async def test_history_shows_the_latest_version_the_tombstone_reactions_and_repl
 async def test_adding_a_reaction_twice_sends_one_event(make_gateway: MakeGateway) -> None:
     gateway_a, gateway_b = await make_gateway(), await make_gateway()
     channel_id, (alice, bob) = await room(gateway_a, "alice", "bob")
-    mux_alice, mux_bob = await open_mux(gateway_a, alice), await open_mux(gateway_b, bob)
-    await subscribe(mux_alice, channel_id)
-    await subscribe(mux_bob, channel_id)
+    mux_alice = await subscribed(gateway_a, alice, channel_id)
+    mux_bob = await subscribed(gateway_b, bob, channel_id)
     target = await send(mux_alice, channel_id, "like me")
     react = {"type": "react", "channel_id": channel_id, "message_id": target["id"]}
 
@@ -233,9 +236,8 @@ async def test_adding_a_reaction_twice_sends_one_event(make_gateway: MakeGateway
 async def test_reactions_are_bounded_per_user_and_per_message(make_gateway: MakeGateway) -> None:
     gateway = await make_gateway(reaction_max_per_user=2, reaction_max_emojis=3)
     channel_id, (alice, bob) = await room(gateway, "alice", "bob")
-    mux_alice, mux_bob = await open_mux(gateway, alice), await open_mux(gateway, bob)
-    await subscribe(mux_alice, channel_id)
-    await subscribe(mux_bob, channel_id)
+    mux_alice = await subscribed(gateway, alice, channel_id)
+    mux_bob = await subscribed(gateway, bob, channel_id)
     target = await send(mux_alice, channel_id, "popular")
     react = {"type": "react", "channel_id": channel_id, "message_id": target["id"]}
 
@@ -308,8 +310,7 @@ async def test_reply_to_a_message_of_another_channel_is_refused(make_gateway: Ma
     gateway = await make_gateway()
     channel_id, (alice, bob) = await room(gateway, "alice", "bob")
     other_channel = await create_channel(gateway, bob, "elsewhere")
-    mux_bob = await open_mux(gateway, bob)
-    await subscribe(mux_bob, channel_id)
+    mux_bob = await subscribed(gateway, bob, channel_id)
     await subscribe(mux_bob, other_channel)
     elsewhere = await send(mux_bob, other_channel, "elsewhere")
     chat_alice = await connect(gateway, alice, channel_id)
@@ -356,8 +357,7 @@ async def test_a_reaction_that_is_not_one_emoji_is_refused(
 ) -> None:
     gateway = await make_gateway()
     channel_id, (alice,) = await room(gateway, "alice")
-    mux = await open_mux(gateway, alice)
-    await subscribe(mux, channel_id)
+    mux = await subscribed(gateway, alice, channel_id)
     target = await send(mux, channel_id, "x")
 
     await mux.send_str(
@@ -379,8 +379,7 @@ async def test_hostile_edits_are_refused_and_change_nothing(
 ) -> None:
     gateway = await make_gateway()
     channel_id, (alice,) = await room(gateway, "alice")
-    mux = await open_mux(gateway, alice)
-    await subscribe(mux, channel_id)
+    mux = await subscribed(gateway, alice, channel_id)
     target = await send(mux, channel_id, "original")
     edit = {"type": "edit", "channel_id": channel_id, "message_id": target["id"]}
 
@@ -419,8 +418,7 @@ async def test_rest_changes_answer_once_durable_and_reach_subscribers(
 ) -> None:
     gateway_a, gateway_b = await make_gateway(), await make_gateway()
     channel_id, (alice, bob, carol) = await room(gateway_a, "alice", "bob", "carol")
-    mux_bob = await open_mux(gateway_b, bob)
-    await subscribe(mux_bob, channel_id)
+    mux_bob = await subscribed(gateway_b, bob, channel_id)
     chat_alice = await connect(gateway_a, alice, channel_id)
     await chat_alice.send_json({"type": "text", "content": "typo"})
     sent = await receive_until(chat_alice, "ack")
@@ -501,8 +499,7 @@ async def test_the_chat_socket_resumes_across_event_seqs_without_a_gap(
 ) -> None:
     gateway = await make_gateway()
     channel_id, (alice,) = await room(gateway, "alice")
-    mux = await open_mux(gateway, alice)
-    await subscribe(mux, channel_id)
+    mux = await subscribed(gateway, alice, channel_id)
     one = await send(mux, channel_id, "one")
     await change(mux, type="react", channel_id=channel_id, message_id=one["id"], emoji="👍")
     await send(mux, channel_id, "two")
@@ -542,8 +539,7 @@ async def test_a_channel_lists_its_last_message_not_the_last_event(
     """The channel list's `last_message` was the newest row, which a reaction is."""
     gateway = await make_gateway()
     channel_id, (alice,) = await room(gateway, "alice")
-    mux = await open_mux(gateway, alice)
-    await subscribe(mux, channel_id)
+    mux = await subscribed(gateway, alice, channel_id)
     sent = await send(mux, channel_id, "the last word")
     await change(mux, type="react", channel_id=channel_id, message_id=sent["id"], emoji="👍")
     assert await persist(make_settings, pg_pool) == 2
@@ -560,9 +556,8 @@ async def test_a_lost_reaction_state_is_seeded_again_from_postgresql(
 ) -> None:
     gateway = await make_gateway()
     channel_id, (alice, bob) = await room(gateway, "alice", "bob")
-    mux_alice, mux_bob = await open_mux(gateway, alice), await open_mux(gateway, bob)
-    await subscribe(mux_alice, channel_id)
-    await subscribe(mux_bob, channel_id)
+    mux_alice = await subscribed(gateway, alice, channel_id)
+    mux_bob = await subscribed(gateway, bob, channel_id)
     target = await send(mux_alice, channel_id, "old news")
     react = {"type": "react", "channel_id": channel_id, "message_id": target["id"]}
     await change(mux_alice, **react, emoji="👍")
@@ -584,8 +579,7 @@ async def test_search_finds_the_latest_version_and_no_tombstone(
 ) -> None:
     gateway = await make_gateway()
     channel_id, (alice,) = await room(gateway, "alice")
-    mux = await open_mux(gateway, alice)
-    await subscribe(mux, channel_id)
+    mux = await subscribed(gateway, alice, channel_id)
     edited = await send(mux, channel_id, "colour")
     deleted = await send(mux, channel_id, "zebra secret")
     await change(
