@@ -28,6 +28,7 @@ from gateway.api import (
     health,
     invitations,
     me,
+    messages,
     moderation,
     openapi,
     search,
@@ -111,6 +112,9 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+_MESSAGE = "/api/v1/channels/{id:[0-9]+}/messages/{message_id:[0-9]+}"
+
+
 def _add_routes(app: web.Application, settings: Settings) -> None:
     app.router.add_get("/", health.hello)
     app.router.add_get("/healthz", health.healthz)
@@ -140,6 +144,10 @@ def _add_routes(app: web.Application, settings: Settings) -> None:
         app.router.add_get("/api/v1/channels/{id:[0-9]+}/members", channels.list_members),
         app.router.add_get("/api/v1/channels/{id:[0-9]+}/messages", channels.list_messages),
         app.router.add_get("/api/v1/channels/{id:[0-9]+}/presence", channels.channel_presence),
+        app.router.add_patch(_MESSAGE, messages.edit_message),
+        app.router.add_delete(_MESSAGE, messages.delete_message),
+        app.router.add_post(_MESSAGE + "/reactions", messages.react_to_message),
+        app.router.add_get(_MESSAGE + "/replies", messages.list_message_replies),
         app.router.add_put("/api/v1/channels/{id:[0-9]+}/read", channels.mark_channel_read),
         app.router.add_get("/api/v1/me/channels", me.list_my_channels),
         app.router.add_get("/api/v1/search", search.search),

@@ -5,8 +5,10 @@ stream under entry id `<seq>-0`, in the same atomic step that publishes it.
 So a range read from that stream is contiguous and holds the exact bytes the
 live subscribers got. Older messages (trimmed, expired, or lost with a Redis
 that restarted without its data) come from PostgreSQL, rebuilt in the same
-frame shape; the rows a worker has not committed yet are simply absent, so
-only the contiguous start of a page is used.
+frame shape (a message in its latest version; the events that changed it,
+edits, deletes and reactions, at their own seqs); the rows a worker has not
+committed yet are simply absent, so only the contiguous start of a page is
+used.
 
 Reads are single-flight: when a Redis reconnect makes every local socket of a
 channel catch up from the same `seq`, one read serves them all. That read runs
@@ -32,7 +34,7 @@ from gateway.outages import DEPENDENCY_ERRORS
 from shared.db.messages import list_messages_after, max_seq
 from shared.errors import UnavailableError
 from shared.redis_keys import RedisKeys
-from shared.wire import stored_message_frame
+from shared.wire import stored_frame
 
 # One page of a catch-up: large enough to amortize a round trip, small enough
 # that a page of 10 KB frames stays a few MB.
@@ -140,7 +142,7 @@ class Backlog:
         for message in stored:
             if message.seq != first + len(frames):
                 break  # a row a worker has not committed yet: stop before the hole
-            frames.append((message.seq, stored_message_frame(message)))
+            frames.append((message.seq, stored_frame(message)))
         return frames
 
 

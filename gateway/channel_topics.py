@@ -3,9 +3,10 @@
 The hub subscribes a channel when its first local socket joins and
 unsubscribes when the last one leaves (`ChannelTopics` is its `Subscriptions`
 port). Step 3 of the send path: a message frame published by the send script
-(`gateway.sender`) reaches `Deliveries.deliver` as the bytes that were
-published, with the `seq` and id read from its head once; frames are never
-decoded or re-encoded on the way to the sockets. Anything starting with `!` is
+(`gateway.sender`) reaches `Deliveries.deliver` (a change event, such as an
+edit, `Deliveries.deliver_change`) as the bytes that were published, with the
+`seq` and id read from its head once; frames are never decoded or re-encoded
+on the way to the sockets. Anything starting with `!` is
 a control event (`gateway.control_events`). Every delivery also updates the
 channel's known seqs (`gateway.seq_floors`), which catch a counter that went
 back with lost Redis writes.
@@ -23,7 +24,7 @@ from gateway.subscriber import Subscriber
 from shared.errors import CloseCode
 from shared.redis_keys import RedisKeys
 from shared.settings import Settings
-from shared.wire import frame_id, frame_seq
+from shared.wire import frame_id, frame_seq, is_message_frame
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,11 @@ class Deliveries(Protocol):
 
     def deliver(self, channel_id: int, frame: bytes, seq: int, message_id: int) -> None:
         """Offer a message frame, whose `seq` and id were read once, to the local sockets."""
+        ...
+
+    def deliver_change(self, channel_id: int, frame: bytes, seq: int) -> None:
+        """Offer a change event (an edit, a delete, a reaction: it has a seq in the
+        channel's order) to the local sockets that take events."""
         ...
 
     def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None: ...
@@ -116,7 +122,11 @@ class ChannelTopics:
         except ValueError:
             log.warning("published frame without a seq dropped", extra={"channel_id": channel_id})
             return
-        deliveries.deliver(channel_id, payload, seq, message_id)
+        if is_message_frame(payload):
+            deliveries.deliver(channel_id, payload, seq, message_id)
+        else:
+            # An edit, a delete, a reaction: in the seq order, shown to event takers only.
+            deliveries.deliver_change(channel_id, payload, seq)
         seen = self._seen.get(channel_id)
         if seen is not None and seen.delivered(seq, message_id):
             self._seq_reused(deliveries, channel_id, seq, seen)

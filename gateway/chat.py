@@ -46,6 +46,7 @@ from gateway.auth import TokenClaims, check_generation, socket_claims, socket_pr
 from gateway.connection import Connection
 from gateway.inbound import Inbound, Step, check_size
 from gateway.message_budget import MessageBudget
+from gateway.message_changes import check_reply_to
 from gateway.mutes import check_not_muted, epoch_of
 from gateway.outbox import Outbox
 from gateway.sender import SendRoute
@@ -66,7 +67,7 @@ from shared.errors import (
     UnavailableError,
 )
 from shared.settings import Settings
-from shared.wire import CHAT_FRAME, author_json, error_frame, parse_json
+from shared.wire import CHAT_FRAME, FileFrame, TextFrame, author_json, error_frame, parse_json
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,18 @@ class _ChatSocket(Inbound):
         check_size(payload, self.app)
         frame = parse_json(CHAT_FRAME, payload)
         check_not_muted(self._connection)
+        if frame.reply_to is not None:
+            return self._reply(route, frame, started)
         return self._begin_send(route, frame, frame.client_id)
+
+    async def _reply(self, route: SendRoute, frame: TextFrame | FileFrame, started: float) -> None:
+        """A reply: its parent is checked first (`check_reply_to`), then it is sent."""
+        try:
+            await check_reply_to(self.app, route.channel_id, frame.reply_to or 0)
+        except AppError as exc:
+            self._rejected(exc, None)
+            return
+        await self._send(self._begin_send(route, frame, frame.client_id, frame.reply_to), started)
 
     async def _finish(self) -> None:
         await self.out.stop()

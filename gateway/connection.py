@@ -35,7 +35,7 @@ from gateway.outbox import DETACHED, ClosedError, Outbox, StalledError
 from gateway.websocket import text_frame
 from shared.backoff import Backoff
 from shared.errors import AppError, CloseCode, HistoryGapError
-from shared.wire import error_frame
+from shared.wire import error_frame, is_message_frame
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,9 @@ class Connection:
         return self.out.revoke(code, reason)
 
     def offer(self, seq: int, frame: bytes) -> None:
-        """A live message, as a finished frame, in the channel's publish order."""
+        """A live message, as a finished frame, in the channel's publish order; an
+        empty `frame` takes its seq and shows nothing (a change event, to a socket
+        that does not take events: see `Hub.deliver_change`)."""
         out = self.out
         if out.close_request is not None:
             return
@@ -153,6 +155,8 @@ class Connection:
             return  # already replayed
         if seq == self.last_seq + 1:
             self.last_seq = seq
+            if not frame:
+                return  # an event this socket does not show: it only takes its seq
             # `Outbox.send`'s fast path, inlined: this runs once per delivery.
             socket = out.socket
             if out.pending or socket is None or not socket.write_if_idle(frame):
@@ -231,7 +235,8 @@ class Connection:
             seq, frame = held[0]
             if seq == last + 1:
                 held.popleft()
-                await self._put(frame)
+                if frame:
+                    await self._put(frame)
                 last = seq
             else:
                 goal = seq - 1  # published before the held ones, not replayed yet
@@ -252,7 +257,9 @@ class Connection:
             page = await self._replay.page_after(self.channel_id, last)
             if page:
                 for seq, frame in page:
-                    await self._put(text_frame(frame))  # the writer's pace is the replay's pace
+                    if self.wants_events or is_message_frame(frame):
+                        # The writer's pace is the replay's pace.
+                        await self._put(text_frame(frame))
                     last = seq
                 self.metrics.replayed_frames.inc(len(page))
                 deadline = loop.time() + self._resume_wait_seconds

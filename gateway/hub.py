@@ -137,6 +137,19 @@ class Hub:
         for connection in members:
             connection.offer(seq, wire)
 
+    def deliver_change(self, channel_id: int, frame: bytes, seq: int) -> None:
+        """Offer a change event (`message_edited`, `message_deleted`, `reaction`), which
+        takes its seq in the channel's order like a message. Connections that take
+        events get it; the per-channel socket's keep the Go server's frame types (a Go
+        client would show an edit as a new message), so theirs only count the seq as
+        seen: no gap, no catch-up, nothing sent. Framed once."""
+        members = self._channels.get(channel_id)
+        if not members:
+            return
+        wire = text_frame(frame)
+        for connection in members:
+            connection.offer(seq, wire if connection.wants_events else b"")
+
     def deliver_event(self, channel_id: int, user_id: int | None, frame: bytes) -> None:
         """Offer a live-state event (`read`, ...: no seq, never replayed) to the local
         members of the channel whose connections take events (`wants_events`: the

@@ -165,8 +165,10 @@ class Inbound:
         self._over_budget(budget, started, channel_id, what)
         return False
 
-    def _begin_send(self, route: SendRoute, frame: Any, client_id: str | None) -> PendingSend:
-        """Start making a validated frame durable."""
+    def _begin_send(
+        self, route: SendRoute, frame: Any, client_id: str | None, reply_to: int | None = None
+    ) -> PendingSend:
+        """Start making a validated frame durable (a reply's parent checked already)."""
         body = frame_body(frame)
         return self.app[SENDER].start(
             route,
@@ -178,7 +180,9 @@ class Inbound:
                 body=body,
                 client_id=client_id,
                 author=self.author,
+                reply_to=reply_to,
             ),
+            target_id=reply_to,
         )
 
     def _budget(self) -> MessageBudget | None:

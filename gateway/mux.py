@@ -19,6 +19,12 @@ JSON object with `type`, handled in the order they arrive (`gateway.inbound`):
   membership audit keeps checking it), and goes the chat socket's way: a
   message budget per channel (as the rate limit in Redis is), validation, the
   send script, the ack (with `channel_id`).
+- `edit`, `delete` and `react` require a subscription and spend its message
+  budget, then go `gateway.message_changes`' way: authorized (author, role,
+  target in this channel), made an event that takes the channel's next seq,
+  acknowledged with the event's id and seq (`unchanged` when a reaction
+  changes nothing) once durable. A `send` with `reply_to` has its parent
+  checked first.
 - `read` marks the channel read (`gateway.read_markers.mark_read`, the REST
   route's rules); no subscription needed.
 - A muted member's `send` and `typing` get a `muted` error frame (checked in
@@ -73,6 +79,13 @@ from gateway.chat import (
 from gateway.connection import Connection
 from gateway.inbound import Inbound, Step, check_size
 from gateway.message_budget import MessageBudget
+from gateway.message_changes import (
+    apply_change,
+    check_reply_to,
+    delete_change,
+    edit_change,
+    reaction_change,
+)
 from gateway.mutes import check_not_muted
 from gateway.outbox import Outbox
 from gateway.read_markers import mark_read
@@ -92,10 +105,14 @@ from shared.errors import (
 )
 from shared.wire import (
     MUX_FRAME,
+    DeleteFrame,
+    EditFrame,
+    ReactFrame,
     ReadFrame,
     SendFrame,
     SubscribeFrame,
     TypingFrame,
+    change_ack_frame,
     error_frame,
     parse_json,
     subscribed_frame,
@@ -110,7 +127,8 @@ log = logging.getLogger(__name__)
     description="An RFC 6455 upgrade for one connection to many channels; a request that is "
     "not one is answered 422 `invalid_parameter`. The credential is passed as for the chat "
     "socket. Admission (Origin, credential) is decided after the upgrade: a refused socket gets "
-    "an error frame and a close code. The frames (`subscribe`, `unsubscribe`, `send`, `typing`) "
+    "an error frame and a close code. The frames (`subscribe`, `unsubscribe`, `send`, `typing`, "
+    "`read`, `edit`, `delete`, `react`) "
     "are described in the README.",
     status=101,
     errors=(InvalidParameterError,),
@@ -203,11 +221,67 @@ class _MuxSocket(Inbound):
                 raise NotSubscribedError()
             if isinstance(frame, SendFrame):
                 return self._send_frame(sub, frame, started)
-            assert isinstance(frame, TypingFrame)
-            return self._typing(sub, started)
+            if isinstance(frame, TypingFrame):
+                return self._typing(sub, started)
+            if not isinstance(frame, DeleteFrame):
+                check_not_muted(sub)  # an edit is new content, a reaction a post
+            if sub.budget is None:
+                sub.budget = self._budget()
+            if not self._spend(sub.budget, started, channel_id):
+                return None
+            return self._change(frame)
         except AppError as exc:
             self._rejected(exc, channel_id)
             return None
+
+    async def _change(self, frame: EditFrame | DeleteFrame | ReactFrame) -> None:
+        """An edit, delete or reaction (`gateway.message_changes`): acknowledged once its
+        event is durable; every subscriber, this one included, gets the event."""
+        app, user_id = self.app, self._claims.user_id
+        channel_id, message_id = frame.channel_id, frame.message_id
+        try:
+            if isinstance(frame, EditFrame):
+                change = await edit_change(
+                    app, user_id, channel_id, message_id, frame.body, frame.client_id
+                )
+            elif isinstance(frame, DeleteFrame):
+                change = await delete_change(app, user_id, channel_id, message_id)
+            else:
+                change = await reaction_change(
+                    app, user_id, channel_id, message_id, frame.emoji, frame.op
+                )
+            outcome = await apply_change(app, change)
+        except AppError as exc:
+            self._rejected(exc, channel_id)
+            return
+        result = outcome.result
+        self.out.enqueue(
+            change_ack_frame(
+                channel_id,
+                message_id,
+                None if result is None else result.message_id,
+                None if result is None else result.seq,
+                client_id=change.client_id,
+                count=outcome.count,
+                duplicate=result is not None and result.duplicate,
+            )
+        )
+
+    def _reply(self, sub: _Subscription, frame: SendFrame, started: float) -> Step:
+        """A send naming `reply_to`: its parent is checked first (in a task: PostgreSQL,
+        then the recent stream), then it goes the send's way."""
+        assert frame.reply_to is not None
+
+        async def check_then_send() -> None:
+            try:
+                await check_reply_to(self.app, sub.channel_id, frame.reply_to or 0)
+            except AppError as exc:
+                self._rejected(exc, sub.channel_id)
+                return
+            pending = self._begin_send(sub.route, frame.body, frame.client_id, frame.reply_to)
+            await self._send(pending, started)
+
+        return check_then_send()
 
     def _send_frame(self, sub: _Subscription, frame: SendFrame, started: float) -> Step:
         check_not_muted(sub)
@@ -219,6 +293,18 @@ class _MuxSocket(Inbound):
             sub.budget = self._budget()
         if not self._spend(sub.budget, started, sub.channel_id):
             return None
+        if frame.body.reply_to is not None:
+            raise InvalidBodyError(
+                details=[
+                    {
+                        "field": "body.reply_to",
+                        "message": "reply_to belongs beside body",
+                        "type": "extra_forbidden",
+                    }
+                ]
+            )
+        if frame.reply_to is not None:
+            return self._reply(sub, frame, started)
         return self._begin_send(sub.route, frame.body, frame.client_id)
 
     def _typing(self, sub: _Subscription, started: float) -> Step:

@@ -63,9 +63,10 @@ log = logging.getLogger(__name__)
 
 # The frame `type` (and ingest entry `kind`) of a chat message.
 MESSAGE_KIND = "message"
-# send.lua takes 7 keys and 14 arguments.
+# send.lua takes 7 keys and 15 arguments for a message; a change of a message
+# (shared/redis_scripts/message_state.lua) one key and five arguments more.
 _SEND_KEY_COUNT = 7
-_SEND_ARGV_COUNT = 14
+_SEND_ARGV_COUNT = 15
 # Script replies that mean "raise the channel's counter, then send again".
 _NEEDS_COUNTER = (b"noseq", b"behind")
 # Raises before a send gives up: one suffices unless the floor moves meanwhile.
@@ -89,9 +90,22 @@ class SendRoute:
     encoded_args: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class ChangeStep:
+    """What the send script checks and writes for a change of a message
+    (message_state.lua): the message's state key, the op, a reaction's emoji and
+    bounds."""
+
+    state_key: str
+    op: str
+    emoji: str
+    max_emojis: int
+    max_per_user: int
+
+
 @dataclass(slots=True)
 class PendingSend:
-    """One message on its way and, once made, its first script call."""
+    """One message (or change event) on its way and, once made, its first script call."""
 
     route: SendRoute
     kind: str
@@ -101,16 +115,34 @@ class PendingSend:
     tail: bytes
     floor: int  # the highest seq known to exist in the channel
     first: asyncio.Future[Any] | None = None
+    target_id: int | None = None  # a reply's parent, or the message a change changes
+    change: ChangeStep | None = None
 
     def script_keys(self) -> list[str]:
-        return [*self.route.keys, self.dedupe_key]
+        keys = [*self.route.keys, self.dedupe_key]
+        if self.change is not None:
+            keys.append(self.change.state_key)
+        return keys
 
     def script_args(self) -> list[str | int | bytes]:
-        return [*self.route.args, self.kind, self.client_id or "", self.body, self.tail, self.floor]
+        args: list[str | int | bytes] = [
+            *self.route.args,
+            self.kind,
+            self.client_id or "",
+            self.body,
+            self.tail,
+            self.floor,
+            "" if self.target_id is None else self.target_id,
+        ]
+        change = self.change
+        if change is not None:
+            args += [change.op, change.emoji, change.max_emojis, change.max_per_user, RECENT_TTL_MS]
+        return args
 
     def encoded_evalsha(self) -> bytes:
         """`EVALSHA` with `script_keys()` and `script_args()`, as RESP: the route's
-        part is encoded once, the message's here."""
+        part is encoded once, the message's here. Not for a change (`change`), whose
+        keys and arguments are more: it is sent as a plain command."""
         route = self.route
         return b"".join(
             (
@@ -122,6 +154,7 @@ class PendingSend:
                 _bulk(self.body),
                 _bulk(self.tail),
                 _bulk(b"%d" % self.floor),
+                _bulk(b"" if self.target_id is None else b"%d" % self.target_id),
             )
         )
 
@@ -132,6 +165,18 @@ class SendResult:
     seq: int
     created_at_ms: int
     duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeReply:
+    """What the send script made of a change: `ok` (with the event's `result`; a
+    reaction's `count`), `same` (a no-op: nothing written, the current `count`), or
+    a refusal: `gone` (deleted), `full` (reaction bounds), `noseed` (seed the
+    message's state, then send again)."""
+
+    status: str
+    result: SendResult | None
+    count: int | None
 
 
 class Sender:
@@ -200,13 +245,17 @@ class Sender:
         body: bytes,
         tail: bytes,
         kind: str = MESSAGE_KIND,
+        target_id: int | None = None,
     ) -> PendingSend:
-        """Begin sending: the script call leaves now if the pipelined connection is up
-        (`first`); settle it with `result_now` once that is done, else with `finish`."""
+        """Begin sending (`target_id`: a reply's parent): the script call leaves now if
+        the pipelined connection is up (`first`); settle it with `result_now` once
+        that is done, else with `finish`."""
         seen = self._seen.get(route.channel_id)
         floor = 0 if seen is None else seen.floor
         dedupe_key = route.dedupe_prefix + (client_id or "-")
-        pending = PendingSend(route, kind, client_id, dedupe_key, body, tail, floor)
+        pending = PendingSend(
+            route, kind, client_id, dedupe_key, body, tail, floor, target_id=target_id
+        )
         if self._pipelined is not None:
             pending.first = self._pipelined.send_nowait(pending.encoded_evalsha())
         return pending
@@ -236,6 +285,54 @@ class Sender:
         Redis ran the script): a client that re-sends with the same `client_id`
         gets the original back instead of a copy.
         """
+        return _outcome(await self._final_reply(pending))
+
+    async def send_change(
+        self,
+        *,
+        kind: str,
+        channel_id: int,
+        user_id: int,
+        message_id: int,
+        client_id: str | None,
+        body: bytes,
+        tail: bytes,
+        op: str,
+        emoji: str,
+    ) -> ChangeReply:
+        """Send a change of message `message_id` (an edit, a delete, a reaction) as an
+        event of `kind` that takes the channel's next seq like a message, with the
+        script's check of the message's state (see ChangeReply). Raises like `finish`."""
+        route = self.route(channel_id, user_id)
+        seen = self._seen.get(channel_id)
+        pending = PendingSend(
+            route,
+            kind,
+            client_id,
+            route.dedupe_prefix + (client_id or "-"),
+            body,
+            tail,
+            0 if seen is None else seen.floor,
+            target_id=message_id,
+            change=ChangeStep(
+                self._keys.message_state(channel_id, message_id),
+                op,
+                emoji,
+                self._settings.reaction_max_emojis,
+                self._settings.reaction_max_per_user,
+            ),
+        )
+        reply = await self._final_reply(pending)
+        status = reply[0].decode()
+        if status in ("gone", "full", "noseed"):
+            return ChangeReply(status, None, None)
+        if status == "same":
+            return ChangeReply(status, None, int(reply[1]))
+        count = int(reply[4]) if len(reply) > 4 else None
+        return ChangeReply("ok", _outcome(reply), count)
+
+    async def _final_reply(self, pending: PendingSend) -> ScriptReply:
+        """The script's last reply, the channel's counter raised first if it had to be."""
         # With a client_id the script dedupes, so a retry after a lost connection
         # (a pooled connection gone stale when Redis restarted) is safe.
         retries = 1 if pending.client_id else 0
@@ -256,7 +353,7 @@ class Sender:
                 "channel counter still behind after raising it", extra={"channel_id": channel_id}
             )
             raise UnavailableError()
-        return _outcome(reply)
+        return reply
 
     async def _call_retrying(
         self, pending: PendingSend, retries: int, first: asyncio.Future[Any] | None
@@ -287,9 +384,14 @@ class Sender:
             reply = await self._scripts.send(keys=keys, args=args, client=self._client)
             return reply
         try:
-            reply = await (
-                first if first is not None else pipelined.send(pending.encoded_evalsha())
-            )
+            if pending.change is not None:
+                keys, args = pending.script_keys(), pending.script_args()
+                sha = self._scripts.send.sha
+                reply = await pipelined.call("EVALSHA", sha, len(keys), *keys, *args)
+            else:
+                reply = await (
+                    first if first is not None else pipelined.send(pending.encoded_evalsha())
+                )
         except ResponseError as exc:
             if not _is_noscript(exc):
                 raise

@@ -2,9 +2,9 @@
 
 The contract is the gateway's send script (`shared/redis_scripts/send.lua`):
 `id`, `channel_id`, `seq`, `user_id` and `ts` as decimal integers, `body` as
-JSON object text, `client_id` with "" meaning none, and `kind`, the frame's
-`type`: "message" for a chat message, which is also what an entry without it
-(written before the field existed) is.
+JSON object text, `client_id` with "" meaning none; `kind` (missing: `message`)
+and `target_id` (missing or "": none; an event's must be there) for edits,
+deletes, reactions and replies.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import orjson
 
-from shared.db.messages import MessageRow
+from shared.db.message_changes import EVENT_KINDS
+from shared.db.messages import MESSAGE, MessageRow
 
 _MAX_BIGINT = 2**63 - 1
-# The one kind of entry this worker stores: a row of `messages`.
-MESSAGE_KIND = b"message"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +52,9 @@ def parse_entry(fields: dict[bytes, bytes]) -> MessageRow:
     The contract (the gateway's send script writes it): `id`, `channel_id`,
     `seq`, `user_id` and `ts` (created_at, ms since the epoch, UTC) as decimal
     integers, `body` as JSON object text, `client_id` with "" meaning none,
-    `kind` "message" or absent.
+    `kind` (missing: `message`) and `target_id` (a reply's parent, an event's
+    message; required for an event).
     """
-    kind = fields.get(b"kind", MESSAGE_KIND)
-    if kind != MESSAGE_KIND:
-        # Another event that took a seq (an edit, a reaction): not a row of
-        # `messages`, and nothing here knows how to store it yet.
-        raise MalformedEntryError(f"kind {kind[:40]!r} is not stored by this worker")
     body = fields.get(b"body")
     if body is None:
         raise MalformedEntryError("missing field body")
@@ -69,6 +64,14 @@ def parse_entry(fields: dict[bytes, bytes]) -> MessageRow:
         client_id = fields.get(b"client_id", b"").decode()
     except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MalformedEntryError(f"undecodable body or client_id: {exc}") from None
+    kind = fields.get(b"kind", b"message").decode(errors="replace")
+    if kind != MESSAGE and kind not in EVENT_KINDS:
+        raise MalformedEntryError(f"unknown kind: {kind[:40]!r}")
+    target_id = None
+    if fields.get(b"target_id", b""):
+        target_id = _positive_int(fields, b"target_id")
+    elif kind != MESSAGE:
+        raise MalformedEntryError(f"a {kind} event without target_id")
     return MessageRow(
         id=_positive_int(fields, b"id"),
         channel_id=_positive_int(fields, b"channel_id"),
@@ -77,6 +80,8 @@ def parse_entry(fields: dict[bytes, bytes]) -> MessageRow:
         body=body.decode(),
         client_id=client_id or None,
         created_at_ms=_positive_int(fields, b"ts"),
+        kind=kind,
+        target_id=target_id,
     )
 
 

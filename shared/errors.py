@@ -41,6 +41,11 @@ class ErrorCode(StrEnum):
     CHANNEL_REWOUND = "channel_rewound"
     NOT_SUBSCRIBED = "not_subscribed"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    MESSAGE_NOT_FOUND = "message_not_found"
+    MESSAGE_DELETED = "message_deleted"
+    NOT_YOUR_MESSAGE = "not_your_message"
+    NOT_EDITABLE = "not_editable"
+    TOO_MANY_REACTIONS = "too_many_reactions"
     FORBIDDEN_ROLE = "forbidden_role"
     BANNED = "banned"
     MUTED = "muted"
@@ -134,6 +139,19 @@ ERROR_TABLE: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.TOO_MANY_SUBSCRIPTIONS: ErrorSpec(
         429, CloseCode.RATE_LIMITED, "Too many channels subscribed on this socket"
     ),
+    ErrorCode.MESSAGE_NOT_FOUND: ErrorSpec(
+        404, CloseCode.NOT_FOUND, "No such message in this channel"
+    ),
+    ErrorCode.MESSAGE_DELETED: ErrorSpec(409, CloseCode.BAD_REQUEST, "This message was deleted"),
+    ErrorCode.NOT_YOUR_MESSAGE: ErrorSpec(
+        403, CloseCode.FORBIDDEN, "Only its author may do this to a message"
+    ),
+    ErrorCode.NOT_EDITABLE: ErrorSpec(
+        422, CloseCode.BAD_REQUEST, "Only text messages can be edited, into text"
+    ),
+    ErrorCode.TOO_MANY_REACTIONS: ErrorSpec(
+        409, CloseCode.BAD_REQUEST, "This message carries as many reactions as it may"
+    ),
     ErrorCode.FORBIDDEN_ROLE: ErrorSpec(
         403, CloseCode.FORBIDDEN, "Your role in this channel does not allow this"
     ),
@@ -219,6 +237,11 @@ HistoryGapError = _error("HistoryGapError", ErrorCode.HISTORY_GAP)
 ChannelRewoundError = _error("ChannelRewoundError", ErrorCode.CHANNEL_REWOUND)
 NotSubscribedError = _error("NotSubscribedError", ErrorCode.NOT_SUBSCRIBED)
 TooManySubscriptionsError = _error("TooManySubscriptionsError", ErrorCode.TOO_MANY_SUBSCRIPTIONS)
+MessageNotFoundError = _error("MessageNotFoundError", ErrorCode.MESSAGE_NOT_FOUND)
+MessageDeletedError = _error("MessageDeletedError", ErrorCode.MESSAGE_DELETED)
+NotYourMessageError = _error("NotYourMessageError", ErrorCode.NOT_YOUR_MESSAGE)
+NotEditableError = _error("NotEditableError", ErrorCode.NOT_EDITABLE)
+TooManyReactionsError = _error("TooManyReactionsError", ErrorCode.TOO_MANY_REACTIONS)
 ForbiddenRoleError = _error("ForbiddenRoleError", ErrorCode.FORBIDDEN_ROLE)
 BannedError = _error("BannedError", ErrorCode.BANNED)
 MutedError = _error("MutedError", ErrorCode.MUTED)

@@ -42,6 +42,12 @@ class RedisKeys:
         """Pub/sub topic every gateway holding a member of the channel listens to."""
         return f"{self._tag(channel_id)}:ch:{channel_id}:live"
 
+    def message_state(self, channel_id: int, message_id: int) -> str:
+        """Hash of what changes of one message are checked against, atomically in the
+        send script: `deleted`, and once `seeded` its reactions (`r:<emoji>` counts,
+        `u:<user>:<emoji>` who, `n:<user>` per user, `e` distinct emojis)."""
+        return f"{self._tag(channel_id)}:ch:{channel_id}:msg:{message_id}"
+
     def presence_entries(self, channel_id: int) -> str:
         """Sorted set of who is online in the channel: member `<user_id>:<node_id>`,
         score the entry's expiry (ms)."""

@@ -134,6 +134,55 @@ class MessageJson(TypedDict):
     ]
     client_id: str | None
     user: AuthorJson
+    reply_to: NotRequired[Annotated[int, Field(description="The message this one answers.")]]
+    edited_at: NotRequired[Annotated[Timestamp, Field(description="When last edited.")]]
+    deleted_at: NotRequired[
+        Annotated[Timestamp, Field(description="When deleted; `body` is then `{}`.")]
+    ]
+
+
+@with_config(_CLOSED)
+class ReactionJson(TypedDict):
+    """One emoji's reactions on a message."""
+
+    emoji: str
+    count: int
+    me: Annotated[bool, Field(description="Whether the caller is among them.")]
+
+
+@with_config(_CLOSED)
+class HistoryMessageJson(MessageJson):
+    """A history item: the message frame's fields (the latest version; `body` `{}`
+    once deleted), with reactions and reply count."""
+
+    reactions: Annotated[
+        list[ReactionJson], Field(description="Per emoji, in order of first use; [] once deleted.")
+    ]
+    reply_count: Annotated[int, Field(description="Replies not deleted.")]
+
+
+@with_config(_CLOSED)
+class ChangeJson(TypedDict):
+    """A change to a message, durable in the stream: the event's id and seq."""
+
+    channel_id: int
+    message_id: int
+    id: Annotated[
+        int | None, Field(description="The event's id; null when nothing changed (no event).")
+    ]
+    seq: Annotated[int | None, Field(description="The event's seq; null when nothing changed.")]
+    count: NotRequired[Annotated[int, Field(description="A reaction: the emoji's count now.")]]
+
+
+@with_config(_CLOSED)
+class HistoryPageJson(TypedDict):
+    """A page of history or of a message's replies."""
+
+    messages: list[HistoryMessageJson]
+    next_cursor: Annotated[
+        int | None,
+        Field(description="Pass it as the same parameter for the next page; null on the last."),
+    ]
 
 
 @with_config(_CLOSED)

@@ -34,12 +34,14 @@ class Scripts:
     presence_add: AsyncScript
     presence_remove: AsyncScript
     presence_read: AsyncScript
+    seed_message_state: AsyncScript
     typing: AsyncScript
     send_source: str  # for EVAL by a connection that is not a redis-py client
 
 
 def register_scripts(redis: RedisClient) -> Scripts:
-    send = _source("send")
+    # The change step (edits, deletes, reactions) defines what send.lua calls.
+    send = _source("message_state") + _source("send")
     return Scripts(
         send=redis.register_script(send),
         http_rate=redis.register_script(_source("http_rate")),
@@ -48,6 +50,7 @@ def register_scripts(redis: RedisClient) -> Scripts:
         presence_add=redis.register_script(_presence_source("presence_add")),
         presence_remove=redis.register_script(_presence_source("presence_remove")),
         presence_read=redis.register_script(_presence_source("presence_read")),
+        seed_message_state=redis.register_script(_source("seed_message_state")),
         typing=redis.register_script(_source("typing")),
         send_source=send,
     )

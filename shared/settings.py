@@ -225,6 +225,20 @@ class Settings(BaseSettings):
     recent_history_size: int = Field(
         1000, ge=0, description="Messages per channel kept in Redis for fast resume."
     )
+    reaction_max_emojis: int = Field(
+        20,
+        ge=1,
+        le=100,
+        description="Distinct emojis one message may carry; a reaction with a further one is"
+        " refused with too_many_reactions.",
+    )
+    reaction_max_per_user: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="Reactions one user may have on one message at once; more are refused with"
+        " too_many_reactions.",
+    )
     client_id_dedupe_seconds: int = Field(
         300, ge=1, description="Window in which a repeated client_id returns the original message."
     )

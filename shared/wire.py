@@ -12,6 +12,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
+import emoji
 import orjson
 from pydantic import (
     AfterValidator,
@@ -26,9 +27,10 @@ from pydantic import (
 )
 
 from shared.errors import InvalidBodyError, InvalidJsonError
-from shared.responses import AuthorJson
+from shared.responses import AuthorJson, ReactionJson
 
 if TYPE_CHECKING:
+    from shared.db.message_changes import ReactionCount
     from shared.db.messages import StoredMessage
 
 # What Python's `str.strip()` and `str.isspace()` take for space, spelled out:
@@ -113,6 +115,29 @@ def _integral(value: object) -> object:
 ChannelId = Annotated[StrictInt, Field(gt=0, le=2**53), BeforeValidator(_integral)]
 # A position in a channel's order; 2**53 keeps it exact in JavaScript clients.
 Seq = Annotated[StrictInt, Field(ge=0, le=2**53), BeforeValidator(_integral)]
+MessageId = Annotated[StrictInt, Field(gt=0, le=2**53), BeforeValidator(_integral)]
+
+
+def _one_emoji(value: str) -> str:
+    """Exactly one emoji of the Unicode emoji list (as the `emoji` library's data has
+    it: skin tones and ZWJ sequences included), or a `:shortcode:` of its alias set
+    (GitHub and Slack names, `:+1:`, `:thumbs_up:`), which becomes the emoji itself,
+    so one reaction is stored and counted under one spelling."""
+    if len(value) > 2 and value.startswith(":") and value.endswith(":"):
+        value = emoji.emojize(value, language="alias")
+    if not emoji.is_emoji(value):
+        raise ValueError("must be exactly one emoji, or a :shortcode: of the documented set")
+    return value
+
+
+# The bound comes first: the longest emoji (a ZWJ family with skin tones) is
+# under 40 characters, and no shortcode is longer than 64.
+Emoji = Annotated[
+    str,
+    Field(min_length=1, max_length=64, examples=["👍", ":tada:"]),
+    AfterValidator(_one_emoji),
+    STORABLE,
+]
 
 
 class _Body(BaseModel):
@@ -209,7 +234,9 @@ class ReadBody(_Body):
 # --- Chat frames (client -> server) -------------------------------------------
 
 
-class TextFrame(_Body):
+class TextBody(_Body):
+    """A text message's body, as stored (and as an edit gives it)."""
+
     type: Literal["text"]
     content: Annotated[
         str,
@@ -217,10 +244,18 @@ class TextFrame(_Body):
         AfterValidator(_not_blank),
         STORABLE,
     ]
+
+
+class TextFrame(TextBody):
+    """The chat socket's text frame: the body and its transport fields."""
+
     client_id: ClientId | None = None
+    reply_to: MessageId | None = None
 
 
-class FileFrame(_Body):
+class FileBody(_Body):
+    """A file message's body, as stored."""
+
     type: Literal["file"]
     file_id: Annotated[str, Field(min_length=1, max_length=128), STORABLE]
     filename: Annotated[str, Field(min_length=1, max_length=255), STORABLE]
@@ -229,7 +264,13 @@ class FileFrame(_Body):
     ]
     url: HttpUrl
     size_in_bytes: Annotated[StrictInt, Field(ge=0, le=JS_SAFE_MAX)]
+
+
+class FileFrame(FileBody):
+    """The chat socket's file frame: the body and its transport fields."""
+
     client_id: ClientId | None = None
+    reply_to: MessageId | None = None
 
 
 class ReadFrame(_Body):
@@ -242,6 +283,24 @@ class ReadFrame(_Body):
 
 ChatFrame = Annotated[TextFrame | FileFrame, Field(discriminator="type")]
 CHAT_FRAME: TypeAdapter[TextFrame | FileFrame] = TypeAdapter(ChatFrame)
+
+
+# --- Message changes (REST bodies) --------------------------------------------
+
+
+class EditBody(_Body):
+    """`PATCH /api/v1/channels/{id}/messages/{message_id}`: the message's new body
+    (only text messages are editable, into text)."""
+
+    body: TextBody
+    client_id: ClientId | None = None
+
+
+class ReactionBody(_Body):
+    """`POST /api/v1/channels/{id}/messages/{message_id}/reactions`."""
+
+    emoji: Emoji
+    op: Literal["add", "remove"] = "add"
 
 
 # --- Multiplexed socket frames (client -> server) ------------------------------
@@ -263,6 +322,36 @@ class SendFrame(_Body):
     channel_id: ChannelId
     body: ChatFrame
     client_id: ClientId | None = None
+    reply_to: MessageId | None = None
+
+
+class EditFrame(_Body):
+    """Replace a message's body (its author only; a text message, with a text body)."""
+
+    type: Literal["edit"]
+    channel_id: ChannelId
+    message_id: MessageId
+    body: TextBody
+    client_id: ClientId | None = None
+
+
+class DeleteFrame(_Body):
+    """Delete a message: its author, or a moderator or owner of the channel, or an admin."""
+
+    type: Literal["delete"]
+    channel_id: ChannelId
+    message_id: MessageId
+
+
+ReactionOp = Literal["add", "remove"]
+
+
+class ReactFrame(_Body):
+    type: Literal["react"]
+    channel_id: ChannelId
+    message_id: MessageId
+    emoji: Emoji
+    op: ReactionOp = "add"
 
 
 class TypingFrame(_Body):
@@ -270,7 +359,16 @@ class TypingFrame(_Body):
     channel_id: ChannelId
 
 
-_MuxFrames = SubscribeFrame | UnsubscribeFrame | SendFrame | TypingFrame | ReadFrame
+_MuxFrames = (
+    SubscribeFrame
+    | UnsubscribeFrame
+    | SendFrame
+    | TypingFrame
+    | ReadFrame
+    | EditFrame
+    | DeleteFrame
+    | ReactFrame
+)
 MUX_FRAME: TypeAdapter[_MuxFrames] = TypeAdapter(Annotated[_MuxFrames, Field(discriminator="type")])
 
 
@@ -286,7 +384,7 @@ def unsubscribed_frame(channel_id: int) -> bytes:
 TYPING_EXPIRES_MS = 5000
 
 
-_TRANSPORT_FIELDS = {"client_id"}
+_TRANSPORT_FIELDS = {"client_id", "reply_to"}
 
 _Parsed = TypeVar("_Parsed")
 # How pydantic's JSON parser words its refusal of a lone surrogate escape
@@ -339,7 +437,7 @@ def body_adapter(model: type[_Parsed]) -> TypeAdapter[_Parsed]:
     return adapter
 
 
-def frame_body(frame: TextFrame | FileFrame) -> bytes:
+def frame_body(frame: TextBody | FileBody) -> bytes:
     """The stored message body, as JSON: the frame without transport fields."""
     # Serialized straight to JSON by pydantic-core, with no dict in between.
     return frame.__pydantic_serializer__.to_json(frame, exclude=_TRANSPORT_FIELDS)
@@ -448,6 +546,38 @@ def ack_frame(
     return orjson.dumps(ack)
 
 
+def change_ack_frame(
+    channel_id: int,
+    message_id: int,
+    event_id: int | None,
+    seq: int | None,
+    *,
+    client_id: str | None = None,
+    count: int | None = None,
+    duplicate: bool = False,
+) -> bytes:
+    """The multiplexed socket's acknowledgement of an edit, delete or reaction: the
+    event's id and seq (null, with `unchanged`, when nothing changed), and a
+    reaction's count for its emoji now."""
+    ack: dict[str, object] = {
+        "success": True,
+        "message": "Change applied",
+        "type": "ack",
+        "channel_id": channel_id,
+        "message_id": message_id,
+        "id": event_id,
+        "seq": seq,
+        "client_id": client_id,
+    }
+    if event_id is None:
+        ack["unchanged"] = True
+    if count is not None:
+        ack["count"] = count
+    if duplicate:
+        ack["duplicate"] = True
+    return orjson.dumps(ack)
+
+
 _SEQ_MARK = b',"seq":'
 _ID_MARK = b'","id":'
 # A frame's head (type, id, seq) ends well within this: the longest `type` the
@@ -458,6 +588,14 @@ ID_EPOCH_MS = 1_704_067_200_000
 ID_TIME_SHIFT = 12
 ID_PARTITION_SHIFT = 5
 ID_COUNTER_SPAN = 32  # ids per millisecond and partition
+
+
+_MESSAGE_HEAD = b'{"type":"message",'
+
+
+def is_message_frame(frame: bytes) -> bool:
+    """Whether a frame the send script built is a chat message (not a change event)."""
+    return frame.startswith(_MESSAGE_HEAD)
 
 
 def frame_seq(frame: bytes) -> int:
@@ -496,14 +634,21 @@ def author_json(user_id: int, name: str, username: str, avatar_url: str | None) 
 
 
 def message_tail(
-    *, user_id: int, channel_id: int, body: bytes, client_id: str | None, author: bytes
+    *,
+    user_id: int,
+    channel_id: int,
+    body: bytes,
+    client_id: str | None,
+    author: bytes,
+    reply_to: int | None = None,
 ) -> bytes:
     """The part of a message frame known before the send script assigns id, seq and time.
 
     The script prepends `{"type":<kind>,"id":..,"seq":..,"created_at":"..",`
     (`message_frame` builds the same for stored messages).
     `body` is the JSON the ingest stream stores and `author` is encoded once per
-    connection, so both are spliced in as they are, not encoded again.
+    connection, so both are spliced in as they are, not encoded again. A reply
+    carries `reply_to`.
     """
     return b"".join(
         (
@@ -511,6 +656,7 @@ def message_tail(
             body,
             b',"client_id":',
             orjson.dumps(client_id),
+            b"" if reply_to is None else b',"reply_to":%d' % reply_to,
             b',"user":',
             author,
             b"}",
@@ -525,8 +671,9 @@ def message_frame(
 
     shared/redis_scripts/send.lua composes live frames the same way, in Lua,
     because id, seq and time are assigned inside the script that publishes the
-    frame; this builds the frames of stored messages (history, resume, the Go
-    import's recent streams) byte for byte as the script would have.
+    frame; this builds the frames of stored messages and change events
+    (history, resume, the Go import's recent streams) byte for byte as the
+    script would have.
     """
     return b'{"type":"%b","id":%d,"seq":%d,"created_at":"%b",%b' % (
         kind.encode(),
@@ -538,20 +685,115 @@ def message_frame(
 
 
 def stored_message_frame(message: StoredMessage) -> bytes:
-    """A persisted message as its live frame, author as their profile is now."""
+    """A persisted message as its live frame, author as their profile is now, in its
+    latest version: with `edited_at` once edited, `deleted_at` (and the body `{}`)
+    once deleted; `reply_to` for a reply."""
     author = author_json(
         message.user_id, message.user_name, message.user_username, message.user_avatar_url
     )
+    tail = message_tail(
+        user_id=message.user_id,
+        channel_id=message.channel_id,
+        body=orjson.dumps(message.body),
+        client_id=message.client_id,
+        author=orjson.dumps(author),
+        reply_to=message.target_id,
+    )
+    changed: dict[str, str] = {}
+    if message.edited_at is not None:
+        changed["edited_at"] = iso_from_datetime(message.edited_at)
+    if message.deleted_at is not None:
+        changed["deleted_at"] = iso_from_datetime(message.deleted_at)
     return message_frame(
         kind="message",
         message_id=message.id,
         seq=message.seq,
-        created_at_ms=round(message.created_at.timestamp() * 1000),
-        tail=message_tail(
-            user_id=message.user_id,
-            channel_id=message.channel_id,
-            body=orjson.dumps(message.body),
-            client_id=message.client_id,
-            author=orjson.dumps(author),
-        ),
+        created_at_ms=_ms_of(message.created_at),
+        tail=_with_fields(tail, changed) if changed else tail,
     )
+
+
+# --- Change events (edits, deletes, reactions) ----------------------------------
+
+
+def change_tail(
+    *, kind: str, user_id: int, channel_id: int, message_id: int, payload: bytes
+) -> bytes:
+    """The part of a change event's frame known before the send script assigns its
+    id, seq and time (it prepends `{"type":<kind>,"id":..,"seq":..,"created_at":"..",`).
+
+    `payload` is the event's own fields, JSON members without braces (`"body":{..},
+    "client_id":..` for an edit), or empty. A reaction's tail ends open: the send
+    script closes it (and the stored body) with the emoji's count after the
+    change, `,"count":N}`, which only it knows.
+    """
+    close = b"" if kind == "reaction" else b"}"
+    return b"".join(
+        (
+            b'"user_id":%d,"channel_id":%d,"message_id":%d' % (user_id, channel_id, message_id),
+            b"," if payload else b"",
+            payload,
+            close,
+        )
+    )
+
+
+def edit_payload(body: bytes, client_id: str | None) -> tuple[bytes, bytes]:
+    """An edit's stored body and its frame's own fields."""
+    return b'{"body":' + body + b"}", b'"body":' + body + b',"client_id":' + orjson.dumps(client_id)
+
+
+def reaction_payload(op: str, emoji_text: str) -> tuple[bytes, bytes]:
+    """A reaction's stored body and frame fields, both left open for the count."""
+    fields = b'"op":' + orjson.dumps(op) + b',"emoji":' + orjson.dumps(emoji_text)
+    return b"{" + fields, fields
+
+
+def stored_frame(message: StoredMessage) -> bytes:
+    """A persisted row as the live frame it was: a message (in its latest version),
+    or a change event, as the send script built it (the count a reaction had then)."""
+    if message.kind == "message":
+        return stored_message_frame(message)
+    body = message.body
+    fields = b""
+    if message.kind == "message_edited":
+        # A deleted message's versions are cleared: the edit replays without content.
+        fields = edit_payload(orjson.dumps(body.get("body", {})), message.client_id)[1]
+    elif message.kind == "reaction":
+        fields = reaction_payload(str(body.get("op")), str(body.get("emoji")))[1]
+    tail = change_tail(
+        kind=message.kind,
+        user_id=message.user_id,
+        channel_id=message.channel_id,
+        message_id=message.target_id or 0,
+        payload=fields,
+    )
+    if message.kind == "reaction":
+        tail += b',"count":' + orjson.dumps(body.get("count", 0)) + b"}"
+    return message_frame(
+        kind=message.kind,
+        message_id=message.id,
+        seq=message.seq,
+        created_at_ms=_ms_of(message.created_at),
+        tail=tail,
+    )
+
+
+def history_item(message: StoredMessage, reactions: list[ReactionCount], reply_count: int) -> bytes:
+    """A history item: the message's frame (latest version, or tombstone) with its
+    reactions (per emoji, `me` for the caller) and how many readable replies it has."""
+    shown: list[ReactionJson] = []
+    if message.deleted_at is None:  # a tombstone shows no reactions
+        shown = [{"emoji": r.emoji, "count": r.count, "me": r.me} for r in reactions]
+    return _with_fields(
+        stored_message_frame(message), {"reactions": shown, "reply_count": reply_count}
+    )
+
+
+def _with_fields(obj: bytes, fields: dict[str, Any]) -> bytes:
+    """A JSON object's text with `fields` added at its end."""
+    return obj[:-1] + b"," + orjson.dumps(fields)[1:]
+
+
+def _ms_of(moment: dt.datetime) -> int:
+    return round(moment.timestamp() * 1000)

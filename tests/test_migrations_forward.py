@@ -23,6 +23,7 @@ import asyncpg
 import orjson
 import pytest
 
+from shared.db.messages import MessageRow, insert_messages
 from shared.db.migrate import apply_migrations, load_migrations
 
 if TYPE_CHECKING:
@@ -208,6 +209,58 @@ async def _check_006(conn: Conn) -> None:
     assert await conn.fetchval("SELECT to_regclass('messages_search_idx')") is not None
 
 
+# --- 007_message_changes --------------------------------------------------------------
+
+
+async def _populate_007(conn: Conn) -> None:
+    await conn.execute(
+        """
+        INSERT INTO messages (id, channel_id, seq, user_id, body, created_at, kind, target_id)
+        VALUES (200, 1, 10, 2, '{"body": {"type": "text", "content": "Hello, world"}}', $1,
+                'message_edited', 100),
+               (201, 1, 11, 2, '{"op": "add", "emoji": "👍", "count": 1}', $1, 'reaction', 100),
+               (202, 1, 12, 1, '{"type": "text", "content": "re"}', $1, 'message', 100);
+        INSERT INTO message_reactions (message_id, channel_id, user_id, emoji, seq, present)
+        VALUES (100, 1, 2, '👍', 11, true);
+        """,
+        _AT,
+    )
+
+
+async def _check_007(conn: Conn) -> None:
+    old = await conn.fetch(
+        "SELECT kind, target_id, edited_at, deleted_at, original_body FROM messages"
+    )
+    assert {tuple(row) for row in old} == {("message", None, None, None, None)}
+    # An old message takes events like a new one: an edit, applied by the worker's write.
+    async with conn.transaction():
+        await insert_messages(
+            conn,
+            [
+                MessageRow(
+                    300,
+                    1,
+                    50,
+                    1,
+                    '{"body": {"type": "text", "content": "edited"}}',
+                    None,
+                    1_750_000_000_000,
+                    kind="message_edited",
+                    target_id=101,
+                ),
+            ],
+        )
+    edited = await conn.fetchrow("SELECT body, original_body FROM messages WHERE id = 101")
+    assert orjson.loads(edited["body"])["content"] == "edited"
+    assert orjson.loads(edited["original_body"])["content"] == "Hello world"
+    with pytest.raises(asyncpg.CheckViolationError):  # an event names what it changes
+        await conn.execute(
+            "INSERT INTO messages (id, channel_id, seq, user_id, body, created_at, kind)"
+            " VALUES (301, 1, 51, 1, '{}', now(), 'message_deleted')"
+        )
+    assert await conn.fetchval("SELECT count(*) FROM message_reactions") == 0
+
+
 STEPS = [
     Step("001_initial", _populate_001, _check_001),
     Step("002_token_revocation", _populate_002, _check_002),
@@ -215,6 +268,7 @@ STEPS = [
     Step("004_read_markers", _populate_004, _check_004),
     Step("005_governance", _populate_005, _check_005),
     Step("006_search", _nothing, _check_006),
+    Step("007_message_changes", _populate_007, _check_007),
 ]
 _VERSIONS = [migration.version for migration in load_migrations()]
 

@@ -11,8 +11,8 @@ from gateway.api.common import (
     IntParam,
     caller,
     channel_json,
+    history_items,
     member_json,
-    message_page,
     ok,
     page,
     path_id,
@@ -39,8 +39,8 @@ from shared.responses import (
     ChannelJson,
     ChannelRefJson,
     ChannelWithMembersJson,
+    HistoryPageJson,
     MemberJson,
-    MessagePageJson,
     PresenceJson,
     ReadMarkerJson,
 )
@@ -208,9 +208,11 @@ async def list_members(request: web.Request) -> web.Response:
 @documented(
     "A channel's history, members only",
     description="Newest first below `before` (the default: from the newest message), or oldest "
-    "first above `after_seq`; not both (`invalid_parameter`). Read from PostgreSQL only: a "
+    "first above `after_seq`; not both (`invalid_parameter`). Messages only, each in its latest "
+    "version (`edited_at`) or as a tombstone (`deleted_at`, `body` `{}`), with `reactions` and "
+    "`reply_count`; the events that changed them are not items. Read from PostgreSQL only: a "
     "message acknowledged but not yet written by the worker is not in it yet.",
-    data=MessagePageJson,
+    data=HistoryPageJson,
     query=(HISTORY_LIMIT, BEFORE, AFTER_SEQ),
     errors=(ChannelNotFoundError, NotAMemberError),
     auth=Auth.REQUIRED,
@@ -232,11 +234,15 @@ async def list_messages(request: web.Request) -> web.Response:
     if await channels.member_role(pool, channel_id, claims.user_id) is None:
         raise await why_not_a_member(pool, channel_id)
     if after_seq is not None:
-        found = await messages.list_messages_after(pool, channel_id, after_seq, limit)
+        found = await messages.list_messages_after(pool, channel_id, after_seq, limit, events=False)
     else:
         found = await messages.list_messages_before(pool, channel_id, before, limit)
     next_cursor = found[-1].seq if len(found) == limit else None
-    return ok("messages retrieved", message_page(found, next_cursor))
+    data: HistoryPageJson = {
+        "messages": await history_items(pool, found, claims.user_id),
+        "next_cursor": next_cursor,
+    }
+    return ok("messages retrieved", data)
 
 
 @documented(

@@ -96,7 +96,8 @@ class OtherUser:
 
 # One statement for the whole page. Each membership's newest message is one
 # backward probe of the (channel_id, seq) unique index (LATERAL ... ORDER BY seq
-# DESC LIMIT 1), and its author one primary-key probe, so the cost grows with
+# DESC LIMIT 1; it steps over the change events, edits, deletes and reactions,
+# newer than that message), and its author one primary-key probe, so the cost grows with
 # the caller's channel count, never with message counts. Activity is the last
 # stored message's time, else when the caller joined. Only the preview's first
 # characters leave the database, not the body.
@@ -115,7 +116,7 @@ LEFT JOIN LATERAL (
     SELECT x.id, x.seq, x.user_id, x.created_at, x.body->>'type' AS type,
            left(COALESCE(x.body->>'content', x.body->>'filename', ''), $4) AS preview
     FROM messages x
-    WHERE x.channel_id = m.channel_id
+    WHERE x.channel_id = m.channel_id AND x.kind = 'message'
     ORDER BY x.seq DESC
     LIMIT 1
 ) lm ON true

@@ -2,8 +2,10 @@
 -- trip and one cluster slot: dedupe on client_id -> counter checks -> rate limit
 -- -> message id and next seq -> recent history -> ingest stream (the durable
 -- hand-off) -> publish the finished frame.
--- Replies: {'ok', id, seq, ms} | {'dup', id, seq, ms} | {'rate', retry_ms} | {'noseq'}
---        | {'behind', counter}.
+-- Replies: {'ok', id, seq, ms[, count]} | {'dup', id, seq, ms} | {'rate', retry_ms}
+--        | {'noseq'} | {'behind', counter}; for a change of a message (an edit, a
+--        delete, a reaction: message_state.lua, put in front of this file) also
+--        {'gone'} | {'noseed'} | {'full'} | {'same', count}, and a reaction's count.
 -- Every check comes before the first write, and no write can fail once one has
 -- been made: a refused send changes nothing, so it never spends a seq.
 --
@@ -15,11 +17,14 @@
 -- (ms), 6 partition, 7 PUBLISH or SPUBLISH, 8 channel_id, 9 user_id, 10 kind
 -- (the frame's `type` and the ingest entry's `kind`: "message" for a chat
 -- message), 11 client_id ("" = none), 12 body (JSON object text), 13 tail,
--- 14 floor (the highest seq the gateway knows exists in the channel).
+-- 14 floor (the highest seq the gateway knows exists in the channel),
+-- 15 target_id ("" = none: a reply's parent, or the message a change changes);
+-- a change of a message has KEYS[8] and ARGV[16..20] (message_state.lua).
 -- The frame published and kept in the recent stream (field `f`) is
 --   {"type":<kind>,"id":<id>,"seq":<seq>,"created_at":"<ISO-8601 UTC, ms>",<tail>
 -- where tail is the rest of the JSON object (shared/wire.py `message_tail`).
--- The ingest entry: id, channel_id, seq, user_id, client_id, body, ts (ms), kind.
+-- The ingest entry: id, channel_id, seq, user_id, client_id, body, ts (ms), kind,
+-- and target_id when there is one.
 -- The keys and arguments that every send of one user to one channel shares come
 -- first, so a gateway can encode them once per socket; the message's own last.
 local seq_key = KEYS[1]
@@ -114,6 +119,12 @@ if rate_limit > 0 then
   end
 end
 
+-- A change of a message is checked against that message's state (reads only).
+local refused, reaction_count = check_change(user_id)
+if refused then
+  return refused
+end
+
 local now = redis.call('TIME')
 local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local clock = redis.call('HMGET', idclock_key, 'ms', 'n')
@@ -135,6 +146,12 @@ local id = int((ms - ID_EPOCH_MS) * 4096 + partition * COUNTER_SPAN + id_counter
 local ms_text = int(ms)
 local frame = '{"type":"' .. kind .. '","id":' .. id .. ',"seq":' .. int(seq)
   .. ',"created_at":"' .. iso8601(ms) .. '",' .. tail
+if reaction_count then
+  -- A reaction's tail and body end open for the count, which only this knows.
+  local close = ',"count":' .. int(reaction_count) .. '}'
+  frame = frame .. close
+  body = body .. close
+end
 
 -- Writes. The first is the only one that can fail: the recent stream refuses an
 -- entry id at or below its top, which means the counter is behind the stream (it
@@ -158,10 +175,20 @@ if rate_limit > 0 and redis.call('INCR', rate_key) == 1 then
   redis.call('PEXPIRE', rate_key, rate_window_ms)
 end
 redis.call('HSET', idclock_key, 'ms', int(ms), 'n', int(id_counter))
-redis.call('XADD', ingest_key, '*', 'id', id, 'channel_id', channel_id, 'seq', int(seq),
-  'user_id', user_id, 'client_id', client_id, 'body', body, 'ts', ms_text, 'kind', kind)
+if target_id == '' then
+  redis.call('XADD', ingest_key, '*', 'id', id, 'channel_id', channel_id, 'seq', int(seq),
+    'user_id', user_id, 'client_id', client_id, 'body', body, 'ts', ms_text, 'kind', kind)
+else
+  redis.call('XADD', ingest_key, '*', 'id', id, 'channel_id', channel_id, 'seq', int(seq),
+    'user_id', user_id, 'client_id', client_id, 'body', body, 'ts', ms_text, 'kind', kind,
+    'target_id', target_id)
+end
+apply_change(user_id, reaction_count)
 if client_id ~= '' then
   redis.call('SET', dedupe_key, id .. ':' .. int(seq) .. ':' .. ms_text, 'EX', dedupe_ttl_s)
 end
 redis.call(publish_command, topic, frame)
+if reaction_count then
+  return {'ok', id, int(seq), ms_text, int(reaction_count)}
+end
 return {'ok', id, int(seq), ms_text}

@@ -88,6 +88,8 @@ def rest(method: str, path: str, body: Callable[[Case], object] | None = None) -
     async def ask(case: Case) -> str:
         url = path.format(
             id=case.channel_id,
+            message=_message_of(case, _TARGET),
+            own=_message_of(case, "caller"),
             target=case.user(_TARGET),
             banned=case.user("banned"),
             muted=case.user("muted"),
@@ -106,6 +108,28 @@ def rest(method: str, path: str, body: Callable[[Case], object] | None = None) -
 
 def _target(case: Case) -> object:
     return {"user_id": case.user(_TARGET)}
+
+
+def _message_of(case: Case, author: str) -> int:
+    """The id of the message `_messages` stored: the target's, or the caller's own."""
+    return case.channel_id * 1000 + (1 if author == _TARGET else 2)
+
+
+async def _messages(case: Case) -> None:
+    """A message of the target's and (for a caller with an account) one of the
+    caller's own, as the persistence worker stores them."""
+    authors = [(_message_of(case, _TARGET), case.user(_TARGET), 1)]
+    if case.caller is not None:
+        authors.append((_message_of(case, "caller"), case.caller.user_id, 2))
+    await case.pool.executemany(
+        "INSERT INTO messages (id, channel_id, seq, user_id, body, created_at)"
+        """ VALUES ($1, $2, $3, $4, '{"type": "text", "content": "hi"}', now())""",
+        [(message_id, case.channel_id, seq, user_id) for message_id, user_id, seq in authors],
+    )
+
+
+_EDIT = {"body": {"type": "text", "content": "edited"}}
+_REACT = {"emoji": "👍"}
 
 
 def _channel(case: Case) -> object:
@@ -214,6 +238,12 @@ def mux(frame_type: str | None) -> Ask:
                 ws, type="send", channel_id=channel_id, body={"type": "text", "content": "hi"}
             )
             return await _until_fence(ws, "ack")
+        if frame_type in ("edit", "delete", "react"):
+            mine = frame_type == "edit"  # one edits one's own; deletes and reacts to another's
+            message_id = _message_of(case, "caller" if mine else _TARGET)
+            extra: dict[str, object] = {"edit": _EDIT, "react": _REACT}.get(frame_type, {})
+            await _put(ws, type=frame_type, channel_id=channel_id, message_id=message_id, **extra)
+            return await _until_fence(ws, "ack")
         if frame_type == "typing":
             await _put(ws, type="typing", channel_id=channel_id)
         elif frame_type == "read":
@@ -300,6 +330,29 @@ _JOINS = (
     "403 banned",
     "409 already_member",
     "409 already_member",
+    "200",
+)
+# An edit of one's own message, a reaction: members who are not muted. An admin
+# outside the channel is no member.
+_CHANGE_OWN = (
+    "400 missing_token",
+    "403 not_a_member",
+    "200",
+    "403 muted",
+    "403 not_a_member",
+    "200",
+    "200",
+    "403 not_a_member",
+)
+# Deleting another's message: its moderators and owner, and an admin anywhere.
+_DELETE_OTHERS = (
+    "400 missing_token",
+    "403 not_a_member",
+    "403 not_your_message",
+    "403 not_your_message",
+    "403 not_a_member",
+    "200",
+    "200",
     "200",
 )
 _REFUSED_CHAT = {
@@ -510,6 +563,36 @@ ROWS: tuple[Row, ...] = (
         setup=_invite_caller,
     ),
     _rest("POST", "/api/v1/dm", _signed_in("200"), _target),
+    _rest(
+        "PATCH",
+        "/api/v1/channels/{id}/messages/{own}",
+        _CHANGE_OWN,
+        lambda c: _EDIT,
+        label="/api/v1/channels/{id}/messages/{message_id} (the caller's)",
+        setup=_messages,
+    ),
+    _rest(
+        "DELETE",
+        "/api/v1/channels/{id}/messages/{message}",
+        _DELETE_OTHERS,
+        label="/api/v1/channels/{id}/messages/{message_id} (another's)",
+        setup=_messages,
+    ),
+    _rest(
+        "POST",
+        "/api/v1/channels/{id}/messages/{message}/reactions",
+        _CHANGE_OWN,
+        lambda c: _REACT,
+        label="/api/v1/channels/{id}/messages/{message_id}/reactions",
+        setup=_messages,
+    ),
+    _rest(
+        "GET",
+        "/api/v1/channels/{id}/messages/{message}/replies",
+        _MEMBERS_ONLY,
+        label="/api/v1/channels/{id}/messages/{message_id}/replies",
+        setup=_messages,
+    ),
     Row("WS /api/v1/chat/{channel_id}: admission", _chat("open", "open"), chat_socket(send=False)),
     Row(
         "WS /api/v1/chat/{channel_id}: a message",
@@ -525,6 +608,31 @@ ROWS: tuple[Row, ...] = (
     Row("WS /api/v1/ws: send", _mux("ack", "error muted", "error not_subscribed"), mux("send")),
     Row("WS /api/v1/ws: typing", _mux("ok", "error muted", "error not_subscribed"), mux("typing")),
     Row("WS /api/v1/ws: read", _mux("ok", "ok", "error not_a_member"), mux("read")),
+    Row(
+        "WS /api/v1/ws: edit (the caller's message)",
+        _mux("ack", "error muted", "error not_subscribed"),
+        mux("edit"),
+        setup=_messages,
+    ),
+    Row(
+        "WS /api/v1/ws: delete (another's message)",
+        tuple(
+            "ack" if kind in ("moderator", "owner") else outcome
+            for kind, outcome in zip(
+                CALLERS,
+                _mux("error not_your_message", "error not_your_message", "error not_subscribed"),
+                strict=True,
+            )
+        ),
+        mux("delete"),
+        setup=_messages,
+    ),
+    Row(
+        "WS /api/v1/ws: react",
+        _mux("ack", "error muted", "error not_subscribed"),
+        mux("react"),
+        setup=_messages,
+    ),
     Row(
         "WS /api/v1/ws: unsubscribe",
         _mux("unsubscribed", "unsubscribed", "unsubscribed"),

@@ -43,6 +43,8 @@ async def test_sent_messages_come_back_from_history_in_the_live_shape(
 
     settings: Settings = make_settings()
     assert await Worker(settings, pool=pg_pool).run_until_idle() == 5
+    # A history item is the live frame plus its reactions and reply count.
+    live = [{**frame, "reactions": [], "reply_count": 0} for frame in live]
 
     response = await gateway_b.get(
         f"/api/v1/channels/{channel_id}/messages?limit=3", headers=bob.auth

@@ -73,6 +73,12 @@ checks.positive_data_acceptance.enabled = false
 include-operation-id = "mux_socket"
 checks.positive_data_acceptance.enabled = false
 
+# One emoji of the Unicode emoji list (or a shortcode of its alias set) is a rule
+# a JSON Schema pattern cannot state: other strings of its length are 422.
+[[operations]]
+include-operation-id = "react_to_message"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
+
 # `before` together with `after_seq` is 422, a rule OpenAPI cannot state.
 [[operations]]
 include-operation-id = "list_messages"

@@ -51,8 +51,9 @@ async def test_encoded_send_equals_the_packed_command(
         )
         assert pending.encoded_evalsha() == expected
         assert keys[-1].endswith(f":dedupe:123456:987:{client_id or '-'}")
-        # The user's and the message's own, then the channel's floor (none known here).
-        assert args[-6:] == [987, "message", client_id or "", body, b'"tail":1}', 0]
+        # The user's and the message's own, the channel's floor (none known here), and
+        # the target (none: not a reply).
+        assert args[-7:] == [987, "message", client_id or "", body, b'"tail":1}', 0, ""]
     finally:
         sends.close()
         await seq_floors.aclose()

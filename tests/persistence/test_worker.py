@@ -329,8 +329,9 @@ async def test_malformed_entry_is_dead_lettered_at_once(
 async def test_an_entry_is_a_message_without_a_kind_or_with_kind_message_only(
     make_settings: MakeSettings, pg_pool: asyncpg.Pool, redis: aioredis.Redis
 ) -> None:
-    """Entries written before send.lua had `kind` are messages; other kinds are not
-    rows of `messages`, so they are dead-lettered, not stored as messages."""
+    """Entries written before send.lua had `kind` are messages; an event without the
+    message it changes (`target_id`) cannot be applied, so it is dead-lettered, not
+    stored as a message (events with one: tests/persistence/test_message_changes.py)."""
     settings = make_settings(redis_partitions=1)
     sender = await make_sender(pg_pool, redis, settings, channels=1)
     channel_id = sender.channel_ids[0]

@@ -217,6 +217,12 @@ export class MuxSocket extends EventTarget {
         if (sub && (sub.since === null || frame.seq > sub.since)) sub.since = frame.seq;
         if (frame.client_id) this.pending.delete(frame.client_id);
         break;
+      case "message_edited":
+      case "message_deleted":
+      case "reaction":
+        // Changes take their own seq in the channel's order: resume after them too.
+        if (sub && (sub.since === null || frame.seq > sub.since)) sub.since = frame.seq;
+        break;
       case "ack":
         this.pending.delete(frame.client_id);
         break;
