@@ -138,6 +138,13 @@ export class Api {
     return this.request("POST", "/api/v1/dm", { user_id: userId });
   }
 
+  // A message's replies, oldest first; `afterSeq` is the previous page's next_cursor.
+  replies(channelId, messageId, afterSeq = null) {
+    const query = new URLSearchParams({ limit: "200" });
+    if (afterSeq !== null) query.set("after_seq", String(afterSeq));
+    return this.request("GET", `/api/v1/channels/${channelId}/messages/${messageId}/replies?${query}`);
+  }
+
   presence(channelId) {
     return this.request("GET", `/api/v1/channels/${channelId}/presence`);
   }

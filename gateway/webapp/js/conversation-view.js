@@ -8,31 +8,19 @@
 // the ones furthest from where the person reads are dropped. Older ones come back
 // from history when scrolled to again; newer ones (dropped while reading far back)
 // behind a "Jump to newest" button, and live messages wait behind it too, so the
-// list never shows a gap.
+// list never shows a gap. An edit, delete or reaction renders its one message anew
+// (message-view.js); a reply quotes its parent, and "N replies" opens the thread
+// (thread-view.js).
 
 import { channelTitle, channelTitleNodes, displayName, formatTime, h } from "./dom.js";
+import { excerpt, messageRenderer } from "./message-view.js";
+import { threadView } from "./thread-view.js";
 
 // A property, not a constant, so loadtests/webapp.py can measure without the cap.
 export const limits = { maxRendered: 2000 };
 const TYPING_SEND_MS = 2000;
 // Within this many pixels of the bottom, new messages keep the view at the bottom.
 const STICK_PX = 80;
-
-function messageText(message) {
-  const body = message.body ?? {};
-  if (body.type === "text") return body.content;
-  if (body.type === "file") return `📎 ${body.filename}`;
-  return "(a message this app cannot show yet)";
-}
-
-function messageItem(message) {
-  return h(
-    "li",
-    { class: "message", "data-seq": message.seq },
-    h("div", { class: "meta" }, h("span", { class: "author", text: displayName(message.user) }), " ", h("time", { datetime: message.created_at, text: formatTime(message.created_at) })),
-    h("p", { class: "text", text: messageText(message) }),
-  );
-}
 
 export function conversationView(store, { onBack, signal }) {
   const title = h("h2", { id: "conversation-title" });
@@ -69,6 +57,13 @@ export function conversationView(store, { onBack, signal }) {
   const input = h("textarea", { id: "composer", rows: "2", maxlength: "10000", autocomplete: "off" });
   const composerLabel = h("label", { for: "composer", class: "visually-hidden" });
   const composer = h("form", { class: "composer", "aria-label": "Send a message" }, composerLabel, input, h("button", { type: "submit", class: "primary", text: "Send" }));
+  const replyText = h("span", { class: "quote" });
+  const replyBar = h(
+    "div",
+    { class: "reply-bar", role: "status", hidden: true },
+    replyText,
+    h("button", { type: "button", class: "link", text: "Cancel reply", onclick: () => replyTo(null, true) }),
+  );
   const empty = h("p", { class: "placeholder", text: "Pick a channel, or create one." });
   const element = h(
     "section",
@@ -79,11 +74,23 @@ export function conversationView(store, { onBack, signal }) {
     scroller,
     typing,
     muted,
+    replyBar,
     composer,
   );
-  const root = h("div", { class: "conversation-pane" }, empty, element);
 
   let channelId = null;
+  let replyingTo = null; // the message the composer answers
+  const find = (id) => store.conversations.get(channelId)?.byId(id);
+  function replyTo(message, focus = Boolean(message)) {
+    replyingTo = message;
+    replyBar.hidden = !message;
+    replyText.textContent = message ? `Replying to ${excerpt(message)}` : "";
+    if (focus) input.focus();
+  }
+  const renderer = messageRenderer(store, { find, onReply: replyTo, onThread: (message) => thread.open(message) });
+  const thread = threadView(store, { renderer, signal });
+  const root = h("div", { class: "conversation-pane" }, empty, element, thread.element);
+
   let seqs = []; // seqs in the list, ascending; parallel to its children
   let elements = new Map(); // seq -> element
   let lastTypingSent = 0;
@@ -117,7 +124,7 @@ export function conversationView(store, { onBack, signal }) {
     if (seqs.length && sorted[sorted.length - 1].seq < seqs[0]) {
       const fragment = document.createDocumentFragment();
       for (const message of sorted) {
-        const item = messageItem(message);
+        const item = renderer.render(message);
         elements.set(message.seq, item);
         fragment.append(item);
       }
@@ -127,7 +134,7 @@ export function conversationView(store, { onBack, signal }) {
     }
     for (const message of sorted) {
       if (elements.has(message.seq)) continue;
-      const item = messageItem(message);
+      const item = renderer.render(message);
       const at = position(message.seq);
       messages.insertBefore(item, at < seqs.length ? elements.get(seqs[at]) : null);
       seqs.splice(at, 0, message.seq);
@@ -148,7 +155,7 @@ export function conversationView(store, { onBack, signal }) {
     }
     if (fromTop && conversation) {
       // Scrolling up again reads them back from history, from the oldest shown.
-      for (const seq of dropped) conversation.messages.delete(seq);
+      for (const seq of dropped) conversation.forget(seq);
       conversation.nextCursor = seqs[0];
     }
   }
@@ -180,6 +187,7 @@ export function conversationView(store, { onBack, signal }) {
               ? h("button", { type: "button", class: "link", text: "Dismiss", "aria-label": "Dismiss the message not sent", onclick: () => store.dismissPending(channelId, item.clientId) })
               : null,
           ),
+          item.replyTo ? h("p", { class: "quote", text: `↪ ${excerpt(find(item.replyTo))}` }) : null,
           h("p", { class: "text", text: item.content }),
         ),
       ),
@@ -245,6 +253,8 @@ export function conversationView(store, { onBack, signal }) {
     seqs = [];
     elements = new Map();
     queued = { newer: [], older: [] };
+    renderer.closeActions();
+    replyTo(null);
     newer.hidden = true;
     messages.replaceChildren();
     if (!channel) return;
@@ -263,7 +273,7 @@ export function conversationView(store, { onBack, signal }) {
       if (all.length) insert(all.slice(-limits.maxRendered));
       if (all.length > limits.maxRendered) {
         // Forget what is not shown, so scrolling up reads it from history again.
-        for (const message of all.slice(0, -limits.maxRendered)) conversation.messages.delete(message.seq);
+        for (const message of all.slice(0, -limits.maxRendered)) conversation.forget(message.seq);
         conversation.nextCursor = seqs[0];
       }
     }
@@ -320,6 +330,27 @@ export function conversationView(store, { onBack, signal }) {
   store.addEventListener("presence", (event) => event.detail.channelId === channelId && renderPresence(), { signal });
   store.addEventListener("typing", (event) => event.detail.channelId === channelId && renderTyping(), { signal });
   store.addEventListener("muted", (event) => event.detail.channelId === channelId && renderMuted(), { signal });
+  // A changed message is drawn anew where it is, and so are the replies quoting it.
+  store.addEventListener(
+    "change",
+    (event) => {
+      const { channelId: id, frame, messages: changed } = event.detail;
+      if (id !== channelId || !changed.length) return;
+      // Quotes show the text: only an edit or a delete changes them.
+      const quoted = frame?.type === "message_edited" || frame?.type === "message_deleted";
+      const quoting = new Set(quoted ? changed.map((message) => message.id) : []);
+      const redraw = new Set(changed);
+      for (const message of store.conversations.get(channelId)?.messages.values() ?? []) {
+        if (quoting.has(message.reply_to)) redraw.add(message);
+      }
+      for (const message of redraw) {
+        const old = elements.get(message.seq);
+        if (old) elements.set(message.seq, renderer.rerender(old, message));
+      }
+      if (replyingTo && quoting.has(replyingTo.id)) replyTo(replyingTo.deleted_at ? null : replyingTo, false);
+    },
+    { signal },
+  );
 
   newer.addEventListener("click", () => {
     show();
@@ -365,8 +396,9 @@ export function conversationView(store, { onBack, signal }) {
   });
 
   function submit() {
-    if (store.send(input.value)) {
+    if (store.send(input.value, replyingTo?.id ?? null)) {
       input.value = "";
+      replyTo(null, false);
       scrollToBottom();
     }
   }

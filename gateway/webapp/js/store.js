@@ -7,13 +7,19 @@
 //   "connection"    the socket's state (detail: {state, delay, attempt})
 //   "current"       another channel is open (or none)
 //   "messages"      messages arrived in an opened channel (detail: {channelId, added, older})
+//   "change"        an edit, delete or reaction (detail: {channelId, frame, messages}: the
+//                   event, and the opened channel's messages it changed, in place)
 //   "pending"       the channel's own unacknowledged messages changed (detail: {channelId})
 //   "presence", "typing", "notice" (detail: {channelId} / {text})
 //   "invitations"   the pending invitations changed
 //   "muted"         the person's mute in a channel changed (detail: {channelId})
 //
 // Messages are keyed by seq in each channel, so whatever a resume delivers twice
-// (a replay overlapping history, an ack and its message) shows once.
+// (a replay overlapping history, an ack and its message) shows once. Edits, deletes
+// and reactions take seqs of their own in the same order: each is applied once, to
+// the message it names, and never shown as a message. History holds each message's
+// latest version; a replay from the newest message's seq repeats the events after
+// it, which, applied in order, end on that same version.
 
 import { Api, tokenClaims } from "./api.js";
 import { channelTitle, formatTime } from "./dom.js";
@@ -37,9 +43,43 @@ const USER_PAGES_MAX = 20;
 // A property, not a constant, so the browser tests need not wait half a minute.
 export const refresh = { intervalMs: 30_000 };
 
+// Apply a change event to a message (in place); false if it changes nothing shown.
+export function applyChange(message, frame, meId) {
+  if (message.deleted_at) return false; // nothing changes a tombstone
+  switch (frame.type) {
+    case "message_edited":
+      message.body = frame.body;
+      message.edited_at = frame.created_at;
+      return true;
+    case "message_deleted":
+      message.body = {};
+      message.deleted_at = frame.created_at;
+      message.reactions = [];
+      return true;
+    case "reaction": {
+      const reactions = message.reactions ?? [];
+      let entry = reactions.find((each) => each.emoji === frame.emoji);
+      if (!entry) {
+        entry = { emoji: frame.emoji, count: 0, me: false };
+        reactions.push(entry); // in order of first use, as history lists them
+      }
+      entry.count = frame.count; // the count after this change
+      if (frame.user_id === meId) entry.me = frame.op === "add";
+      message.reactions = reactions.filter((each) => each.count > 0);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+export const CHANGE_TYPES = new Set(["message_edited", "message_deleted", "reaction"]);
+
 class Conversation {
   constructor() {
-    this.messages = new Map(); // seq -> message frame
+    this.messages = new Map(); // seq -> message (a history item or a live frame, kept current)
+    this.ids = new Map(); // message id -> seq
+    this.changes = new Set(); // seqs of the change events applied
     this.pending = new Map(); // client_id -> {clientId, content, createdAt, status}
     this.nextCursor = undefined; // undefined: not loaded; null: the start is reached
     this.loadingOlder = false;
@@ -50,9 +90,23 @@ class Conversation {
     for (const frame of frames) {
       if (this.messages.has(frame.seq)) continue;
       this.messages.set(frame.seq, frame);
+      this.ids.set(frame.id, frame.seq);
       added.push(frame);
     }
     return added;
+  }
+
+  byId(id) {
+    const seq = this.ids.get(id);
+    return seq === undefined ? undefined : this.messages.get(seq);
+  }
+
+  // Off the page, to be read from history again.
+  forget(seq) {
+    const message = this.messages.get(seq);
+    if (!message) return;
+    this.messages.delete(seq);
+    this.ids.delete(message.id);
   }
 }
 
@@ -129,7 +183,9 @@ export class Store extends EventTarget {
     this.mergeChannels(mine);
     this.socket.start();
     this.emit("session");
-    this.refreshSoon(0);
+    this.refreshedAt = Date.now();
+    this.refreshInvitations().catch(() => {}); // the channels were just read
+    this.refreshSoon();
   }
 
   async logout() {
@@ -363,24 +419,62 @@ export class Store extends EventTarget {
   }
 
   // Send a text message in the open channel; false (with a notice) if it cannot be sent.
-  send(content) {
+  // `replyTo`: the id of the message this one answers.
+  send(content, replyTo = null) {
     const id = this.currentId;
     if (id === null || content.trim() === "") return false;
-    const frame = { type: "send", channel_id: id, body: { type: "text", content }, client_id: "w-".padEnd(64, "x") };
+    const frame = { type: "send", channel_id: id, body: { type: "text", content }, client_id: "w-".padEnd(64, "x"), reply_to: 2 ** 53 }; // at its longest
     if (new TextEncoder().encode(JSON.stringify(frame)).length > MAX_FRAME_BYTES) {
       this.notice("That message is too long to send.");
       return false;
     }
-    const clientId = this.socket.send(id, content);
+    const clientId = this.socket.send(id, content, replyTo);
     const conversation = this.conversations.get(id);
     conversation?.pending.set(clientId, {
       clientId,
       content,
+      replyTo,
       createdAt: new Date().toISOString(),
       status: "sending",
     });
     this.emit("pending", { channelId: id });
     return true;
+  }
+
+  // Edit, delete, react: over the socket, answered by the change event (or an error
+  // frame, shown as a notice). False, with a notice, while the channel is not live.
+  change(frame) {
+    if (this.socket.change(frame)) return true;
+    this.notice("Not connected: try again once the connection is back.");
+    return false;
+  }
+
+  editMessage(message, content) {
+    if (content.trim() === "") return false;
+    const body = { type: "text", content };
+    return this.change({ type: "edit", channel_id: message.channel_id, message_id: message.id, body });
+  }
+
+  deleteMessage(message) {
+    return this.change({ type: "delete", channel_id: message.channel_id, message_id: message.id });
+  }
+
+  // Add the reaction, or take it back if it is the person's already.
+  react(message, emoji) {
+    const mine = (message.reactions ?? []).some((each) => each.emoji === emoji && each.me);
+    return this.change({ type: "react", channel_id: message.channel_id, message_id: message.id, emoji, op: mine ? "remove" : "add" });
+  }
+
+  // Whether the person may delete the message: their own, or anyone's as the
+  // channel's owner or a moderator.
+  mayDelete(message) {
+    const role = this.channels.get(message.channel_id)?.role;
+    return message.user_id === this.me.id || role === "owner" || role === "moderator";
+  }
+
+  // A message's replies, oldest first: {messages, next_cursor} (pass it as afterSeq).
+  replies(message, afterSeq = null) {
+    return this.api.replies(message.channel_id, message.id, afterSeq);
   }
 
   typing() {
@@ -465,6 +559,11 @@ export class Store extends EventTarget {
       case "muted":
         if (frame.user_id === this.me.id) this.mutedChanged(channel, frame.until_ms);
         break;
+      case "message_edited":
+      case "message_deleted":
+      case "reaction":
+        this.receiveChange(channel, frame);
+        break;
       case "error":
         this.receiveError(channel, frame);
         break;
@@ -484,9 +583,41 @@ export class Store extends EventTarget {
         this.emit("pending", { channelId: channel.id });
       }
       const added = conversation.add([frame]);
-      if (added.length) this.emit("messages", { channelId: channel.id, added, older: false });
+      if (added.length) {
+        this.emit("messages", { channelId: channel.id, added, older: false });
+        // History counted the replies it holds; a live one adds to its parent's count.
+        const parent = frame.reply_to ? conversation.byId(frame.reply_to) : undefined;
+        if (parent) this.countReply(channel.id, parent, 1);
+      }
     }
     if (channel.id === this.currentId) this.markReadSoon(channel.id);
+    this.emit("channels");
+  }
+
+  countReply(channelId, parent, delta) {
+    parent.reply_count = Math.max(0, (parent.reply_count ?? 0) + delta);
+    this.emit("change", { channelId, frame: null, messages: [parent] });
+  }
+
+  // An edit, delete or reaction: it moves the channel's seq like a message (so the
+  // read marker and a resume move past it), and changes its message if it is here.
+  receiveChange(channel, frame) {
+    channel.lastSeq = Math.max(channel.lastSeq, frame.seq);
+    if (channel.id === this.currentId) this.markReadSoon(channel.id);
+    const conversation = this.conversations.get(channel.id);
+    const message = conversation?.byId(frame.message_id);
+    // Kept as applied only once applied: an event for a message not loaded yet (its
+    // page still on the way) is applied when the replay after that page repeats it.
+    if (message && !conversation.changes.has(frame.seq)) {
+      conversation.changes.add(frame.seq);
+      const wasReply = message.deleted_at ? null : message.reply_to;
+      const changed = applyChange(message, frame, this.me.id) ? [message] : [];
+      this.emit("change", { channelId: channel.id, frame, messages: changed });
+      const parent = wasReply && frame.type === "message_deleted" ? conversation.byId(wasReply) : undefined;
+      if (parent) this.countReply(channel.id, parent, -1);
+    } else if (conversation && !message) {
+      this.emit("change", { channelId: channel.id, frame, messages: [] }); // the thread's copies
+    }
     this.emit("channels");
   }
 
