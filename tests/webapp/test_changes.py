@@ -57,6 +57,11 @@ async def test_edit_delete_react_and_reply_between_two_people(
     await _act(alice, "first draft", "Edit")
     editor = alice.get_by_role("textbox", name="Edit message")
     await editor.fill("final text")
+    # Bob reacts meanwhile: Alice's message is drawn anew, her edit in progress kept.
+    await _act(bob, "first draft", "React 🎉")
+    await expect(alice.get_by_role("button", name="🎉 1")).to_be_visible()
+    await expect(editor).to_have_value("final text")
+    await expect(editor).to_be_focused()
     await editor.press("Enter")
     for page in (alice, bob):
         await expect(shown(page)).to_have_text(["final text"])

@@ -132,7 +132,17 @@ async def test_markup_in_messages_and_names_shows_as_text(
     await expect(shown(bob)).to_have_text([XSS])
     log = bob.get_by_role("log")
     await expect(log.get_by_text(XSS, exact=True)).to_have_count(2)  # the author and the text
-    assert await bob.locator("img").count() == 0
+    # Quoted in a reply, and in the thread, it is text too.
+    await log.get_by_role("button", name="Message actions").click()
+    await log.get_by_role("button", name="Reply", exact=True).click()
+    await send(bob, "a reply")
+    await expect(shown(alice)).to_have_text([XSS, "a reply"])
+    await expect(alice.get_by_text(f"↪ {XSS}: {XSS}", exact=True)).to_be_visible()
+    await alice.get_by_role("button", name="1 reply").click()
+    thread = alice.get_by_role("dialog", name="Thread")
+    await expect(thread.get_by_text(XSS, exact=True)).to_have_count(2)
+    for page in (alice, bob):
+        assert await page.locator("img").count() == 0
     assert pages.dialogs == []
 
 

@@ -94,9 +94,12 @@ export function messageRenderer(store, { find, onReply, onThread }) {
     const text = item.querySelector(".text");
     const input = h("textarea", { rows: "2", maxlength: "10000", "aria-label": "Edit message" });
     input.value = message.body.content;
+    // The form may have moved into a newer rendering of the message (rerender):
+    // it finds its item, and the message's current text, when it ends.
     const cancel = () => {
-      form.replaceWith(text);
-      item.querySelector(".actions-toggle")?.focus();
+      const toggle = form.closest("li")?.querySelector(".actions-toggle");
+      form.replaceWith(h("p", { class: "text", text: messageText(message) }));
+      toggle?.focus();
     };
     const save = () => {
       if (input.value === message.body.content) cancel();
@@ -177,8 +180,15 @@ export function messageRenderer(store, { find, onReply, onThread }) {
     const action = hadFocus ? document.activeElement.dataset.action : undefined;
     if (open && old.contains(open.panel)) open = null;
     const fresh = render(message, options);
+    // An edit in progress survives someone else's reaction (the edit event itself
+    // ends it: the text it saved is the message's body then).
+    const editing = old.querySelector(".edit-form");
+    const stillEditing = editing && !message.deleted_at && editing.elements[0].value !== message.body?.content;
+    if (stillEditing) fresh.querySelector(".text").replaceWith(editing);
     old.replaceWith(fresh);
-    if (hadFocus) {
+    if (hadFocus && stillEditing) {
+      editing.elements[0].focus();
+    } else if (hadFocus) {
       const same = action ? fresh.querySelector(`[data-action="${CSS.escape(action)}"]`) : null;
       (same ?? fresh.querySelector(".actions-toggle") ?? fresh).focus();
     }
