@@ -127,10 +127,15 @@ async def test_a_direct_message_asked_for_twice_is_one_conversation(
     await expect(bob.get_by_role("heading", name="@ Alice (direct message)")).to_be_visible()
     await expect(shown(bob)).to_have_text(["psst"])
     await send(bob, "yes?")
-    # Alice asks again: still one conversation, holding both messages.
-    await alice.get_by_text("New message", exact=True).click()
-    await alice.get_by_label("Their username").fill("bob")
-    await alice.get_by_role("button", name="Open conversation").click()
+    # Alice asks again, from the channel's member list: still one conversation.
+    await channel_button(alice, "general").click()
+    await expect(alice.get_by_role("button", name="2 online")).to_have_attribute(
+        "aria-expanded", "true"
+    )  # still open from before
+    await alice.get_by_role("button", name="All members").click()
+    members = alice.get_by_role("list", name="Members")
+    await expect(members.get_by_role("listitem")).to_have_text(["Alice (owner)", "Bob Message"])
+    await members.get_by_role("button", name="Message Bob").click()
     for page, other in ((alice, "Bob"), (bob, "Alice")):
         await expect(shown(page)).to_have_text(["psst", "yes?"])
         await expect(channel_button(page, other, "@")).to_have_count(1)

@@ -121,6 +121,10 @@ export class Api {
     return this.request("GET", `/api/v1/users/${userId}`);
   }
 
+  members(channelId) {
+    return this.request("GET", `/api/v1/channels/${channelId}/members?limit=100`);
+  }
+
   invite(channelId, userId) {
     return this.request("POST", `/api/v1/channels/${channelId}/invitations`, { user_id: userId });
   }

@@ -25,7 +25,12 @@ const STICK_PX = 80;
 export function conversationView(store, { onBack, signal }) {
   const title = h("h2", { id: "conversation-title" });
   const online = h("button", { type: "button", class: "presence", "aria-expanded": "false", "aria-controls": "online-list" });
-  const onlineList = h("ul", { id: "online-list", class: "online-list", hidden: true, "aria-label": "Online" });
+  // Who is online, and on demand every member (the first 100), each with a button
+  // to write to them alone.
+  const onlineUsers = h("ul", { class: "online-list", "aria-label": "Online" });
+  const memberUsers = h("ul", { class: "online-list", "aria-label": "Members", hidden: true });
+  const showMembers = h("button", { type: "button", class: "link", text: "All members" });
+  const onlineList = h("div", { id: "online-list", class: "people", hidden: true }, onlineUsers, showMembers, memberUsers);
   const leave = h("button", { type: "button", class: "leave", text: "Leave" });
   const inviteToggle = h("button", { type: "button", class: "invite", text: "Invite", "aria-expanded": "false", "aria-controls": "invite-form" });
   const inviteStatus = h("p", { class: "status", role: "status" });
@@ -200,15 +205,16 @@ export function conversationView(store, { onBack, signal }) {
     if (!channel) return;
     const { count, users } = channel.presence;
     online.textContent = `${count} online`;
-    onlineList.replaceChildren(
+    onlineUsers.replaceChildren(
       ...(users === null
         ? [h("li", { text: "Too many to list" })]
-        : [...users.values()].map((user) => onlineItem(channel, store.users.get(user.id) ?? user))),
+        : [...users.values()].map((user) => personItem(channel, store.users.get(user.id) ?? user))),
     );
   }
 
-  // Someone online; outside a direct message, with a button to write to them alone.
-  function onlineItem(channel, user) {
+  // Someone online or a member; outside a direct message, with a button to write to
+  // them alone.
+  function personItem(channel, user) {
     const name = displayName(user);
     const message = h("button", {
       type: "button",
@@ -225,7 +231,8 @@ export function conversationView(store, { onBack, signal }) {
           .catch((problem) => store.notice(problem.message)),
     });
     const direct = channel.kind !== "dm" && user.id !== store.me.id;
-    return h("li", {}, h("span", { text: name }), direct ? [" ", message] : null);
+    const role = user.role === "owner" || user.role === "moderator" ? ` (${user.role})` : "";
+    return h("li", {}, h("span", { text: name + role }), direct ? [" ", message] : null);
   }
 
   function renderMuted() {
@@ -255,6 +262,9 @@ export function conversationView(store, { onBack, signal }) {
     queued = { newer: [], older: [] };
     renderer.closeActions();
     replyTo(null);
+    memberUsers.hidden = true;
+    memberUsers.replaceChildren();
+    showMembers.hidden = channel?.kind === "dm";
     newer.hidden = true;
     messages.replaceChildren();
     if (!channel) return;
@@ -364,6 +374,18 @@ export function conversationView(store, { onBack, signal }) {
   observer.observe(older);
   signal.addEventListener("abort", () => observer.disconnect());
 
+  showMembers.addEventListener("click", () => {
+    const channel = store.channels.get(channelId);
+    store
+      .members(channelId)
+      .then((members) => {
+        if (store.currentId !== channel?.id) return;
+        memberUsers.replaceChildren(...members.map((member) => personItem(channel, member)));
+        memberUsers.hidden = false;
+        showMembers.hidden = true;
+      })
+      .catch((problem) => store.notice(problem.message));
+  });
   online.addEventListener("click", () => {
     const open = onlineList.hidden;
     onlineList.hidden = !open;

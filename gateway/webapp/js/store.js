@@ -127,6 +127,8 @@ export class Store extends EventTarget {
     this.connection = { state: "connecting" };
     this.wasOpen = false; // whether the socket opened before: the next open is a reconnect
     this.listed = false; // whether the channel list was read once
+    this.listAsked = 0; // refreshChannels calls made
+    this.listApplied = 0; // the latest of them applied
     this.readTimers = new Map();
     this.presenceFetched = new Map();
     this.learning = new Set(); // user ids being read by learnUser
@@ -263,8 +265,15 @@ export class Store extends EventTarget {
     return Math.max(0, channel.lastSeq - channel.lastReadSeq);
   }
 
+  // Lists read concurrently (the periodic refresh, a channel just created) may answer
+  // out of order: one asked for before another that was applied is dropped, or it
+  // would drop the channel the later one brought.
   async refreshChannels() {
-    this.mergeChannels(await this.api.myChannels());
+    const ticket = ++this.listAsked;
+    const mine = await this.api.myChannels();
+    if (ticket < this.listApplied) return;
+    this.listApplied = ticket;
+    this.mergeChannels(mine);
   }
 
   async createChannel(name, description, isPrivate = false) {
@@ -338,6 +347,13 @@ export class Store extends EventTarget {
     const channel = await this.api.directMessage(userId);
     await this.refreshChannels();
     return channel.id;
+  }
+
+  // The channel's members (the first 100), remembered by id for their names.
+  async members(channelId) {
+    const members = await this.api.members(channelId);
+    for (const member of members) if (!this.users.has(member.id)) this.users.set(member.id, member);
+    return members;
   }
 
   isMuted(channel) {
