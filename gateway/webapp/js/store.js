@@ -129,6 +129,8 @@ export class Store extends EventTarget {
     this.listed = false; // whether the channel list was read once
     this.listAsked = 0; // refreshChannels calls made
     this.listApplied = 0; // the latest of them applied
+    this.invitationsAsked = 0;
+    this.invitationsApplied = 0;
     this.readTimers = new Map();
     this.presenceFetched = new Map();
     this.learning = new Set(); // user ids being read by learnUser
@@ -300,8 +302,14 @@ export class Store extends EventTarget {
     if (this.me && Date.now() - this.refreshedAt > refresh.intervalMs) this.refreshSoon(0);
   }
 
+  // As with the channel list, an answer older than the state shown is dropped
+  // (answering an invitation counts as newer than every read before it).
   async refreshInvitations() {
-    this.invitations = await this.api.myInvitations();
+    const ticket = ++this.invitationsAsked;
+    const invitations = await this.api.myInvitations();
+    if (ticket < this.invitationsApplied) return;
+    this.invitationsApplied = ticket;
+    this.invitations = invitations;
     this.emit("invitations");
   }
 
@@ -311,6 +319,7 @@ export class Store extends EventTarget {
     } finally {
       // Answered, or gone meanwhile (revoked, answered on another device): either way
       // it is not pending any more.
+      this.invitationsApplied = ++this.invitationsAsked;
       this.invitations = this.invitations.filter((item) => item.channel.id !== channelId);
       this.emit("invitations");
     }
