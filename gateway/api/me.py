@@ -9,7 +9,7 @@ from gateway.api.docs import Auth, documented
 from gateway.app_keys import PG_POOL
 from gateway.read_markers import channel_counters, last_seq
 from shared.db import read_markers
-from shared.db.read_markers import LastMessage, MyChannel
+from shared.db.read_markers import UNREAD_COUNT_MAX, LastMessage, MyChannel
 from shared.responses import LastMessageJson, MyChannelJson
 from shared.wire import author_json, iso_from_datetime
 
@@ -53,11 +53,17 @@ def _my_channel_json(mine: MyChannel, counter: int | None) -> MyChannelJson:
         "role": mine.role,
         "last_seq": head,
         "last_read_seq": mine.last_read_seq,
-        # Every seq is a message today; events that take seqs (edits, deletes)
-        # will count too until they are subtracted (see README, Read markers).
-        "unread_count": max(0, head - mine.last_read_seq),
+        "unread_count": unread_count(mine, head),
         "last_message": None if last is None else _last_message_json(last),
     }
+
+
+def unread_count(mine: MyChannel, head: int) -> int:
+    """Messages after the caller's marker: those stored (counted in the table, events
+    left out), plus the seqs after everything stored (not persisted yet: for the
+    moment the worker lags, an event among them counts too), capped."""
+    pending = max(0, head - max(mine.stored_seq, mine.last_read_seq))
+    return min(UNREAD_COUNT_MAX, mine.stored_unread + pending)
 
 
 def _last_message_json(message: LastMessage) -> LastMessageJson:

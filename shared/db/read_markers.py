@@ -19,6 +19,10 @@ if TYPE_CHECKING:
 # Characters of a message's text in a channel list's preview: enough for one
 # line, and the list never carries whole 10 KB bodies.
 PREVIEW_CHARS = 100
+# Unread messages are counted in the table up to this many per channel, so a
+# channel list costs at most this many index entries per channel; clients show
+# more as "999+".
+UNREAD_COUNT_MAX = 1000
 
 # Moves the marker to min(seq, the channel's last seq), never back. The last
 # seq is the higher of the Redis counter the caller read ($4; 0 when it has
@@ -81,7 +85,10 @@ class MyChannel:
     channel: Channel
     role: str
     last_read_seq: int
-    stored_seq: int  # the highest persisted seq: 0 without messages
+    stored_seq: int  # the highest persisted seq, events included: 0 without any
+    # Persisted messages after the marker (events, which take seqs too, not
+    # counted), up to UNREAD_COUNT_MAX.
+    stored_unread: int
     last_message: LastMessage | None
     other_user: OtherUser | None = None  # a direct message's other user
 
@@ -109,9 +116,22 @@ SELECT c.id, c.name, c.description, c.image_url, c.created_at, c.kind,
        lm.id AS message_id, lm.seq AS message_seq, lm.user_id AS message_user_id,
        lm.type AS message_type, lm.preview AS message_preview,
        lm.created_at AS message_created_at,
-       u.name AS user_name, u.username AS user_username, u.avatar_url AS user_avatar_url
+       u.name AS user_name, u.username AS user_username, u.avatar_url AS user_avatar_url,
+       COALESCE(top.seq, 0) AS stored_seq, unread.n AS stored_unread
 FROM memberships m
 JOIN channels c ON c.id = m.channel_id
+-- The highest stored seq, whatever its kind: one backward index probe.
+LEFT JOIN LATERAL (
+    SELECT t.seq FROM messages t WHERE t.channel_id = m.channel_id ORDER BY t.seq DESC LIMIT 1
+) top ON true
+-- Messages after the marker, capped: a range of the (channel_id, seq) index.
+CROSS JOIN LATERAL (
+    SELECT count(*) AS n FROM (
+        SELECT 1 FROM messages r
+        WHERE r.channel_id = m.channel_id AND r.seq > m.last_read_seq AND r.kind = 'message'
+        LIMIT $5
+    ) capped
+) unread
 LEFT JOIN LATERAL (
     SELECT x.id, x.seq, x.user_id, x.created_at, x.body->>'type' AS type,
            left(COALESCE(x.body->>'content', x.body->>'filename', ''), $4) AS preview
@@ -135,7 +155,7 @@ async def list_my_channels(
 ) -> list[MyChannel]:
     """The user's channels, most recently active first, with the marker and the newest
     stored message of each: one statement, whatever the number of channels."""
-    rows = await db.fetch(_MY_CHANNELS, user_id, limit, offset, PREVIEW_CHARS)
+    rows = await db.fetch(_MY_CHANNELS, user_id, limit, offset, PREVIEW_CHARS, UNREAD_COUNT_MAX)
     found = []
     for row in rows:
         last = None
@@ -156,7 +176,8 @@ async def list_my_channels(
                 channel=Channel.from_record(row),
                 role=row["role"],
                 last_read_seq=row["last_read_seq"],
-                stored_seq=0 if last is None else last.seq,
+                stored_seq=row["stored_seq"],
+                stored_unread=row["stored_unread"],
                 last_message=last,
                 other_user=None
                 if row["other_id"] is None

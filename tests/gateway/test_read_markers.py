@@ -39,6 +39,7 @@ from tests.gateway.api_client import (
     signup,
 )
 from tests.gateway.conftest import MakeGateway
+from tests.gateway.test_message_changes import change, send, subscribed
 
 
 async def _mark(client: TestClient[Any, Any], account: Account, channel_id: int, seq: Any) -> int:
@@ -415,3 +416,38 @@ async def _insert_messages(pool: asyncpg.Pool, channel_id: int, user_id: int, co
         user_id,
         count,
     )
+
+
+async def test_unread_counts_messages_not_the_edits_and_reactions_that_take_seqs(
+    gateway: TestClient[Any, Any], make_settings: Any, pg_pool: asyncpg.Pool
+) -> None:
+    """Regression: unread was last_seq - last_read_seq, so a reaction on an old message
+    made a read channel unread again."""
+    channel_id, (alice, bob) = await room(gateway, "alice", "bob")
+    mux = await subscribed(gateway, alice, channel_id)
+    first = await send(mux, channel_id, "one")
+    await send(mux, channel_id, "two")
+    assert await _mark(gateway, bob, channel_id, 2) == 2
+    react = {"type": "react", "channel_id": channel_id, "message_id": first["id"]}
+    assert (await change(mux, **react, emoji="👍"))["type"] == "ack"
+    edit = {"type": "edit", "channel_id": channel_id, "message_id": first["id"]}
+    assert (await change(mux, **edit, body={"type": "text", "content": "1"}))["type"] == "ack"
+    await send(mux, channel_id, "three")  # seq 5: one unread message after two events
+
+    (pending,) = await _my_channels(gateway, bob)
+    # Not persisted yet: the seqs after the stored ones are counted, events included.
+    assert (pending["last_seq"], pending["unread_count"]) == (5, 3)
+    assert await Worker(make_settings(), pool=pg_pool).run_until_idle() == 5
+    (stored,) = await _my_channels(gateway, bob)
+    assert (stored["last_seq"], stored["unread_count"]) == (5, 1)
+
+
+async def test_unread_count_is_capped(
+    gateway: TestClient[Any, Any], pg_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.db.read_markers.UNREAD_COUNT_MAX", 3)
+    monkeypatch.setattr("gateway.api.me.UNREAD_COUNT_MAX", 3)
+    channel_id, (alice,) = await room(gateway, "alice")
+    await _insert_messages(pg_pool, channel_id, alice.user_id, 5)
+    (mine,) = await _my_channels(gateway, alice)
+    assert (mine["last_seq"], mine["unread_count"]) == (5, 3)
