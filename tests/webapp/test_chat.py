@@ -157,10 +157,17 @@ async def test_unread_counts_follow_the_other_persons_messages(
     await expect(channel_button(bob, "random")).to_have_accessible_name("# random 2 unread")
     first = bob.get_by_role("navigation", name="Channels").get_by_role("button").first
     await expect(first).to_have_accessible_name(re.compile(r"^# random"))  # most recent first
+    # A reaction takes a seq too, but is not an unread message.
+    log = alice.get_by_role("log")
+    first_message = log.get_by_role("listitem").filter(has_text="in random 1")
+    await first_message.get_by_role("button", name="Message actions").click()
+    await first_message.get_by_role("button", name="React 👍").click()
+    await expect(first_message.get_by_role("button", name="👍 1")).to_be_visible()
     await open_channel(alice, "general")
     await send(alice, "in general")
     await expect(shown(bob)).to_have_text(["in general"])
     await expect(channel_button(bob, "general")).to_have_accessible_name("# general")
+    await expect(channel_button(bob, "random")).to_have_accessible_name("# random 2 unread")
     await open_channel(bob, "random")
     await expect(shown(bob)).to_have_text(["in random 1", "in random 2"])
     await expect(channel_button(bob, "random")).to_have_accessible_name("# random")

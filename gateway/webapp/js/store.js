@@ -223,6 +223,9 @@ export class Store extends EventTarget {
         known.lastSeq = Math.max(known.lastSeq, item.last_seq);
         known.lastReadSeq = Math.max(known.lastReadSeq, item.last_read_seq);
         known.role = item.role;
+        known.unreadBase = item.unread_count;
+        known.unreadBaseSeq = item.last_seq;
+        for (const seq of known.liveUnread) if (seq <= item.last_seq) known.liveUnread.delete(seq);
         return;
       }
       if (item.other_user) this.users.set(item.other_user.id, item.other_user);
@@ -236,6 +239,11 @@ export class Store extends EventTarget {
         mutedUntil: 0, // ms; known from a muted frame or a refused send
         lastSeq: item.last_seq,
         lastReadSeq: item.last_read_seq,
+        // Unread messages (edits, deletes and reactions take seqs but are not counted):
+        // the list's count up to its last_seq, plus the messages seen live after it.
+        unreadBase: item.unread_count,
+        unreadBaseSeq: item.last_seq,
+        liveUnread: new Set(), // seqs
         // The server's order (most recently active first) until something happens;
         // one created or joined later goes to the top.
         activity: this.listed ? Date.now() : mine.length - index,
@@ -264,7 +272,10 @@ export class Store extends EventTarget {
   }
 
   unread(channel) {
-    return Math.max(0, channel.lastSeq - channel.lastReadSeq);
+    const base = channel.lastReadSeq >= channel.unreadBaseSeq ? 0 : channel.unreadBase;
+    let live = 0;
+    for (const seq of channel.liveUnread) if (seq > channel.lastReadSeq) live += 1;
+    return base + live;
   }
 
   // Lists read concurrently (the periodic refresh, a channel just created) may answer
@@ -600,6 +611,7 @@ export class Store extends EventTarget {
   receiveMessage(channel, frame) {
     this.remember([frame]);
     channel.lastSeq = Math.max(channel.lastSeq, frame.seq);
+    if (frame.seq > channel.unreadBaseSeq && frame.seq > channel.lastReadSeq) channel.liveUnread.add(frame.seq);
     channel.activity = Date.now();
     if (channel.typing.delete(frame.user_id)) this.emit("typing", { channelId: channel.id });
     const conversation = this.conversations.get(channel.id);
