@@ -29,12 +29,15 @@ async def log_in(page: Page, identity: str) -> None:
     await expect(page.get_by_role("button", name="Log out")).to_be_visible()
 
 
-async def create_channel(page: Page, name: str) -> None:
+async def create_channel(page: Page, name: str, *, private: bool = False) -> None:
     await page.get_by_text("New channel", exact=True).click()
     form = page.get_by_role("form", name="New channel")
     await form.get_by_label("Channel name", exact=True).fill(name)
+    if private:
+        await form.get_by_label("Private: by invitation only").check()
     await form.get_by_role("button", name="Create channel").click()
-    await expect(page.get_by_role("heading", name=f"# {name}")).to_be_visible()
+    title = f"🔒 {name} (private)" if private else f"# {name}"
+    await expect(page.get_by_role("heading", name=title)).to_be_visible()
 
 
 async def join_channel(page: Page, name: str) -> None:
@@ -43,9 +46,11 @@ async def join_channel(page: Page, name: str) -> None:
     await expect(page.get_by_role("heading", name=f"# {name}")).to_be_visible()
 
 
-def channel_button(page: Page, name: str) -> Locator:
+def channel_button(page: Page, name: str, sign: str = "#") -> Locator:
+    """A channel in the list: `sign` is "#" (public), "🔒" (private) or "@" (a direct
+    message, named after the other person)."""
     return page.get_by_role("navigation", name="Channels").get_by_role(
-        "button", name=re.compile(rf"^# {re.escape(name)}\b")
+        "button", name=re.compile(rf"^{re.escape(sign)} {re.escape(name)}\b")
     )
 
 
@@ -55,7 +60,7 @@ async def open_channel(page: Page, name: str) -> None:
 
 
 async def send(page: Page, text: str) -> None:
-    composer = page.get_by_role("textbox", name=re.compile(r"^Message # "))
+    composer = page.get_by_role("textbox", name=re.compile(r"^Message "))
     await composer.fill(text)
     await composer.press("Enter")
 

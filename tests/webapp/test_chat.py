@@ -132,7 +132,17 @@ async def test_markup_in_messages_and_names_shows_as_text(
     await expect(shown(bob)).to_have_text([XSS])
     log = bob.get_by_role("log")
     await expect(log.get_by_text(XSS, exact=True)).to_have_count(2)  # the author and the text
-    assert await bob.locator("img").count() == 0
+    # Quoted in a reply, and in the thread, it is text too.
+    await log.get_by_role("button", name="Message actions").click()
+    await log.get_by_role("button", name="Reply", exact=True).click()
+    await send(bob, "a reply")
+    await expect(shown(alice)).to_have_text([XSS, "a reply"])
+    await expect(alice.get_by_text(f"↪ {XSS}: {XSS}", exact=True)).to_be_visible()
+    await alice.get_by_role("button", name="1 reply").click()
+    thread = alice.get_by_role("dialog", name="Thread")
+    await expect(thread.get_by_text(XSS, exact=True)).to_have_count(2)
+    for page in (alice, bob):
+        assert await page.locator("img").count() == 0
     assert pages.dialogs == []
 
 
@@ -147,10 +157,17 @@ async def test_unread_counts_follow_the_other_persons_messages(
     await expect(channel_button(bob, "random")).to_have_accessible_name("# random 2 unread")
     first = bob.get_by_role("navigation", name="Channels").get_by_role("button").first
     await expect(first).to_have_accessible_name(re.compile(r"^# random"))  # most recent first
+    # A reaction takes a seq too, but is not an unread message.
+    log = alice.get_by_role("log")
+    first_message = log.get_by_role("listitem").filter(has_text="in random 1")
+    await first_message.get_by_role("button", name="Message actions").click()
+    await first_message.get_by_role("button", name="React 👍").click()
+    await expect(first_message.get_by_role("button", name="👍 1")).to_be_visible()
     await open_channel(alice, "general")
     await send(alice, "in general")
     await expect(shown(bob)).to_have_text(["in general"])
     await expect(channel_button(bob, "general")).to_have_accessible_name("# general")
+    await expect(channel_button(bob, "random")).to_have_accessible_name("# random 2 unread")
     await open_channel(bob, "random")
     await expect(shown(bob)).to_have_text(["in random 1", "in random 2"])
     await expect(channel_button(bob, "random")).to_have_accessible_name("# random")

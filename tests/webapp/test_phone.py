@@ -45,3 +45,11 @@ async def test_phone_width_has_no_sideways_scroll_and_a_usable_composer(
     await page.keyboard.type("typed")
     await page.keyboard.press("Enter")
     await expect(shown(page)).to_have_text(["x" * 300, "typed"])
+    # A private channel's header has one more button (Invite): it still fits.
+    await page.get_by_role("button", name="← Channels").click()
+    await create_channel(page, "a-private-channel-with-a-long-name", private=True)
+    for button in ("← Channels", "1 online", "Invite", "Leave"):
+        await expect(page.get_by_role("button", name=button)).to_be_in_viewport(ratio=1)
+    await page.get_by_role("button", name="Invite").click()
+    await expect(page.get_by_label("Username to invite")).to_be_focused()
+    assert await _horizontal_overflow(page) == 0

@@ -93,8 +93,8 @@ export class Api {
     return this.request("GET", "/api/v1/channels?limit=200");
   }
 
-  createChannel(name, description) {
-    return this.request("POST", "/api/v1/channels/new", { name, description });
+  createChannel(name, description, isPrivate = false) {
+    return this.request("POST", "/api/v1/channels/new", { name, description, private: isPrivate });
   }
 
   joinChannel(channelId) {
@@ -110,6 +110,43 @@ export class Api {
     const query = new URLSearchParams({ limit: String(limit) });
     if (before !== null) query.set("before", String(before));
     return this.request("GET", `/api/v1/channels/${channelId}/messages?${query}`);
+  }
+
+  // One page of users (id order); the route has no search, so finding a username pages.
+  users(offset, limit) {
+    return this.request("GET", `/api/v1/users?limit=${limit}&offset=${offset}`);
+  }
+
+  user(userId) {
+    return this.request("GET", `/api/v1/users/${userId}`);
+  }
+
+  members(channelId) {
+    return this.request("GET", `/api/v1/channels/${channelId}/members?limit=100`);
+  }
+
+  invite(channelId, userId) {
+    return this.request("POST", `/api/v1/channels/${channelId}/invitations`, { user_id: userId });
+  }
+
+  myInvitations() {
+    return this.request("GET", "/api/v1/me/invitations?limit=100");
+  }
+
+  answerInvitation(channelId, accept) {
+    return this.request("POST", `/api/v1/me/invitations/${channelId}/${accept ? "accept" : "decline"}`);
+  }
+
+  // The direct message with a user: created on the first ask, the same channel after.
+  directMessage(userId) {
+    return this.request("POST", "/api/v1/dm", { user_id: userId });
+  }
+
+  // A message's replies, oldest first; `afterSeq` is the previous page's next_cursor.
+  replies(channelId, messageId, afterSeq = null) {
+    const query = new URLSearchParams({ limit: "200" });
+    if (afterSeq !== null) query.set("after_seq", String(afterSeq));
+    return this.request("GET", `/api/v1/channels/${channelId}/messages/${messageId}/replies?${query}`);
   }
 
   presence(channelId) {

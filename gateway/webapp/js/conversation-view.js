@@ -8,9 +8,13 @@
 // the ones furthest from where the person reads are dropped. Older ones come back
 // from history when scrolled to again; newer ones (dropped while reading far back)
 // behind a "Jump to newest" button, and live messages wait behind it too, so the
-// list never shows a gap.
+// list never shows a gap. An edit, delete or reaction renders its one message anew
+// (message-view.js); a reply quotes its parent, and "N replies" opens the thread
+// (thread-view.js).
 
-import { displayName, formatTime, h } from "./dom.js";
+import { channelTitle, channelTitleNodes, displayName, formatTime, h } from "./dom.js";
+import { excerpt, messageRenderer } from "./message-view.js";
+import { threadView } from "./thread-view.js";
 
 // A property, not a constant, so loadtests/webapp.py can measure without the cap.
 export const limits = { maxRendered: 2000 };
@@ -18,27 +22,27 @@ const TYPING_SEND_MS = 2000;
 // Within this many pixels of the bottom, new messages keep the view at the bottom.
 const STICK_PX = 80;
 
-function messageText(message) {
-  const body = message.body ?? {};
-  if (body.type === "text") return body.content;
-  if (body.type === "file") return `📎 ${body.filename}`;
-  return "(a message this app cannot show yet)";
-}
-
-function messageItem(message) {
-  return h(
-    "li",
-    { class: "message", "data-seq": message.seq },
-    h("div", { class: "meta" }, h("span", { class: "author", text: displayName(message.user) }), " ", h("time", { datetime: message.created_at, text: formatTime(message.created_at) })),
-    h("p", { class: "text", text: messageText(message) }),
-  );
-}
-
 export function conversationView(store, { onBack, signal }) {
   const title = h("h2", { id: "conversation-title" });
   const online = h("button", { type: "button", class: "presence", "aria-expanded": "false", "aria-controls": "online-list" });
-  const onlineList = h("ul", { id: "online-list", class: "online-list", hidden: true, "aria-label": "Online" });
+  // Who is online, and on demand every member (the first 100), each with a button
+  // to write to them alone.
+  const onlineUsers = h("ul", { class: "online-list", "aria-label": "Online" });
+  const memberUsers = h("ul", { class: "online-list", "aria-label": "Members", hidden: true });
+  const showMembers = h("button", { type: "button", class: "link", text: "All members" });
+  const onlineList = h("div", { id: "online-list", class: "people", hidden: true }, onlineUsers, showMembers, memberUsers);
   const leave = h("button", { type: "button", class: "leave", text: "Leave" });
+  const inviteToggle = h("button", { type: "button", class: "invite", text: "Invite", "aria-expanded": "false", "aria-controls": "invite-form" });
+  const inviteStatus = h("p", { class: "status", role: "status" });
+  const inviteForm = h(
+    "form",
+    { id: "invite-form", class: "invite-form", "aria-label": "Invite someone", hidden: true },
+    h("label", { for: "invitee", class: "visually-hidden", text: "Username to invite" }),
+    h("input", { id: "invitee", name: "username", required: true, maxlength: 33, autocomplete: "off", placeholder: "Username to invite" }),
+    h("button", { type: "submit", class: "primary", text: "Send invitation" }),
+    inviteStatus,
+  );
+  const muted = h("p", { class: "muted-note", role: "status", hidden: true });
   const back = h("button", { type: "button", class: "back", text: "← Channels", onclick: onBack });
   const older = h("button", { type: "button", class: "older", text: "Load older messages" });
   const start = h("p", { class: "start", hidden: true });
@@ -58,23 +62,45 @@ export function conversationView(store, { onBack, signal }) {
   const input = h("textarea", { id: "composer", rows: "2", maxlength: "10000", autocomplete: "off" });
   const composerLabel = h("label", { for: "composer", class: "visually-hidden" });
   const composer = h("form", { class: "composer", "aria-label": "Send a message" }, composerLabel, input, h("button", { type: "submit", class: "primary", text: "Send" }));
+  const replyText = h("span", { class: "quote" });
+  const replyBar = h(
+    "div",
+    { class: "reply-bar", role: "status", hidden: true },
+    replyText,
+    h("button", { type: "button", class: "link", text: "Cancel reply", onclick: () => replyTo(null, true) }),
+  );
   const empty = h("p", { class: "placeholder", text: "Pick a channel, or create one." });
   const element = h(
     "section",
     { class: "conversation", "aria-labelledby": "conversation-title" },
-    h("header", { class: "conversation-header" }, back, title, online, leave),
+    h("header", { class: "conversation-header" }, back, title, online, inviteToggle, leave),
+    inviteForm,
     onlineList,
     scroller,
     typing,
+    muted,
+    replyBar,
     composer,
   );
-  const root = h("div", { class: "conversation-pane" }, empty, element);
 
   let channelId = null;
+  let replyingTo = null; // the message the composer answers
+  const find = (id) => store.conversations.get(channelId)?.byId(id);
+  function replyTo(message, focus = Boolean(message)) {
+    replyingTo = message;
+    replyBar.hidden = !message;
+    replyText.textContent = message ? `Replying to ${excerpt(message)}` : "";
+    if (focus) input.focus();
+  }
+  const renderer = messageRenderer(store, { find, onReply: replyTo, onThread: (message) => thread.open(message) });
+  const thread = threadView(store, { renderer, signal });
+  const root = h("div", { class: "conversation-pane" }, empty, element, thread.element);
+
   let seqs = []; // seqs in the list, ascending; parallel to its children
   let elements = new Map(); // seq -> element
   let lastTypingSent = 0;
   let typingTimer = null;
+  let mutedTimer = null;
 
   function nearBottom() {
     return scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < STICK_PX;
@@ -103,7 +129,7 @@ export function conversationView(store, { onBack, signal }) {
     if (seqs.length && sorted[sorted.length - 1].seq < seqs[0]) {
       const fragment = document.createDocumentFragment();
       for (const message of sorted) {
-        const item = messageItem(message);
+        const item = renderer.render(message);
         elements.set(message.seq, item);
         fragment.append(item);
       }
@@ -113,7 +139,7 @@ export function conversationView(store, { onBack, signal }) {
     }
     for (const message of sorted) {
       if (elements.has(message.seq)) continue;
-      const item = messageItem(message);
+      const item = renderer.render(message);
       const at = position(message.seq);
       messages.insertBefore(item, at < seqs.length ? elements.get(seqs[at]) : null);
       seqs.splice(at, 0, message.seq);
@@ -134,7 +160,7 @@ export function conversationView(store, { onBack, signal }) {
     }
     if (fromTop && conversation) {
       // Scrolling up again reads them back from history, from the oldest shown.
-      for (const seq of dropped) conversation.messages.delete(seq);
+      for (const seq of dropped) conversation.forget(seq);
       conversation.nextCursor = seqs[0];
     }
   }
@@ -144,18 +170,29 @@ export function conversationView(store, { onBack, signal }) {
     const cursor = conversation?.nextCursor;
     older.hidden = cursor === null || cursor === undefined;
     start.hidden = cursor !== null;
-    start.textContent = `This is the beginning of # ${store.channels.get(channelId)?.name ?? ""}.`;
+    start.textContent = `This is the beginning of ${channelTitle(store.channels.get(channelId))}.`;
   }
 
   function renderPending() {
     const conversation = store.conversations.get(channelId);
     const stick = nearBottom();
+    const statuses = { sending: "Sending…", sent: "Sent", refused: "Not sent: you are muted" };
     pending.replaceChildren(
       ...[...(conversation?.pending.values() ?? [])].map((item) =>
         h(
           "li",
           { class: `message pending ${item.status}` },
-          h("div", { class: "meta" }, h("span", { class: "author", text: displayName(store.users.get(store.me.id)) }), " ", h("span", { class: "status", text: item.status === "sent" ? "Sent" : "Sending…" })),
+          h(
+            "div",
+            { class: "meta" },
+            h("span", { class: "author", text: displayName(store.users.get(store.me.id)) }),
+            " ",
+            h("span", { class: "status", text: statuses[item.status] }),
+            item.status === "refused"
+              ? h("button", { type: "button", class: "link", text: "Dismiss", "aria-label": "Dismiss the message not sent", onclick: () => store.dismissPending(channelId, item.clientId) })
+              : null,
+          ),
+          item.replyTo ? h("p", { class: "quote", text: `↪ ${excerpt(find(item.replyTo))}` }) : null,
           h("p", { class: "text", text: item.content }),
         ),
       ),
@@ -168,11 +205,44 @@ export function conversationView(store, { onBack, signal }) {
     if (!channel) return;
     const { count, users } = channel.presence;
     online.textContent = `${count} online`;
-    onlineList.replaceChildren(
+    onlineUsers.replaceChildren(
       ...(users === null
         ? [h("li", { text: "Too many to list" })]
-        : [...users.values()].map((user) => h("li", { text: displayName(store.users.get(user.id) ?? user) }))),
+        : [...users.values()].map((user) => personItem(channel, store.users.get(user.id) ?? user))),
     );
+  }
+
+  // Someone online or a member; outside a direct message, with a button to write to
+  // them alone.
+  function personItem(channel, user) {
+    const name = displayName(user);
+    const message = h("button", {
+      type: "button",
+      class: "link",
+      text: "Message",
+      "aria-label": `Message ${name}`,
+      onclick: () =>
+        store
+          .directMessage(user.id)
+          .then((id) => {
+            input.focus();
+            return store.openChannel(id);
+          })
+          .catch((problem) => store.notice(problem.message)),
+    });
+    const direct = channel.kind !== "dm" && user.id !== store.me.id;
+    const role = user.role === "owner" || user.role === "moderator" ? ` (${user.role})` : "";
+    return h("li", {}, h("span", { text: name + role }), direct ? [" ", message] : null);
+  }
+
+  function renderMuted() {
+    clearTimeout(mutedTimer);
+    const channel = store.channels.get(channelId);
+    const isMuted = store.isMuted(channel);
+    muted.hidden = !isMuted;
+    if (!isMuted) return;
+    muted.textContent = `You are muted here until ${formatTime(new Date(channel.mutedUntil).toISOString())}: messages you write are not sent.`;
+    mutedTimer = setTimeout(renderMuted, Math.min(channel.mutedUntil - Date.now() + 50, 60_000));
   }
 
   function renderTyping() {
@@ -190,19 +260,30 @@ export function conversationView(store, { onBack, signal }) {
     seqs = [];
     elements = new Map();
     queued = { newer: [], older: [] };
+    renderer.closeActions();
+    replyTo(null);
+    memberUsers.hidden = true;
+    memberUsers.replaceChildren();
+    showMembers.hidden = channel?.kind === "dm";
     newer.hidden = true;
     messages.replaceChildren();
     if (!channel) return;
-    title.textContent = `# ${channel.name}`;
-    composerLabel.textContent = `Message # ${channel.name}`;
-    input.placeholder = `Message # ${channel.name}`;
+    title.replaceChildren(...channelTitleNodes(channel));
+    composerLabel.textContent = `Message ${channelTitle(channel)}`;
+    input.placeholder = `Message ${channelTitle(channel)}`;
+    // Only a private channel's moderators and owner invite; nobody leaves a direct message.
+    inviteToggle.hidden = !(channel.kind === "private" && ["owner", "moderator"].includes(channel.role));
+    inviteForm.hidden = true;
+    inviteToggle.setAttribute("aria-expanded", "false");
+    inviteStatus.textContent = "";
+    leave.hidden = channel.kind === "dm";
     const conversation = store.conversations.get(channelId);
     if (conversation) {
       const all = [...conversation.messages.values()].sort((a, b) => a.seq - b.seq);
       if (all.length) insert(all.slice(-limits.maxRendered));
       if (all.length > limits.maxRendered) {
         // Forget what is not shown, so scrolling up reads it from history again.
-        for (const message of all.slice(0, -limits.maxRendered)) conversation.messages.delete(message.seq);
+        for (const message of all.slice(0, -limits.maxRendered)) conversation.forget(message.seq);
         conversation.nextCursor = seqs[0];
       }
     }
@@ -210,6 +291,7 @@ export function conversationView(store, { onBack, signal }) {
     renderPending();
     renderPresence();
     renderTyping();
+    renderMuted();
     scrollToBottom();
   }
 
@@ -257,6 +339,28 @@ export function conversationView(store, { onBack, signal }) {
   store.addEventListener("pending", (event) => event.detail.channelId === channelId && renderPending(), { signal });
   store.addEventListener("presence", (event) => event.detail.channelId === channelId && renderPresence(), { signal });
   store.addEventListener("typing", (event) => event.detail.channelId === channelId && renderTyping(), { signal });
+  store.addEventListener("muted", (event) => event.detail.channelId === channelId && renderMuted(), { signal });
+  // A changed message is drawn anew where it is, and so are the replies quoting it.
+  store.addEventListener(
+    "change",
+    (event) => {
+      const { channelId: id, frame, messages: changed } = event.detail;
+      if (id !== channelId || !changed.length) return;
+      // Quotes show the text: only an edit or a delete changes them.
+      const quoted = frame?.type === "message_edited" || frame?.type === "message_deleted";
+      const quoting = new Set(quoted ? changed.map((message) => message.id) : []);
+      const redraw = new Set(changed);
+      for (const message of store.conversations.get(channelId)?.messages.values() ?? []) {
+        if (quoting.has(message.reply_to)) redraw.add(message);
+      }
+      for (const message of redraw) {
+        const old = elements.get(message.seq);
+        if (old) elements.set(message.seq, renderer.rerender(old, message));
+      }
+      if (replyingTo && quoting.has(replyingTo.id)) replyTo(replyingTo.deleted_at ? null : replyingTo, false);
+    },
+    { signal },
+  );
 
   newer.addEventListener("click", () => {
     show();
@@ -270,10 +374,43 @@ export function conversationView(store, { onBack, signal }) {
   observer.observe(older);
   signal.addEventListener("abort", () => observer.disconnect());
 
+  showMembers.addEventListener("click", () => {
+    const channel = store.channels.get(channelId);
+    store
+      .members(channelId)
+      .then((members) => {
+        if (store.currentId !== channel?.id) return;
+        memberUsers.replaceChildren(...members.map((member) => personItem(channel, member)));
+        memberUsers.hidden = false;
+        showMembers.hidden = true;
+      })
+      .catch((problem) => store.notice(problem.message));
+  });
   online.addEventListener("click", () => {
     const open = onlineList.hidden;
     onlineList.hidden = !open;
     online.setAttribute("aria-expanded", String(open));
+  });
+  inviteToggle.addEventListener("click", () => {
+    const open = inviteForm.hidden;
+    inviteForm.hidden = !open;
+    inviteToggle.setAttribute("aria-expanded", String(open));
+    if (open) inviteForm.querySelector("input").focus();
+  });
+  inviteForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = channelId;
+    const username = new FormData(inviteForm).get("username");
+    inviteStatus.textContent = "Inviting…";
+    store
+      .invite(id, username)
+      .then((user) => {
+        inviteForm.reset();
+        inviteStatus.textContent = `Invited ${displayName(user)}.`;
+      })
+      .catch((problem) => {
+        inviteStatus.textContent = problem.describe?.() ?? problem.message;
+      });
   });
   leave.addEventListener("click", () => {
     const channel = store.channels.get(channelId);
@@ -281,8 +418,9 @@ export function conversationView(store, { onBack, signal }) {
   });
 
   function submit() {
-    if (store.send(input.value)) {
+    if (store.send(input.value, replyingTo?.id ?? null)) {
       input.value = "";
+      replyTo(null, false);
       scrollToBottom();
     }
   }

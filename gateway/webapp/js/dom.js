@@ -39,3 +39,19 @@ export function displayName(user) {
   if (!user) return "Someone";
   return user.name || user.username || `User ${user.id}`;
 }
+
+// How a channel is named on screen: "# general", "🔒 plans" (private), or the other
+// person's name for a direct message (whose own name is empty).
+export function channelTitle(channel) {
+  if (!channel) return "";
+  if (channel.kind === "dm") return `@ ${displayName(channel.otherUser)}`;
+  if (channel.kind === "private") return `🔒 ${channel.name}`;
+  return `# ${channel.name}`;
+}
+
+// The title as elements, with what its sign means spelled out for screen readers.
+export function channelTitleNodes(channel) {
+  const kind = { dm: " (direct message)", private: " (private)" }[channel?.kind];
+  const title = document.createTextNode(channelTitle(channel));
+  return kind ? [title, h("span", { class: "visually-hidden", text: kind })] : [title];
+}

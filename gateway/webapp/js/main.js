@@ -44,6 +44,7 @@ store.addEventListener("notice", (event) => {
 window.addEventListener("online", () => store.socket?.retryNow());
 document.addEventListener("visibilitychange", () => {
   if (store.currentId !== null) store.markReadSoon(store.currentId, 0);
+  if (document.visibilityState === "visible") store.pageShown();
 });
 
 function showAuth(reason) {

@@ -168,14 +168,21 @@ export class MuxSocket extends EventTarget {
     return this.subscriptions.get(channelId)?.since ?? null;
   }
 
-  // Send a text message; returns its client_id. Kept until acknowledged, and re-sent
-  // with the same client_id whenever the channel is subscribed again.
-  send(channelId, content) {
+  // Send a text message (answering the message `replyTo`, if given); returns its
+  // client_id. Kept until acknowledged, and re-sent with the same client_id whenever
+  // the channel is subscribed again.
+  send(channelId, content, replyTo = null) {
     const clientId = newClientId();
     const item = { channel_id: channelId, body: { type: "text", content } };
+    if (replyTo !== null) item.reply_to = replyTo;
     this.pending.set(clientId, item);
     if (this.live.has(channelId)) this.sendPending(clientId, item);
     return clientId;
+  }
+
+  // A send the server refused for good (the person is muted): never re-sent.
+  forget(clientId) {
+    this.pending.delete(clientId);
   }
 
   resendPending(channelId) {
@@ -186,7 +193,15 @@ export class MuxSocket extends EventTarget {
   }
 
   sendPending(clientId, item) {
-    this.transmit({ type: "send", channel_id: item.channel_id, body: item.body, client_id: clientId });
+    this.transmit({ type: "send", ...item, client_id: clientId });
+  }
+
+  // An edit, delete or react frame, sent once (not kept: the person sees whether its
+  // event came, and can repeat it), and only on a live subscription.
+  change(frame) {
+    if (!this.live.has(frame.channel_id)) return false;
+    const withId = frame.type === "edit" ? { ...frame, client_id: newClientId() } : frame;
+    return this.transmit(withId);
   }
 
   typing(channelId) {
