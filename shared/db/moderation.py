@@ -43,10 +43,17 @@ async def standing(
     db: Executor, channel_id: int, actor_id: int, target_id: int = 0, *, lock: bool = False
 ) -> Standing | None:
     """None when the channel does not exist. `lock` (in a transaction) serializes this
-    channel's governance until the transaction ends."""
-    row = await db.fetchrow(
-        _STANDING + (" FOR NO KEY UPDATE" if lock else ""), channel_id, actor_id, target_id
-    )
+    channel's governance until the transaction ends.
+
+    The lock is taken by a statement of its own, before the read: a statement that
+    waited for a row lock re-checks the locked row, but its subqueries keep the
+    snapshot from before the wait, so a read in the same statement would see the
+    roles as they were before the transaction it waited for (eight concurrent
+    transfers by one owner then all found them still the owner).
+    """
+    if lock:
+        await db.execute("SELECT 1 FROM channels WHERE id = $1 FOR NO KEY UPDATE", channel_id)
+    row = await db.fetchrow(_STANDING, channel_id, actor_id, target_id)
     if row is None:
         return None
     return Standing(
